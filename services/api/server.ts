@@ -1,0 +1,32 @@
+// The API process: validated config, connections, the Fastify app, graceful shutdown.
+import { ArtifactStore } from "../common/artifacts.ts";
+import { loadConfigOrExit } from "../common/config.ts";
+import { createPrisma } from "../common/db.ts";
+import { createLogger } from "../common/logger.ts";
+import { createFineTuneQueue, createRedis } from "../common/queue.ts";
+import { onShutdownSignal } from "../common/shutdown.ts";
+import { initBackend, type BackendInfo } from "../trainer/backend.ts";
+import { buildApp } from "./app.ts";
+
+const config = loadConfigOrExit();
+const logger = createLogger(config.logLevel, "api");
+const prisma = createPrisma(config.databaseUrl);
+const redis = createRedis(config.redisUrl);
+redis.on("error", (error) => logger.warn({ err: error.message }, "redis connection error"));
+const queue = createFineTuneQueue(redis, config.queuePrefix);
+let backend: BackendInfo | undefined;
+initBackend(config.trainerBackend, logger).then(
+  (info) => (backend = info),
+  (error) => logger.error({ err: error }, "no tensorflow.js backend could be initialised"),
+);
+
+const app = await buildApp({ config, logger, prisma, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => backend });
+await app.listen({ host: config.host, port: config.port });
+
+onShutdownSignal(logger, config.shutdownTimeoutMs, async () => {
+  // close() stops accepting connections and waits for in-flight requests.
+  await app.close();
+  await queue.close();
+  redis.disconnect();
+  await prisma.$disconnect();
+});

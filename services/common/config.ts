@@ -1,0 +1,115 @@
+// Configuration from the environment, validated once at start. A bad value stops the
+// process with one line naming the variable, rather than failing later mid-request.
+import path from "node:path";
+
+export const BACKENDS = ["auto", "tensorflow", "wasm-blas", "wasm", "cpu"] as const;
+export type BackendChoice = (typeof BACKENDS)[number];
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  nodeEnv: string;
+  host: string;
+  port: number;
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  modelsDir: string;
+  dataDir: string;
+  logLevel: LogLevel;
+  trainerBackend: BackendChoice;
+  maxUploadBytes: number;
+  maxJsonBodyBytes: number;
+  bootstrapApiKey: string | undefined;
+  rateLimitPerMinute: number;
+  workerConcurrency: number;
+  jobMaxAttempts: number;
+  jobTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  reconcileIntervalMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, reason: string) {
+    super(`${variable} ${reason}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function text(env: Env, name: string, fallback: string): string {
+  const value = env[name];
+  if (value === undefined || value === "") return fallback;
+  return value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = text(env, name, fallback);
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function url(env: Env, name: string, fallback: string, protocols: string[]): string {
+  const raw = text(env, name, fallback);
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `is not a valid URL: "${raw}"`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(" or ")}, got "${parsed.protocol}"`);
+  }
+  return raw;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const megabyte = 1024 * 1024;
+  return {
+    nodeEnv: text(env, "NODE_ENV", "development"),
+    host: text(env, "HOST", "127.0.0.1"),
+    port: integer(env, "PORT", 8080, 0, 65535),
+    databaseUrl: url(env, "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/lora", ["postgresql:", "postgres:"]),
+    redisUrl: url(env, "REDIS_URL", "redis://127.0.0.1:6379", ["redis:", "rediss:"]),
+    queuePrefix: text(env, "QUEUE_PREFIX", "lora"),
+    modelsDir: path.resolve(text(env, "MODELS_DIR", "var/models")),
+    dataDir: path.resolve(text(env, "DATA_DIR", "var/data")),
+    logLevel: oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info"),
+    trainerBackend: oneOf(env, "TRAINER_BACKEND", BACKENDS, "auto"),
+    maxUploadBytes: integer(env, "MAX_UPLOAD_BYTES", 100 * megabyte, 1, 64 * 1024 * megabyte),
+    maxJsonBodyBytes: integer(env, "MAX_JSON_BODY_BYTES", megabyte, 1024, 1024 * megabyte),
+    bootstrapApiKey: env.BOOTSTRAP_API_KEY || undefined,
+    rateLimitPerMinute: integer(env, "RATE_LIMIT_PER_MINUTE", 6000, 1, 10_000_000),
+    workerConcurrency: integer(env, "WORKER_CONCURRENCY", 1, 1, 64),
+    jobMaxAttempts: integer(env, "JOB_MAX_ATTEMPTS", 3, 1, 100),
+    jobTimeoutMs: integer(env, "JOB_TIMEOUT_MS", 6 * 60 * 60 * 1000, 1000, 30 * 24 * 60 * 60 * 1000),
+    shutdownTimeoutMs: integer(env, "SHUTDOWN_TIMEOUT_MS", 25_000, 100, 600_000),
+    reconcileIntervalMs: integer(env, "RECONCILE_INTERVAL_MS", 30_000, 100, 24 * 60 * 60 * 1000),
+  };
+}
+
+/** Loads the configuration or, on a bad value, prints one line naming the variable and exits 1. */
+export function loadConfigOrExit(env: Env = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`configuration error: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,36 @@
+// Queue names and payloads shared by the API (producer) and the worker (consumer).
+// The BullMQ job id is always the database job id, so adding a job twice is a no-op.
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+
+export const FINE_TUNE_QUEUE = "fine-tune";
+
+export interface FineTunePayload {
+  jobId: string;
+}
+
+/**
+ * A Redis connection that never gives up reconnecting. Commands issued while
+ * disconnected fail fast instead of piling up, so callers can report Redis down.
+ */
+export function createRedis(redisUrl: string, options: { forWorker?: boolean } = {}): Redis {
+  return new Redis(redisUrl, {
+    lazyConnect: false,
+    // BullMQ workers block on Redis and must never see a retry limit.
+    maxRetriesPerRequest: options.forWorker ? null : 1,
+    enableOfflineQueue: options.forWorker ?? false,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+  });
+}
+
+export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<void> {
+  if (redis.status !== "ready") throw new Error(`redis connection is ${redis.status}`);
+  await Promise.race([
+    redis.ping(),
+    new Promise((_, reject) => setTimeout(() => reject(new Error("redis ping timed out")), timeoutMs).unref()),
+  ]);
+}
+
+export function createFineTuneQueue(redis: Redis, prefix: string): Queue<FineTunePayload> {
+  return new Queue<FineTunePayload>(FINE_TUNE_QUEUE, { connection: redis, prefix });
+}

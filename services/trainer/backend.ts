@@ -1,0 +1,76 @@
+// Chooses the TensorFlow.js backend once per process, in the order of ARCHITECTURE.md:
+// tensorflow (tfjs-node-gpu / tfjs-node) when it loads, else wasm, else the pure-JS cpu backend.
+import { createRequire } from "node:module";
+import path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+
+export type BackendName = "tensorflow" | "wasm-blas" | "wasm" | "cpu";
+export type BackendChoice = "auto" | BackendName;
+
+export interface BackendInfo {
+  name: BackendName;
+  /** Why this backend was chosen, or why a faster one was not. */
+  notes: string[];
+}
+
+interface Log {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+const require = createRequire(import.meta.url);
+let selected: Promise<BackendInfo> | undefined;
+
+async function tryTensorflow(notes: string[]): Promise<boolean> {
+  for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
+    try {
+      await import(pkg);
+      if (await tf.setBackend("tensorflow")) return true;
+      notes.push(`${pkg} loaded but the tensorflow backend did not initialise`);
+    } catch (error) {
+      notes.push(`${pkg} unavailable: ${firstLine(error)}`);
+    }
+  }
+  return false;
+}
+
+async function tryWasm(notes: string[]): Promise<boolean> {
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    const distDir = path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm"));
+    wasm.setWasmPaths(distDir + path.sep);
+    if (await tf.setBackend("wasm")) return true;
+    notes.push("wasm backend did not initialise");
+  } catch (error) {
+    notes.push(`wasm backend unavailable: ${firstLine(error)}`);
+  }
+  return false;
+}
+
+function firstLine(error: unknown): string {
+  return String(error instanceof Error ? error.message : error).split("\n")[0];
+}
+
+async function select(choice: BackendChoice): Promise<BackendInfo> {
+  const notes: string[] = [];
+  if ((choice === "auto" || choice === "tensorflow") && (await tryTensorflow(notes))) {
+    return { name: "tensorflow", notes };
+  }
+  if (choice === "tensorflow") throw new Error(`TRAINER_BACKEND=tensorflow but it cannot load: ${notes.join("; ")}`);
+  if ((choice === "auto" || choice === "wasm" || choice === "wasm-blas") && (await tryWasm(notes))) {
+    if (choice === "wasm-blas") notes.push("the BLAS addon is not part of this build; plain wasm in use");
+    return { name: "wasm", notes };
+  }
+  if (choice === "wasm" || choice === "wasm-blas") throw new Error(`TRAINER_BACKEND=${choice} but it cannot load: ${notes.join("; ")}`);
+  await tf.setBackend("cpu");
+  return { name: "cpu", notes };
+}
+
+/** Initialises the backend on first call; later calls return the same answer. */
+export function initBackend(choice: BackendChoice, log?: Log): Promise<BackendInfo> {
+  selected ??= select(choice).then((info) => {
+    log?.info({ backend: info.name, notes: info.notes }, `tensorflow.js backend: ${info.name}`);
+    return info;
+  });
+  return selected;
+}

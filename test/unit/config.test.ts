@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { ConfigError, loadConfig } from "../../services/common/config.ts";
+
+describe("configuration", () => {
+  it("has defaults that work on a development machine", () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 8080);
+    assert.equal(config.databaseUrl, "postgresql://postgres@127.0.0.1:5432/lora");
+    assert.equal(config.redisUrl, "redis://127.0.0.1:6379");
+    assert.equal(config.trainerBackend, "auto");
+    assert.equal(config.maxUploadBytes, 100 * 1024 * 1024);
+  });
+
+  for (const [variable, value, pattern] of [
+    ["PORT", "eighty", /PORT must be an integer/],
+    ["PORT", "70000", /PORT must be between 0 and 65535/],
+    ["DATABASE_URL", "mysql://x/y", /DATABASE_URL must use postgresql:/],
+    ["REDIS_URL", "not a url", /REDIS_URL is not a valid URL/],
+    ["TRAINER_BACKEND", "gpu", /TRAINER_BACKEND must be one of auto, tensorflow, wasm-blas, wasm, cpu/],
+    ["LOG_LEVEL", "loud", /LOG_LEVEL must be one of/],
+    ["MAX_UPLOAD_BYTES", "0", /MAX_UPLOAD_BYTES must be between/],
+  ] as const) {
+    it(`rejects ${variable}=${value} naming the variable`, () => {
+      assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.variable, variable);
+        assert.match(error.message, pattern);
+        return true;
+      });
+    });
+  }
+
+  it("makes the API process exit 1 with one line naming the variable", () => {
+    const root = path.resolve(import.meta.dirname, "../..");
+    const result = spawnSync(process.execPath, ["--import", "tsx", "services/api/server.ts"], {
+      cwd: root,
+      env: { ...process.env, PORT: "eighty" },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    assert.equal(result.status, 1);
+    assert.equal(result.stderr.trim(), 'configuration error: PORT must be an integer, got "eighty"');
+  });
+});
