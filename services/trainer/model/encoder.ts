@@ -32,6 +32,14 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
+/** nn.Linear (y = x Wᵀ + b, W stored [out, in]) plus PEFT's LoRA term: scale · B A dropout(x). */
+export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
+  const y = x.matMul(weight as tf.Tensor2D, false, true).add(bias) as tf.Tensor2D;
+  if (!lora) return y;
+  const input = dropout ? dropout.apply(x, lora.dropout) : x;
+  return y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
+}
+
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
 
 export function prefixOf(config: EncoderConfig): string {
@@ -106,13 +114,7 @@ export class EncoderClassifier {
   }
 
   private linear(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D, false, true).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
-    const lora = options.lora?.get(module);
-    if (lora) {
-      const input = options.dropout ? options.dropout.apply(x, lora.dropout) : x;
-      y = y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
-    }
-    return y;
+    return loraLinear(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), options.lora?.get(module), options.dropout);
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
