@@ -229,7 +229,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
-    for (const tensor of model.weights.values()) tensor.dispose();
+    model.dispose();
     optimizer.dispose();
   };
 
