@@ -1,7 +1,9 @@
 // Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
+import { ModelConfigError, readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
 import { Rng } from "../rng.ts";
 import { readSafetensors, type NamedArray } from "../safetensors.ts";
 import { TextTokenizer } from "../tokenizer.ts";
@@ -35,10 +37,24 @@ export function isHeadParameter(name: string): boolean {
   return HEAD_ROOTS.some((root) => name.startsWith(root));
 }
 
+/** model.safetensors, or the shards listed in model.safetensors.index.json. */
+export async function readCheckpoint(dir: string): Promise<Map<string, NamedArray>> {
+  if (existsSync(path.join(dir, "model.safetensors"))) return readSafetensors(path.join(dir, "model.safetensors"));
+  const index = path.join(dir, "model.safetensors.index.json");
+  if (!existsSync(index)) {
+    throw new ModelConfigError(`${dir} has no model.safetensors (pytorch_model.bin is not read: convert it to safetensors first)`);
+  }
+  const { weight_map: weightMap } = JSON.parse(await readFile(index, "utf8")) as { weight_map: Record<string, string> };
+  const tensors = new Map<string, NamedArray>();
+  for (const shard of new Set(Object.values(weightMap))) for (const [name, value] of await readSafetensors(path.join(dir, shard))) tensors.set(name, value);
+  return tensors;
+}
+
 export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   const config = await readEncoderConfig(dir);
   const prefix = config.architecture;
-  const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+  if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
+  const stored = await readCheckpoint(dir);
   const weights = new Map<string, tf.Tensor>();
   const linearWeights = new Map<string, tf.Tensor2D>();
   const linearModules = new Set([...encoderLinearModules(config), `${prefix}.pooler.dense`]);
@@ -51,7 +67,7 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
     else if (canonical.startsWith(`${prefix}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
   }
   if (!weights.has(`${prefix}.embeddings.word_embeddings.weight`)) {
-    throw new Error(`${dir}/model.safetensors holds no ${prefix} encoder weights`);
+    throw new ModelConfigError(`${dir}: the checkpoint holds no ${prefix} encoder weights`);
   }
   const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
   return { dir, config, model: new EncoderClassifier(config, weights, linearWeights), tokenizer, checkpointHead };
