@@ -20,7 +20,7 @@ const LIVE_DATASETS = `SELECT id, format::text FROM "Dataset" WHERE id = ANY($1:
 const INSERT_JOB = `INSERT INTO "Job" (id, "tenantId", task, "baseModelId", "trainDatasetId", "validationDatasetId", "validationSplit",
   "loraConfig", hyperparameters, priority, metadata, "idempotencyKey", "requestHash", "maxAttempts", "createdAt", "updatedAt")
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING *`;
-const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = $1 AND "enqueuedAt" IS NULL`;
+const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
 
 export interface NewJob {
   tenantId: string;
@@ -47,14 +47,30 @@ export const isUniqueViolation = (error: unknown) => ["23505", "P2002"].includes
 
 export class JobSql {
   private readonly pool: pg.Pool;
+  private readonly inFlight = new Map<string, Promise<JobWithAdapter | undefined>>();
+  private toMark: string[] = [];
+  private marking: Promise<Date> | undefined;
 
   constructor(databaseUrl: string, maxConnections = 10) {
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: maxConnections, types });
   }
 
-  async jobOfTenant(id: string, tenantId: string): Promise<JobWithAdapter | undefined> {
-    const result = await this.pool.query<JobRow>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] });
-    return result.rows[0] && withAdapter(result.rows[0]);
+  /**
+   * Requests for the same job that arrive while its query is in flight share that query:
+   * many clients polling one job cost one round trip, and no answer is older than the
+   * request that received it by more than one query's duration.
+   */
+  jobOfTenant(id: string, tenantId: string): Promise<JobWithAdapter | undefined> {
+    const key = `${tenantId}/${id}`;
+    let query = this.inFlight.get(key);
+    if (!query) {
+      query = this.pool
+        .query<JobRow>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] })
+        .then((result) => result.rows[0] && withAdapter(result.rows[0]))
+        .finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, query);
+    }
+    return query;
   }
 
   async liveDatasets(ids: string[], tenantId: string): Promise<{ id: string; format: string }[]> {
@@ -82,8 +98,18 @@ export class JobSql {
     return { ...result.rows[0], adapter: null };
   }
 
-  async markEnqueued(id: string, at: Date): Promise<void> {
-    await this.pool.query({ name: "mark-enqueued", text: MARK_ENQUEUED, values: [id, at.toISOString().replace("T", " ").replace("Z", "")] });
+  /** Records enqueuedAt for the jobs queued in the same event-loop turn with one UPDATE. */
+  markEnqueued(id: string): Promise<Date> {
+    this.toMark.push(id);
+    this.marking ??= new Promise((resolve) => setImmediate(resolve)).then(async () => {
+      const ids = this.toMark;
+      this.toMark = [];
+      this.marking = undefined;
+      const at = new Date();
+      await this.pool.query({ name: "mark-enqueued", text: MARK_ENQUEUED, values: [ids, at.toISOString().replace("T", " ").replace("Z", "")] });
+      return at;
+    });
+    return this.marking;
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,7 @@ import type { FastifyInstance } from "fastify";
 import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
 import type { Job } from "../../common/generated/prisma/client.ts";
 import { DEFAULT_TARGET_MODULES, type ModelRegistry, type Task } from "../../common/models.ts";
-import { DEFAULT_PRIORITY, enqueueFineTune, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
+import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
 import type { AppDeps } from "../app.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
@@ -128,6 +128,7 @@ const invalidReference = (path: string, message: string) => new AppError(422, "i
 export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: ModelRegistry; jobSql: JobSql }): Promise<void> {
   const { prisma, queue, config, models, jobSql } = deps;
   const withAdapter = { adapter: { select: { id: true } } } as const;
+  const enqueuer = new EnqueueBatcher(queue, config.enqueueTimeoutMs);
 
   async function replayOrConflict(tenantId: string, key: string, requestHash: string): Promise<JobWithAdapter | undefined> {
     const existing = await prisma.job.findUnique({ where: { tenantId_idempotencyKey: { tenantId, idempotencyKey: key } }, include: withAdapter });
@@ -216,13 +217,12 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       }
 
       try {
-        await enqueueFineTune(queue, job, config.enqueueTimeoutMs);
+        await enqueuer.add(job);
       } catch (error) {
         request.log.warn({ job: job.id, err: (error as Error).message }, "job stored but not queued; the reconciler will queue it");
         return reply.code(202).send(jobView(job));
       }
-      const enqueuedAt = new Date();
-      await jobSql.markEnqueued(job.id, enqueuedAt);
+      const enqueuedAt = await jobSql.markEnqueued(job.id);
       return reply.code(201).send(jobView({ ...job, enqueuedAt }));
     },
   );
