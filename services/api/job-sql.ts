@@ -17,9 +17,18 @@ const types = {
 
 const JOB_WITH_ADAPTER = `SELECT j.*, a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = $1 AND j."tenantId" = $2`;
 const LIVE_DATASETS = `SELECT id, format::text FROM "Dataset" WHERE id = ANY($1::uuid[]) AND "tenantId" = $2 AND "deletedAt" IS NULL`;
-const INSERT_JOB = `INSERT INTO "Job" (id, "tenantId", task, "baseModelId", "trainDatasetId", "validationDatasetId", "validationSplit",
+const INSERT_COLUMNS = 14;
+const MAX_INSERT_BATCH = 100;
+/** One INSERT for `rows` jobs: one statement, one transaction, one WAL flush. */
+const insertJobs = (rows: number) => {
+  const tuples = Array.from({ length: rows }, (_, row) => {
+    const params = Array.from({ length: INSERT_COLUMNS }, (_, column) => `$${row * INSERT_COLUMNS + column + 1}`);
+    return `(${params.join(", ")}, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')`;
+  });
+  return `INSERT INTO "Job" (id, "tenantId", task, "baseModelId", "trainDatasetId", "validationDatasetId", "validationSplit",
   "loraConfig", hyperparameters, priority, metadata, "idempotencyKey", "requestHash", "maxAttempts", "createdAt", "updatedAt")
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING *`;
+  VALUES ${tuples.join(", ")} RETURNING *`;
+};
 const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
 
 export interface NewJob {
@@ -49,6 +58,7 @@ export class JobSql {
   private readonly pool: pg.Pool;
   private readonly inFlight = new Map<string, Promise<JobWithAdapter | undefined>>();
   private toMark: string[] = [];
+  private toInsert: { job: NewJob; resolve: (job: JobWithAdapter) => void; reject: (error: unknown) => void }[] = [];
   private marking: Promise<Date> | undefined;
 
   constructor(databaseUrl: string, maxConnections = 10) {
@@ -77,8 +87,23 @@ export class JobSql {
     return (await this.pool.query<{ id: string; format: string }>({ name: "live-datasets", text: LIVE_DATASETS, values: [ids, tenantId] })).rows;
   }
 
-  async insertJob(job: NewJob): Promise<JobWithAdapter> {
-    const values = [
+  /**
+   * Inserts the jobs submitted in the same event-loop turn with one statement. If that
+   * fails (an Idempotency-Key race), each is inserted alone so only its own caller fails.
+   */
+  insertJob(job: NewJob): Promise<JobWithAdapter> {
+    return new Promise((resolve, reject) => {
+      this.toInsert.push({ job, resolve, reject });
+      if (this.toInsert.length === 1) setImmediate(() => this.flushInserts());
+      else if (this.toInsert.length === MAX_INSERT_BATCH) this.flushInserts();
+    });
+  }
+
+  private flushInserts(): void {
+    const batch = this.toInsert;
+    if (batch.length === 0) return;
+    this.toInsert = [];
+    const rows = batch.map(({ job }) => [
       randomUUID(),
       job.tenantId,
       job.task,
@@ -93,9 +118,19 @@ export class JobSql {
       job.idempotencyKey,
       job.requestHash,
       job.maxAttempts,
-    ];
-    const result = await this.pool.query<JobRow>({ name: "insert-job", text: INSERT_JOB, values });
-    return { ...result.rows[0], adapter: null };
+    ]);
+    const insert = (values: unknown[][]) =>
+      this.pool.query<JobRow>({ name: `insert-jobs-${values.length}`, text: insertJobs(values.length), values: values.flat() });
+    insert(rows).then(
+      (result) => {
+        const byId = new Map(result.rows.map((row) => [row.id, row]));
+        batch.forEach((entry, index) => entry.resolve({ ...byId.get(rows[index][0] as string)!, adapter: null }));
+      },
+      () =>
+        batch.forEach((entry, index) =>
+          insert([rows[index]]).then((result) => entry.resolve({ ...result.rows[0], adapter: null }), entry.reject),
+        ),
+    );
   }
 
   /** Records enqueuedAt for the jobs queued in the same event-loop turn with one UPDATE. */
