@@ -34,3 +34,81 @@ export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<void> {
 export function createFineTuneQueue(redis: Redis, prefix: string): Queue<FineTunePayload> {
   return new Queue<FineTunePayload>(FINE_TUNE_QUEUE, { connection: redis, prefix });
 }
+
+/** API priorities run from 0 (lowest) to 100 (highest); BullMQ runs its priority 1 first. */
+export const MIN_PRIORITY = 0;
+export const MAX_PRIORITY = 100;
+export const DEFAULT_PRIORITY = 50;
+
+export function bullPriority(priority: number): number {
+  return MAX_PRIORITY + 1 - priority;
+}
+
+/**
+ * BullMQ waits for a connection rather than failing while Redis is down; callers on a
+ * request path bound that wait and report Redis as unavailable instead.
+ */
+export async function withRedisTimeout<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis did not answer ${what} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  work.catch(() => {});
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Adds the job to BullMQ under its database id, so adding it again (a retry, the
+ * reconciler) never creates a second copy. Rejects when Redis does not answer in time.
+ */
+export async function enqueueFineTune(queue: Queue<FineTunePayload>, job: { id: string; priority: number }, timeoutMs: number): Promise<void> {
+  await withRedisTimeout(
+    queue.add(FINE_TUNE_QUEUE, { jobId: job.id }, { jobId: job.id, priority: bullPriority(job.priority) }),
+    timeoutMs,
+    "the job",
+  );
+}
+
+interface PendingAdd {
+  job: { id: string; priority: number };
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * Adds the jobs submitted in the same event-loop turn with one `addBulk` (one Redis
+ * round trip), so a burst of submissions does not pay a round trip each. Same ids,
+ * same idempotence and the same timeout as `enqueueFineTune`.
+ */
+export class EnqueueBatcher {
+  private pending: PendingAdd[] = [];
+
+  constructor(
+    private readonly queue: Queue<FineTunePayload>,
+    private readonly timeoutMs: number,
+    private readonly maxBatch = 200,
+  ) {}
+
+  add(job: { id: string; priority: number }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ job, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+      else if (this.pending.length >= this.maxBatch) this.flush();
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    const jobs = batch.map(({ job }) => ({ name: FINE_TUNE_QUEUE, data: { jobId: job.id }, opts: { jobId: job.id, priority: bullPriority(job.priority) } }));
+    withRedisTimeout(this.queue.addBulk(jobs), this.timeoutMs, `${jobs.length} job(s)`).then(
+      () => batch.forEach((entry) => entry.resolve()),
+      (error: Error) => batch.forEach((entry) => entry.reject(error)),
+    );
+  }
+}
