@@ -1,11 +1,9 @@
-// The tiny model and the learnable example dataset that worker tests train on, with
-// settings that give a run of a few seconds and several checkpoints.
+// The tiny model and learnable dataset that worker tests train on (the engine's generated
+// fixtures), with settings that give a run of a few seconds and a checkpoint every ~second.
 import fs from "node:fs/promises";
 import path from "node:path";
+import { engineFixtures, fixtureModel } from "./engine-fixtures.ts";
 import type { JobSpec } from "./worker-harness.ts";
-
-const repoRoot = path.resolve(import.meta.dirname, "../..");
-export const EXAMPLE_DATASET = path.join(repoRoot, "examples/sentiment.jsonl");
 
 export interface TrainingFixture {
   modelDir: string;
@@ -13,19 +11,20 @@ export interface TrainingFixture {
   checkpointEverySteps: number;
 }
 
+/** Copies the tiny DistilBERT classifier into `modelsDir` as `tiny-distilbert`. */
 export async function trainingFixture(modelsDir: string): Promise<TrainingFixture> {
+  const fixtures = await engineFixtures();
   const modelDir = path.join(modelsDir, "tiny-distilbert");
-  await fs.mkdir(modelDir, { recursive: true });
-  await fs.writeFile(path.join(modelDir, "config.json"), JSON.stringify({ architectures: ["DistilBertForSequenceClassification"], model_type: "distilbert" }));
+  await fs.cp(fixtureModel("distilbert-cls"), modelDir, { recursive: true });
   return {
     modelDir,
-    checkpointEverySteps: 4,
+    checkpointEverySteps: 20,
     job: {
       modelDir,
-      datasetFile: EXAMPLE_DATASET,
+      datasetFile: path.join(fixtures, "sentiment-train.jsonl"),
       validationSplit: 0.2,
-      lora: { r: 4, alpha: 8, dropout: 0 },
-      hyperparameters: { epochs: 2, batchSize: 8, learningRate: 0.01, warmupRatio: 0, weightDecay: 0, maxSeqLength: 32, seed: 42, maxSteps: 20 },
+      lora: { r: 4, alpha: 8, dropout: 0.1 },
+      hyperparameters: { epochs: 6, batchSize: 8, learningRate: 0.005, warmupRatio: 0.1, weightDecay: 0.01, maxSeqLength: 32, seed: 42, evalEverySteps: 40 },
     },
   };
 }
