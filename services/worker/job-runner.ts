@@ -303,9 +303,10 @@ class ActiveRun {
       epoch: report.epoch,
       loss: report.loss,
       learningRate: report.learningRate,
-      tokensPerSecond: report.tokensPerSecond,
-      elapsedMs: report.elapsedMs,
-      etaMs: report.etaMs,
+      tokens: report.tokensSeen,
+      tokensPerSecond: Math.round(report.tokensPerSecond),
+      elapsedMs: Math.round(report.elapsedMs),
+      etaMs: Math.round(report.etaMs),
     };
     this.enqueueWrite(async () => {
       await this.deps.prisma.$transaction([
@@ -323,11 +324,14 @@ class ActiveRun {
       .map(([name, value]) => `${name} ${value.toFixed(4)} (base ${report.baseline[name]?.toFixed(4) ?? "n/a"})`)
       .join(", ");
     this.enqueueWrite(() =>
-      this.eventQuery("info", "evaluation", `step ${report.step}: ${summary}`, {
-        step: report.step,
-        metrics: report.metrics,
-        baseline: report.baseline,
-      }),
+      this.deps.prisma.$transaction([
+        this.deps.prisma.job.update({ where: { id: this.jobId }, data: { metrics: report.metrics } }),
+        this.eventQuery("info", "evaluation", `step ${report.step}: ${summary}`, {
+          step: report.step,
+          metrics: report.metrics,
+          baseline: report.baseline,
+        }),
+      ]),
     );
   }
 
