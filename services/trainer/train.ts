@@ -146,6 +146,8 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   }
   const labels = chooseLabels(trainRecords, config.labels);
   if (labels.length < 2) throw new TrainingConfigError("classification needs at least two labels in the training data");
+  const unknown = validationRecords.find((record) => !labels.includes(record.label));
+  if (unknown) throw new TrainingConfigError(`validation label "${unknown.label}" does not occur in the training data`);
   const maxLength = Math.min(hyper.maxSeqLength, maxInputLength(config));
   const trainExamples = encodeExamples(trainRecords, tokenizer, maxLength, labels);
   const validationExamples: Example[] = encodeExamples(validationRecords, tokenizer, maxLength, labels);
