@@ -66,7 +66,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
   });
-  await app.register(async (scope) => metricsPlugin(scope, deps));
+  // Not encapsulated: its onResponse hook must see every route.
+  await metricsPlugin(app, deps);
   await app.register(async (scope) => healthRoutes(scope, deps));
 
   const models = new ModelRegistry(deps.prisma, config.modelsDir, deps.logger);

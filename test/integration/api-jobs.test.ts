@@ -121,7 +121,7 @@ describe("jobs API", () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const response = await get(`/v1/jobs?limit=2${cursor ? `&cursor=${cursor}` : ""}`).expect(200);
+      const response: request.Response = await get(`/v1/jobs?limit=2${cursor ? `&cursor=${cursor}` : ""}`).expect(200);
       seen.push(...response.body.data.map((job: { id: string }) => job.id));
       // A job added while paging shows on no later page: the order is newest first.
       if (seen.length === 2) await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification }).expect(201);
