@@ -26,7 +26,7 @@ const LEASE_BUSY_RETRY_MS = 5000;
 /** A retry after a crashed sandbox or a database hiccup waits this long times the attempt. */
 const RETRY_BACKOFF_MS = 2000;
 
-type StopReason = "cancel" | "timeout" | "shutdown";
+type StopReason = "cancel" | "timeout" | "shutdown" | "lease_lost";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -81,6 +81,10 @@ export class JobRunner {
       return { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS };
     }
     const run = new ActiveRun(this.deps, queueJob, sandbox);
+    lease.whenLost(() => {
+      this.deps.logger.error({ jobId }, "lost the job's Postgres lease; stopping its run");
+      run.stop("lease_lost");
+    });
     this.active.add(run);
     try {
       if (this.shuttingDown) run.stop("shutdown");
@@ -225,6 +229,9 @@ class ActiveRun {
       case "timeout":
         await this.finishFailed(timeoutError(this.deps.settings.jobTimeoutMs));
         return { kind: "final", status: "failed" };
+      case "lease_lost":
+        // Another worker may own the job now: write nothing, let the lease decide later.
+        return { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS };
       case "shutdown":
       case undefined:
         await this.handBack(step);

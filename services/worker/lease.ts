@@ -5,14 +5,26 @@
 import pg from "pg";
 
 export class JobLease {
+  private released = false;
+  private onLost: (() => void) | undefined;
+
   private constructor(
     private readonly client: pg.Client,
     readonly jobId: string,
-  ) {}
+  ) {
+    client.on("end", () => {
+      if (!this.released) this.onLost?.();
+    });
+  }
+
+  /** Called once if the connection holding the lock drops: the run no longer owns the job. */
+  whenLost(callback: () => void): void {
+    this.onLost = callback;
+  }
 
   /** The lease, or undefined when another run holds it. */
   static async tryAcquire(databaseUrl: string, jobId: string): Promise<JobLease | undefined> {
-    const client = new pg.Client({ connectionString: databaseUrl, application_name: `lora-worker-lease` });
+    const client = new pg.Client({ connectionString: databaseUrl, application_name: "lora-worker-lease" });
     // A dropped connection means the lock is gone too; the run notices through `lost`.
     client.on("error", () => {});
     await client.connect();
@@ -30,6 +42,7 @@ export class JobLease {
   }
 
   async release(): Promise<void> {
+    this.released = true;
     // Closing the session releases its advisory locks.
     await this.client.end().catch(() => {});
   }
