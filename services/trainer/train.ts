@@ -119,11 +119,12 @@ function checkHyperparameters(h: Hyperparameters): void {
   if (!Number.isInteger(h.seed)) throw new TrainingConfigError("seed must be an integer");
 }
 
-/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels sorted. */
+/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels in sorted order. */
 function chooseLabels(records: ClassificationRecord[], checkpointLabels: string[] | undefined): string[] {
   const seen = [...new Set(records.map((record) => record.label))];
   if (checkpointLabels && checkpointLabels.length === seen.length && seen.every((label) => checkpointLabels.includes(label))) return checkpointLabels;
-  return seen.sort();
+  // Numeric-aware, so integer labels keep their order ("2" before "10").
+  return seen.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
 
 function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
@@ -185,7 +186,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const params = new Map<string, tf.Variable>();
   const keyOfVariable = new Map<string, string>();
   for (const [key, { shape, data }] of initial) {
-    const variable = tf.variable(tf.tensor(data, shape, "float32"), true);
+    const variable = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
     params.set(key, variable);
     keyOfVariable.set(variable.name, key);
   }
@@ -193,7 +194,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
     for (const key of params.keys()) {
       const m = savedMoments.get(`exp_avg/${key}`);
       const v = savedMoments.get(`exp_avg_sq/${key}`);
-      if (m && v) optimizer.moments.set(key, { m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) });
+      if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
     }
   }
   const baseHeadTensors = new Map([...baseHead].map(([name, { shape, data }]) => [headKey(name), tf.tensor(data, shape, "float32")]));
@@ -229,6 +230,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
+    model.dispose();
     optimizer.dispose();
   };
 
