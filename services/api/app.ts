@@ -27,6 +27,7 @@ import { datasetRoutes } from "./routes/datasets.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { predictRoutes } from "./routes/predict.ts";
 import { registerSharedSchemas } from "./schemas.ts";
 
 export interface AppDeps {
@@ -89,6 +90,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await modelRoutes(v1, { models });
     await jobRoutes(v1, { ...deps, models, jobSql });
     await adapterRoutes(v1, deps);
+    await predictRoutes(v1, deps);
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });

@@ -33,6 +33,8 @@ export interface Config {
   maxDatasetLineBytes: number;
   eventsPollIntervalMs: number;
   sseHeartbeatMs: number;
+  predictModelCacheSize: number;
+  predictMaxBatch: number;
 }
 
 export class ConfigError extends Error {
@@ -115,6 +117,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxDatasetLineBytes: integer(env, "MAX_DATASET_LINE_BYTES", megabyte, 1024, 1024 * megabyte),
     eventsPollIntervalMs: integer(env, "EVENTS_POLL_INTERVAL_MS", 1000, 10, 60_000),
     sseHeartbeatMs: integer(env, "SSE_HEARTBEAT_MS", 15_000, 10, 600_000),
+    predictModelCacheSize: integer(env, "PREDICT_MODEL_CACHE_SIZE", 2, 1, 64),
+    predictMaxBatch: integer(env, "PREDICT_MAX_BATCH", 64, 1, 4096),
   };
 }
 

@@ -10,7 +10,7 @@ import { maxInputLength } from "./hf/config.ts";
 import { crossEntropy, evaluate } from "./inference.ts";
 import { adapterForwardOptions, headKey, initLora, loraKey, resolveLora, type LoraOptions, type LoraSettings } from "./lora.ts";
 import { Dropout } from "./model/encoder.ts";
-import { headLayout, initialHead, loadPretrained } from "./model/load.ts";
+import { headLayout, initialHead, loadPretrainedShared } from "./model/load.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
 import { splitAdapterTensors, writeAdapterFiles, writeFolderAtomically, type Adapter } from "./peft.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
@@ -136,7 +136,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const hyper = options.hyper;
   checkHyperparameters(hyper);
   if (hyper.checkpointEverySteps && !options.checkpointDir) throw new TrainingConfigError("checkpointEverySteps needs a checkpointDir");
-  const pretrained = await loadPretrained(options.modelDir);
+  const pretrained = await loadPretrainedShared(options.modelDir);
   const { config, model, tokenizer } = pretrained;
   const settings = resolveLora(options.lora, config.architecture);
 
@@ -231,7 +231,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
-    model.dispose();
+    // The base model stays loaded for the next job on it; loadPretrainedShared disposes it.
     optimizer.dispose();
   };
 
