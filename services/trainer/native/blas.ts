@@ -127,37 +127,65 @@ function runProduct(
   return { out, plan };
 }
 
+const activationKernels: Record<string, string> = {
+  relu: "Relu",
+  relu6: "Relu6",
+  elu: "Elu",
+  sigmoid: "Sigmoid",
+  leakyrelu: "LeakyRelu",
+  prelu: "Prelu",
+};
+
+function runWasmKernel(name: string, inputs: tf.NamedTensorInfoMap, backend: BackendWasm, attrs: tf.NamedAttrMap = {}): tf.TensorInfo {
+  return tf.getKernel(name, "wasm").kernelFunc({ inputs, backend, attrs }) as tf.TensorInfo;
+}
+
+/** Frees an intermediate result that `next` was computed from. */
+function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.TensorInfo): tf.TensorInfo {
+  backend.disposeData(previous.dataId);
+  return next;
+}
+
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
- * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon. Returns a function
+ * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon. Bias and activation
+ * of the fused kernel run in the addon for a row bias with linear or relu (what dense layers use),
+ * otherwise on tfjs's elementwise wasm kernels (tfjs's own fused kernel gets elu wrong). Returns a function
  * that puts tfjs's own kernels back (tests compare both in one process).
  */
 export function registerBlasKernels(addon: BlasAddon): () => void {
   const originals = [tf.getKernel("BatchMatMul", "wasm"), tf.getKernel("_FusedMatMul", "wasm")];
-  const originalFused = originals[1].kernelFunc;
 
   const batchMatMul = ({ inputs, backend, attrs }: KernelArgs) => {
     const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
     return runProduct(addon, backend as BackendWasm, inputs.a!, inputs.b!, transposeA, transposeB).out;
   };
 
-  const fusedMatMul = (args: KernelArgs) => {
-    const { inputs, backend, attrs } = args;
-    const { transposeA, transposeB, activation } = attrs as { transposeA: boolean; transposeB: boolean; activation: string };
-    const { bias } = inputs;
-    const a = inputs.a!;
-    const b = inputs.b!;
-    const n = transposeB ? b.shape[b.shape.length - 2] : b.shape[b.shape.length - 1];
-    const rowBias = bias == null || (tf.util.sizeFromShape(bias.shape) === n && bias.shape.every((d, i) => d === 1 || i === bias.shape.length - 1));
-    if ((activation !== "linear" && activation !== "relu") || !rowBias) return originalFused(args);
+  const fusedMatMul = ({ inputs, backend, attrs }: KernelArgs) => {
+    const { transposeA, transposeB, activation, leakyreluAlpha } = attrs as {
+      transposeA: boolean;
+      transposeB: boolean;
+      activation: string;
+      leakyreluAlpha?: number;
+    };
     const wasm = backend as BackendWasm;
-    const { out } = runProduct(addon, wasm, a, b, transposeA, transposeB);
-    if (bias != null || activation === "relu") {
+    const { bias, preluActivationWeights } = inputs;
+    let out = runProduct(addon, wasm, inputs.a!, inputs.b!, transposeA, transposeB).out;
+    const n = out.shape[out.shape.length - 1];
+    const rowBias = bias == null || (tf.util.sizeFromShape(bias.shape) === n && bias.shape.slice(0, -1).every((d) => d === 1));
+    const reluFused = rowBias && activation === "relu";
+    if (rowBias && (bias != null || reluFused) && n > 0) {
       const biasValues = bias == null ? new Float32Array(n) : (wasm.typedArrayFromHeap(bias) as Float32Array);
-      if (n > 0) addon.biasActivation(wasm.typedArrayFromHeap(out) as Float32Array, biasValues, activation === "relu");
+      addon.biasActivation(wasm.typedArrayFromHeap(out) as Float32Array, biasValues, reluFused);
+    } else if (bias != null) {
+      out = replaceWith(wasm, out, runWasmKernel("Add", { a: out, b: bias }, wasm));
     }
-    return out;
+    if (reluFused || activation === "linear") return out;
+    const activationKernel = activationKernels[activation];
+    if (activationKernel == null) throw new Error(`_FusedMatMul: unknown activation ${activation}`);
+    const activationInputs = activation === "prelu" ? { x: out, alpha: preluActivationWeights! } : { x: out };
+    return replaceWith(wasm, out, runWasmKernel(activationKernel, activationInputs, wasm, { alpha: leakyreluAlpha ?? 0.2 }));
   };
 
   tf.unregisterKernel("BatchMatMul", "wasm");
