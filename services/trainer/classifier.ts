@@ -1,0 +1,84 @@
+// Prediction: a base model loaded once; adapters are read on first use and swapped per call.
+import * as tf from "@tensorflow/tfjs";
+import { initBackend, type BackendChoice } from "./backend.ts";
+import { computeLogits, softmax } from "./inference.ts";
+import { adapterForwardOptions, headKey, loraKey } from "./lora.ts";
+import type { ForwardOptions } from "./model/encoder.ts";
+import { loadPretrained, type PretrainedModel } from "./model/load.ts";
+import { maxInputLength } from "./hf/config.ts";
+import { AdapterError, loadAdapter } from "./peft.ts";
+
+export interface Prediction {
+  label: string;
+  score: number;
+  scores: Record<string, number>;
+  logits: number[];
+}
+
+interface LoadedAdapter {
+  options: ForwardOptions;
+  tensors: tf.Tensor[];
+  labels: string[];
+}
+
+const PREDICT_BATCH = 16;
+
+export class ClassifierService {
+  private readonly adapters = new Map<string, LoadedAdapter>();
+  private readonly baseOptions: ForwardOptions;
+  private readonly baseHeadTensors: tf.Tensor[];
+
+  private constructor(private readonly pretrained: PretrainedModel) {
+    const overrides = new Map<string, tf.Tensor>();
+    for (const [name, { shape, data }] of pretrained.checkpointHead) overrides.set(name, tf.tensor(data, shape, "float32"));
+    this.baseHeadTensors = [...overrides.values()];
+    this.baseOptions = { overrides };
+  }
+
+  static async load(modelDir: string): Promise<ClassifierService> {
+    await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+    return new ClassifierService(await loadPretrained(modelDir));
+  }
+
+  private async adapter(dir: string): Promise<LoadedAdapter> {
+    const cached = this.adapters.get(dir);
+    if (cached) return cached;
+    const adapter = await loadAdapter(dir);
+    const tensors = new Map<string, tf.Tensor>();
+    for (const [module, { a, b }] of adapter.lora) {
+      if (!this.pretrained.model.weights.has(`${module}.weight`)) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
+      tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape, "float32"));
+      tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape, "float32"));
+    }
+    for (const [name, { shape, data }] of adapter.head) tensors.set(headKey(name), tf.tensor(data, shape, "float32"));
+    const labels = adapter.labels.length ? adapter.labels : this.pretrained.config.labels ?? [];
+    const loaded = { options: adapterForwardOptions(tensors, adapter.settings), tensors: [...tensors.values()], labels };
+    this.adapters.set(dir, loaded);
+    return loaded;
+  }
+
+  async predict(texts: string[], adapterDir?: string): Promise<Prediction[]> {
+    const { options, labels } = adapterDir
+      ? await this.adapter(adapterDir)
+      : { options: this.baseOptions, labels: this.pretrained.config.labels ?? [] };
+    if (!adapterDir && this.pretrained.checkpointHead.size === 0) {
+      throw new AdapterError("this base model has no classification head; predict with an adapter");
+    }
+    const { model, tokenizer, config } = this.pretrained;
+    const maxLength = maxInputLength(config);
+    const inputs = texts.map((text) => tokenizer.encode(text, maxLength));
+    return computeLogits(model, tokenizer, inputs, options, PREDICT_BATCH).map((logits) => {
+      const probabilities = softmax(logits);
+      const best = probabilities.indexOf(Math.max(...probabilities));
+      const names = logits.map((_, id) => labels[id] ?? `LABEL_${id}`);
+      return { label: names[best], score: probabilities[best], scores: Object.fromEntries(names.map((name, id) => [name, probabilities[id]])), logits };
+    });
+  }
+
+  dispose(): void {
+    for (const adapter of this.adapters.values()) for (const tensor of adapter.tensors) tensor.dispose();
+    this.adapters.clear();
+    for (const tensor of this.baseHeadTensors) tensor.dispose();
+    for (const tensor of this.pretrained.model.weights.values()) tensor.dispose();
+  }
+}

@@ -1,0 +1,43 @@
+// Batched logits in input order, and the loss and metrics computed from them.
+import * as tf from "@tensorflow/tfjs";
+import type { Example } from "./data/classification.ts";
+import { classificationMetrics } from "./metrics.ts";
+import type { EncoderClassifier, ForwardOptions } from "./model/encoder.ts";
+import type { EncodedInput, TextTokenizer } from "./tokenizer.ts";
+
+/** Mean cross-entropy; with class weights, weighted as torch's CrossEntropyLoss(weight=...). */
+export function crossEntropy(logits: tf.Tensor2D, labels: number[], classWeights?: number[]): tf.Scalar {
+  const logProbabilities = tf.logSoftmax(logits);
+  const oneHot = tf.oneHot(tf.tensor1d(labels, "int32"), logits.shape[1]);
+  const nll = oneHot.mul(logProbabilities).sum(1).neg();
+  if (!classWeights) return nll.mean() as tf.Scalar;
+  const weights = tf.tensor1d(labels.map((label) => classWeights[label]));
+  return nll.mul(weights).sum().div(weights.sum()) as tf.Scalar;
+}
+
+export function computeLogits(model: EncoderClassifier, tokenizer: TextTokenizer, inputs: EncodedInput[], options: ForwardOptions, batchSize: number): number[][] {
+  // Sorting by length keeps padding small; results go back to input order.
+  const order = inputs.map((_, i) => i).sort((a, b) => inputs[a].ids.length - inputs[b].ids.length);
+  const out: number[][] = new Array(inputs.length);
+  for (let start = 0; start < order.length; start += batchSize) {
+    const indices = order.slice(start, start + batchSize);
+    const rows = tf.tidy(() => model.logits(tokenizer.pad(indices.map((i) => inputs[i])), options).arraySync());
+    indices.forEach((index, row) => (out[index] = rows[row]));
+  }
+  return out;
+}
+
+export function evaluate(model: EncoderClassifier, tokenizer: TextTokenizer, examples: Example[], options: ForwardOptions, labels: string[], batchSize: number): Record<string, number> {
+  const logits = computeLogits(model, tokenizer, examples, options, batchSize);
+  const actual = examples.map((example) => example.label);
+  const loss = tf.tidy(() => crossEntropy(tf.tensor2d(logits), actual).dataSync()[0]);
+  const predicted = logits.map((row) => row.indexOf(Math.max(...row)));
+  return classificationMetrics(predicted, actual, labels, loss);
+}
+
+export function softmax(row: number[]): number[] {
+  const max = Math.max(...row);
+  const exps = row.map((value) => Math.exp(value - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((value) => value / sum);
+}

@@ -1,0 +1,223 @@
+// Forward passes of DistilBERT, BERT and RoBERTa for sequence classification, with Hugging Face
+// weight names, written on TensorFlow.js ops. Hidden states are kept as [batch*length, hidden].
+import * as tf from "@tensorflow/tfjs";
+import type { EncoderConfig } from "../hf/config.ts";
+import type { PaddedBatch } from "../tokenizer.ts";
+
+export interface LoraModule {
+  a: tf.Tensor2D; // [r, in]
+  b: tf.Tensor2D; // [out, r]
+  scale: number;
+  dropout: number;
+}
+
+/** Seeded dropout: masks come from a seed and a call counter, so a step can be replayed exactly. */
+export class Dropout {
+  private calls = 0;
+  constructor(private readonly seed: string) {}
+
+  apply<T extends tf.Tensor>(x: T, rate: number): T {
+    if (rate <= 0) return x;
+    const keep = tf.randomUniform(x.shape, 0, 1, "float32", `${this.seed}/${this.calls++}`).greaterEqual(rate);
+    return x.mul(keep.cast("float32")).div(1 - rate) as T;
+  }
+}
+
+export interface ForwardOptions {
+  /** LoRA modules by Hugging Face module path; absent for the base model. */
+  lora?: Map<string, LoraModule>;
+  /** Parameters that override the frozen weights by name (the trained classification head). */
+  overrides?: Map<string, tf.Tensor>;
+  /** Present only in training: enables every dropout of the model. */
+  dropout?: Dropout;
+}
+
+const LOWEST_FLOAT32 = -3.4028234663852886e38;
+
+export function prefixOf(config: EncoderConfig): string {
+  return config.architecture;
+}
+
+/** Module paths of one encoder layer's linears and norms, by role. */
+export function layerModules(config: EncoderConfig, layer: number) {
+  if (config.architecture === "distilbert") {
+    const p = `distilbert.transformer.layer.${layer}`;
+    return {
+      query: `${p}.attention.q_lin`,
+      key: `${p}.attention.k_lin`,
+      value: `${p}.attention.v_lin`,
+      attentionOutput: `${p}.attention.out_lin`,
+      attentionNorm: `${p}.sa_layer_norm`,
+      intermediate: `${p}.ffn.lin1`,
+      output: `${p}.ffn.lin2`,
+      outputNorm: `${p}.output_layer_norm`,
+    };
+  }
+  const p = `${config.architecture}.encoder.layer.${layer}`;
+  return {
+    query: `${p}.attention.self.query`,
+    key: `${p}.attention.self.key`,
+    value: `${p}.attention.self.value`,
+    attentionOutput: `${p}.attention.output.dense`,
+    attentionNorm: `${p}.attention.output.LayerNorm`,
+    intermediate: `${p}.intermediate.dense`,
+    output: `${p}.output.dense`,
+    outputNorm: `${p}.output.LayerNorm`,
+  };
+}
+
+/** Every nn.Linear of the encoder body (the modules LoRA may target). */
+export function encoderLinearModules(config: EncoderConfig): string[] {
+  const names: string[] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const m = layerModules(config, layer);
+    names.push(m.query, m.key, m.value, m.attentionOutput, m.intermediate, m.output);
+  }
+  return names;
+}
+
+function activation(name: string, x: tf.Tensor): tf.Tensor {
+  switch (name) {
+    case "gelu":
+      return x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1));
+    case "gelu_new":
+    case "gelu_pytorch_tanh": {
+      const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+      return x.mul(0.5).mul(tf.tanh(inner).add(1));
+    }
+    case "relu":
+      return tf.relu(x);
+    default:
+      throw new Error(`activation "${name}" is not supported`);
+  }
+}
+
+export class EncoderClassifier {
+  constructor(
+    readonly config: EncoderConfig,
+    /** Frozen weights by Hugging Face name, with the architecture prefix. */
+    readonly weights: Map<string, tf.Tensor>,
+  ) {}
+
+  private param(name: string, options: ForwardOptions): tf.Tensor {
+    const value = options.overrides?.get(name) ?? this.weights.get(name);
+    if (!value) throw new Error(`model weight ${name} is missing`);
+    return value;
+  }
+
+  private linear(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
+    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D, false, true).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+    const lora = options.lora?.get(module);
+    if (lora) {
+      const input = options.dropout ? options.dropout.apply(x, lora.dropout) : x;
+      y = y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
+    }
+    return y;
+  }
+
+  private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const normalised = x.sub(mean).div(variance.add(this.config.layerNormEps).sqrt());
+    return normalised.mul(this.param(`${module}.weight`, options)).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+  }
+
+  private dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
+    return options.dropout ? options.dropout.apply(x, rate) : x;
+  }
+
+  private positionIds(batch: PaddedBatch): Int32Array {
+    const positions = new Int32Array(batch.batchSize * batch.length);
+    const padding = this.config.padTokenId;
+    for (let row = 0; row < batch.batchSize; row++) {
+      let count = 0;
+      for (let column = 0; column < batch.length; column++) {
+        const index = row * batch.length + column;
+        if (this.config.architecture === "roberta") {
+          // RoBERTa numbers real tokens from padding_idx + 1; padding tokens sit at padding_idx.
+          if (batch.inputIds[index] !== padding) count++;
+          positions[index] = batch.inputIds[index] !== padding ? padding + count : padding;
+        } else {
+          positions[index] = column;
+        }
+      }
+    }
+    return positions;
+  }
+
+  private embed(batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
+    const prefix = prefixOf(this.config);
+    const ids = tf.tensor1d(batch.inputIds, "int32");
+    const positions = tf.tensor1d(this.positionIds(batch), "int32");
+    let sum = tf.gather(this.param(`${prefix}.embeddings.word_embeddings.weight`, options), ids).add(
+      tf.gather(this.param(`${prefix}.embeddings.position_embeddings.weight`, options), positions),
+    );
+    if (this.config.architecture !== "distilbert") {
+      const types = tf.tensor1d(batch.typeIds, "int32");
+      sum = sum.add(tf.gather(this.param(`${prefix}.embeddings.token_type_embeddings.weight`, options), types));
+    }
+    const normalised = this.layerNorm(sum as tf.Tensor2D, `${prefix}.embeddings.LayerNorm`, options);
+    return this.dropout(normalised, this.config.hiddenDropout, options);
+  }
+
+  private attention(h: tf.Tensor2D, maskAdd: tf.Tensor, layer: number, batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
+    const m = layerModules(this.config, layer);
+    const { batchSize, length } = batch;
+    const heads = this.config.numHeads;
+    const headSize = this.config.hiddenSize / heads;
+    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]);
+    let query = split(this.linear(h, m.query, options));
+    const key = split(this.linear(h, m.key, options));
+    const value = split(this.linear(h, m.value, options));
+    let scores: tf.Tensor;
+    if (this.config.architecture === "distilbert") {
+      query = query.div(Math.sqrt(headSize));
+      scores = query.matMul(key, false, true);
+    } else {
+      scores = query.matMul(key, false, true).div(Math.sqrt(headSize));
+    }
+    const probabilities = this.dropout(tf.softmax(scores.add(maskAdd)), this.config.attentionDropout, options);
+    const context = probabilities.matMul(value).transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
+    let output = this.linear(context, m.attentionOutput, options);
+    if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
+    return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);
+  }
+
+  private feedForward(h: tf.Tensor2D, layer: number, options: ForwardOptions): tf.Tensor2D {
+    const m = layerModules(this.config, layer);
+    const inner = activation(this.config.hiddenAct, this.linear(h, m.intermediate, options)) as tf.Tensor2D;
+    const output = this.dropout(this.linear(inner, m.output, options), this.config.hiddenDropout, options);
+    return this.layerNorm(output.add(h) as tf.Tensor2D, m.outputNorm, options);
+  }
+
+  /** Final hidden states, [batch*length, hidden]. */
+  encode(batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
+    const mask = tf.tensor(batch.attentionMask, [batch.batchSize, 1, 1, batch.length], "int32");
+    const maskAdd = tf.scalar(1).sub(mask.cast("float32")).mul(LOWEST_FLOAT32);
+    let h = this.embed(batch, options);
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      h = this.feedForward(this.attention(h, maskAdd, layer, batch, options), layer, options);
+    }
+    return h;
+  }
+
+  /** Classification logits, [batch, numLabels]. */
+  logits(batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
+    const hidden = this.encode(batch, options);
+    const first = hidden.reshape([batch.batchSize, batch.length * this.config.hiddenSize]).slice([0, 0], [batch.batchSize, this.config.hiddenSize]) as tf.Tensor2D;
+    const c = this.config;
+    switch (c.architecture) {
+      case "distilbert": {
+        const pre = tf.relu(this.linear(first, "pre_classifier", options));
+        return this.linear(this.dropout(pre, c.classifierDropout, options), "classifier", options);
+      }
+      case "bert": {
+        const pooled = tf.tanh(this.linear(first, "bert.pooler.dense", options));
+        return this.linear(this.dropout(pooled, c.classifierDropout, options), "classifier", options);
+      }
+      case "roberta": {
+        const dense = tf.tanh(this.linear(this.dropout(first, c.classifierDropout, options), "classifier.dense", options));
+        return this.linear(this.dropout(dense, c.classifierDropout, options), "classifier.out_proj", options);
+      }
+    }
+  }
+}

@@ -1,0 +1,97 @@
+// Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
+import path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
+import { Rng } from "../rng.ts";
+import { readSafetensors, type NamedArray } from "../safetensors.ts";
+import { TextTokenizer } from "../tokenizer.ts";
+import { EncoderClassifier } from "./encoder.ts";
+
+export interface PretrainedModel {
+  dir: string;
+  config: EncoderConfig;
+  model: EncoderClassifier;
+  tokenizer: TextTokenizer;
+  /** Head weights as the checkpoint stores them (empty for a bare *Model checkpoint). */
+  checkpointHead: Map<string, NamedArray>;
+}
+
+const HEAD_ROOTS = ["pre_classifier.", "classifier."];
+
+/** Hugging Face's own renames: old checkpoints name LayerNorm parameters gamma/beta. */
+export function canonicalName(name: string, prefix: string): string {
+  let canonical = name.replace(/\.gamma$/, ".weight").replace(/\.beta$/, ".bias");
+  if (/^(embeddings|encoder|transformer|pooler)\./.test(canonical)) canonical = `${prefix}.${canonical}`;
+  return canonical;
+}
+
+export function isHeadParameter(name: string): boolean {
+  return HEAD_ROOTS.some((root) => name.startsWith(root));
+}
+
+export async function loadPretrained(dir: string): Promise<PretrainedModel> {
+  const config = await readEncoderConfig(dir);
+  const prefix = config.architecture;
+  const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+  const weights = new Map<string, tf.Tensor>();
+  const checkpointHead = new Map<string, NamedArray>();
+  for (const [name, array] of stored) {
+    const canonical = canonicalName(name, prefix);
+    if (isHeadParameter(canonical)) checkpointHead.set(canonical, array);
+    else if (canonical.startsWith(`${prefix}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
+  }
+  if (!weights.has(`${prefix}.embeddings.word_embeddings.weight`)) {
+    throw new Error(`${dir}/model.safetensors holds no ${prefix} encoder weights`);
+  }
+  const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
+  return { dir, config, model: new EncoderClassifier(config, weights), tokenizer, checkpointHead };
+}
+
+export interface HeadParameter {
+  name: string;
+  shape: number[];
+}
+
+/** The classification head's parameters and the PEFT `modules_to_save` that hold them. */
+export function headLayout(pretrained: PretrainedModel, numLabels: number): { modulesToSave: string[]; parameters: HeadParameter[] } {
+  const { config } = pretrained;
+  const hidden = config.hiddenSize;
+  const linear = (module: string, out: number, inFeatures: number): HeadParameter[] => [
+    { name: `${module}.weight`, shape: [out, inFeatures] },
+    { name: `${module}.bias`, shape: [out] },
+  ];
+  switch (config.architecture) {
+    case "distilbert":
+      return { modulesToSave: ["pre_classifier", "classifier"], parameters: [...linear("pre_classifier", hidden, hidden), ...linear("classifier", numLabels, hidden)] };
+    case "roberta":
+      return { modulesToSave: ["classifier"], parameters: [...linear("classifier.dense", hidden, hidden), ...linear("classifier.out_proj", numLabels, hidden)] };
+    case "bert": {
+      // A bare BertModel saved without its pooler gets a fresh one, trained and saved with the head.
+      const hasPooler = pretrained.model.weights.has("bert.pooler.dense.weight");
+      return hasPooler
+        ? { modulesToSave: ["classifier"], parameters: linear("classifier", numLabels, hidden) }
+        : { modulesToSave: ["classifier", "pooler"], parameters: [...linear("classifier", numLabels, hidden), ...linear("bert.pooler.dense", hidden, hidden)] };
+    }
+  }
+}
+
+/**
+ * Initial head values: the checkpoint's where the shape fits, else Hugging Face's initialisation
+ * (weights normal(0, initializer_range), biases zero) drawn from the seed.
+ */
+export function initialHead(pretrained: PretrainedModel, numLabels: number, seed: number): Map<string, NamedArray> {
+  const rng = Rng.derive(seed, 0x4ead);
+  const head = new Map<string, NamedArray>();
+  for (const { name, shape } of headLayout(pretrained, numLabels).parameters) {
+    const stored = pretrained.checkpointHead.get(name);
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (stored && stored.shape.join() === shape.join()) {
+      head.set(name, { shape, data: stored.data.slice() });
+    } else if (name.endsWith(".bias")) {
+      head.set(name, { shape, data: new Float32Array(size) });
+    } else {
+      head.set(name, { shape, data: rng.fill(size, (r) => r.normal(0, pretrained.config.initializerRange)) });
+    }
+  }
+  return head;
+}

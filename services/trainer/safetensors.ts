@@ -1,0 +1,135 @@
+// safetensors: 8-byte little-endian header length, JSON header, raw little-endian tensor bytes.
+import { readFile, writeFile } from "node:fs/promises";
+
+export type StoredDtype = "F32" | "F16" | "BF16";
+
+export interface NamedArray {
+  shape: number[];
+  data: Float32Array;
+}
+
+export class SafetensorsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SafetensorsError";
+  }
+}
+
+const BYTES_PER_ELEMENT: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+
+function halfToFloat(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+const scratch = new DataView(new ArrayBuffer(4));
+
+/** float32 -> IEEE half, rounding to nearest even (as torch's .half() does). */
+function floatToHalf(value: number): number {
+  scratch.setFloat32(0, value, true);
+  const bits = scratch.getUint32(0, true);
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  let mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const halfExponent = exponent - 127 + 15;
+  if (halfExponent >= 0x1f) return sign | 0x7c00;
+  if (halfExponent <= 0) {
+    if (halfExponent < -10) return sign;
+    mantissa |= 0x800000;
+    const shift = 14 - halfExponent;
+    let half = mantissa >>> shift;
+    const remainder = mantissa & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (remainder > halfway || (remainder === halfway && half & 1)) half += 1;
+    return sign | half;
+  }
+  let half = (halfExponent << 10) | (mantissa >>> 13);
+  const remainder = mantissa & 0x1fff;
+  if (remainder > 0x1000 || (remainder === 0x1000 && half & 1)) half += 1;
+  return sign | half;
+}
+
+/** float32 -> bfloat16 bits, rounding to nearest even. */
+function floatToBf16(value: number): number {
+  scratch.setFloat32(0, value, true);
+  const bits = scratch.getUint32(0, true);
+  if ((bits & 0x7fffffff) > 0x7f800000) return (bits >>> 16) | 0x40;
+  const rounded = bits + 0x7fff + ((bits >>> 16) & 1);
+  return (rounded >>> 16) & 0xffff;
+}
+
+export function parseSafetensors(buffer: Uint8Array): Map<string, NamedArray> {
+  if (buffer.byteLength < 8) throw new SafetensorsError("file too short for a safetensors header");
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const headerLength = Number(view.getBigUint64(0, true));
+  if (8 + headerLength > buffer.byteLength) throw new SafetensorsError("header length exceeds file size");
+  const header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength))) as Record<string, unknown>;
+  const dataStart = 8 + headerLength;
+  const tensors = new Map<string, NamedArray>();
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16)`);
+    const count = shape.reduce((a, b) => a * b, 1);
+    const begin = dataStart + offsets[0];
+    if (offsets[1] - offsets[0] !== count * BYTES_PER_ELEMENT[dtype as StoredDtype] || dataStart + offsets[1] > buffer.byteLength) {
+      throw new SafetensorsError(`tensor ${name}: data offsets do not match its shape`);
+    }
+    const data = new Float32Array(count);
+    if (dtype === "F32") {
+      for (let i = 0; i < count; i++) data[i] = view.getFloat32(begin + 4 * i, true);
+    } else if (dtype === "F16") {
+      for (let i = 0; i < count; i++) data[i] = halfToFloat(view.getUint16(begin + 2 * i, true));
+    } else {
+      for (let i = 0; i < count; i++) {
+        scratch.setUint32(0, view.getUint16(begin + 2 * i, true) << 16, true);
+        data[i] = scratch.getFloat32(0, true);
+      }
+    }
+    tensors.set(name, { shape, data });
+  }
+  return tensors;
+}
+
+export function serializeSafetensors(tensors: Map<string, NamedArray>, dtype: StoredDtype = "F32", metadata: Record<string, string> = { format: "pt" }): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const names = [...tensors.keys()].sort();
+  let offset = 0;
+  for (const name of names) {
+    const tensor = tensors.get(name)!;
+    const size = tensor.data.length * BYTES_PER_ELEMENT[dtype];
+    header[name] = { dtype, shape: tensor.shape, data_offsets: [offset, offset + size] };
+    offset += size;
+  }
+  const json = JSON.stringify(header);
+  // Pad the header with spaces so tensor data starts 8-byte aligned, as the reference writer does.
+  const padding = (8 - (Buffer.byteLength(json) % 8)) % 8;
+  const headerBytes = new TextEncoder().encode(json + " ".repeat(padding));
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let position = 8 + headerBytes.length;
+  for (const name of names) {
+    const { data } = tensors.get(name)!;
+    for (let i = 0; i < data.length; i++) {
+      if (dtype === "F32") view.setFloat32(position + 4 * i, data[i], true);
+      else view.setUint16(position + 2 * i, dtype === "F16" ? floatToHalf(data[i]) : floatToBf16(data[i]), true);
+    }
+    position += data.length * BYTES_PER_ELEMENT[dtype];
+  }
+  return out;
+}
+
+export async function readSafetensors(file: string): Promise<Map<string, NamedArray>> {
+  return parseSafetensors(await readFile(file));
+}
+
+export async function writeSafetensors(file: string, tensors: Map<string, NamedArray>, dtype: StoredDtype = "F32"): Promise<void> {
+  await writeFile(file, serializeSafetensors(tensors, dtype));
+}
