@@ -5,6 +5,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { loadBlasAddon, registerBlasKernels } from "./native/blas.ts";
+import { registerSharedIdentity } from "./native/shared-identity.ts";
 
 export type BackendName = "tensorflow" | "wasm-blas" | "wasm" | "cpu";
 export type BackendChoice = "auto" | BackendName;
@@ -43,7 +44,10 @@ async function tryWasm(notes: string[]): Promise<boolean> {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
     const distDir = path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm"));
     wasm.setWasmPaths(distDir + path.sep);
-    if (await tf.setBackend("wasm")) return true;
+    if (await tf.setBackend("wasm")) {
+      registerSharedIdentity();
+      return true;
+    }
     notes.push("wasm backend did not initialise");
   } catch (error) {
     notes.push(`wasm backend unavailable: ${firstLine(error)}`);

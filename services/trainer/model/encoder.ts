@@ -3,6 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderConfig } from "../hf/config.ts";
 import type { PaddedBatch } from "../tokenizer.ts";
+import { attention, gelu, layerNorm, linear } from "./fused.ts";
 
 export interface LoraModule {
   a: tf.Tensor2D; // [r, in]
@@ -79,7 +80,7 @@ export function encoderLinearModules(config: EncoderConfig): string[] {
 function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
     case "gelu":
-      return x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1));
+      return gelu(x);
     case "gelu_new":
     case "gelu_pytorch_tanh": {
       const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
@@ -106,19 +107,13 @@ export class EncoderClassifier {
   }
 
   private linear(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D, false, true).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
     const lora = options.lora?.get(module);
-    if (lora) {
-      const input = options.dropout ? options.dropout.apply(x, lora.dropout) : x;
-      y = y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
-    }
-    return y;
+    const branch = lora && { input: options.dropout ? options.dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
+    return linear(x, this.param(`${module}.weight`, options) as tf.Tensor2D, this.param(`${module}.bias`, options), branch);
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    const { mean, variance } = tf.moments(x, -1, true);
-    const normalised = x.sub(mean).div(variance.add(this.config.layerNormEps).sqrt());
-    return normalised.mul(this.param(`${module}.weight`, options)).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+    return layerNorm(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), this.config.layerNormEps);
   }
 
   private dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
@@ -164,19 +159,16 @@ export class EncoderClassifier {
     const { batchSize, length } = batch;
     const heads = this.config.numHeads;
     const headSize = this.config.hiddenSize / heads;
-    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]);
-    let query = split(this.linear(h, m.query, options));
+    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    const query = split(this.linear(h, m.query, options));
     const key = split(this.linear(h, m.key, options));
     const value = split(this.linear(h, m.value, options));
-    let scores: tf.Tensor;
-    if (this.config.architecture === "distilbert") {
-      query = query.div(Math.sqrt(headSize));
-      scores = query.matMul(key, false, true);
-    } else {
-      scores = query.matMul(key, false, true).div(Math.sqrt(headSize));
-    }
-    const probabilities = this.dropout(tf.softmax(scores.add(maskAdd)), this.config.attentionDropout, options);
-    const context = probabilities.matMul(value).transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
+    const dropoutRate = this.config.attentionDropout;
+    // The dropout mask (divided by the keep rate) as the same call on the probabilities would draw it.
+    const keep = options.dropout && dropoutRate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), dropoutRate) : undefined;
+    const context = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep)
+      .transpose([0, 2, 1, 3])
+      .reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
     let output = this.linear(context, m.attentionOutput, options);
     if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
     return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);
