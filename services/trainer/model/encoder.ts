@@ -33,6 +33,12 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
+/** nn.Linear (y = x Wᵀ + b, W stored [out, in]) plus PEFT's LoRA term: scale · B A dropout(x). */
+export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
+  const branch = lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
+  return linear(x, weight as tf.Tensor2D, bias, branch);
+}
+
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
 
 export function prefixOf(config: EncoderConfig): string {
@@ -107,9 +113,7 @@ export class EncoderClassifier {
   }
 
   private linear(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    const lora = options.lora?.get(module);
-    const branch = lora && { input: options.dropout ? options.dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
-    return linear(x, this.param(`${module}.weight`, options) as tf.Tensor2D, this.param(`${module}.bias`, options), branch);
+    return loraLinear(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), options.lora?.get(module), options.dropout);
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {

@@ -1,7 +1,9 @@
 // Encoder building blocks with hand-written gradients. tfjs keeps every intermediate tensor of a
 // step alive until the gradients are done (forward temporaries and every accumulated gradient),
 // so a composite op written with plain ops holds several full-size copies of its activations.
-// Each block here keeps only what its backward needs, frees its own temporaries, and returns
+// Each block here keeps only what its backward needs (everything the backward reads goes through
+// `save`: a caller's tidy may dispose the originals before the backward runs), frees its own
+// temporaries, and returns
 // gradients only for inputs that can be trained (a frozen weight is a constant, not an input):
 // that also skips the weight-gradient products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
@@ -44,11 +46,11 @@ export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps
     const { mean, variance } = tf.moments(x, -1, true);
     const inverseStd = tf.rsqrt(variance.add(epsilon));
     const normalised = x.sub(mean).mul(inverseStd);
-    save([normalised, inverseStd]);
+    save([normalised, inverseStd, gamma]);
     return {
       value: normalised.mul(gamma).add(beta),
-      gradFunc: (dy, [xHat, rstd]) => {
-        const g = dy.mul(gamma);
+      gradFunc: (dy, [xHat, rstd, scale]) => {
+        const g = dy.mul(scale);
         const dx = rstd.mul(g.sub(g.mean(-1, true)).sub(xHat.mul(g.mul(xHat).mean(-1, true))));
         return trainedAffine ? [dx, dy.mul(xHat).sum(0), dy.sum(0)] : dx;
       },
@@ -75,23 +77,24 @@ export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor, lor
   if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
   if (trainedWeight) inputs.push(weight, bias);
   return custom(inputs, (save) => {
-    let y = tf.fused.matMul({ a: x, b: weight, transposeB: true, bias });
+    // Not tf.fused.matMul: tfjs's own wasm kernel gets a transposed B with a bias wrong.
+    let y = x.matMul(weight, false, true).add(bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
       y = y.add(down.matMul(lora.b, false, true));
     }
-    save([...(lora ? [lora.input, down!] : []), ...(trainedWeight ? [x] : [])]);
+    save([weight, ...(lora ? [lora.input, down!, lora.a, lora.b] : []), ...(trainedWeight ? [x] : [])]);
     return {
       value: y,
       gradFunc: (dy, saved) => {
         const dyMatrix = dy as tf.Tensor2D;
-        let dx = dyMatrix.matMul(weight);
+        let dx = dyMatrix.matMul(saved[0] as tf.Tensor2D);
         const grads: tf.Tensor[] = [];
         if (lora) {
-          const [loraInput, scaledDown] = saved;
-          const dDown = dyMatrix.matMul(lora.b).mul(lora.scale) as tf.Tensor2D;
-          const dLoraInput = dDown.matMul(lora.a);
+          const [loraInput, scaledDown, a, b] = saved.slice(1) as tf.Tensor2D[];
+          const dDown = dyMatrix.matMul(b).mul(lora.scale) as tf.Tensor2D;
+          const dLoraInput = dDown.matMul(a);
           if (separateLoraInput) grads.push(dLoraInput);
           else dx = dx.add(dLoraInput);
           grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
@@ -111,10 +114,10 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAd
   return custom([q, k, v], (save) => {
     const probabilities = tf.softmax(q.matMul(k, false, true).mul(scale).add(maskAdd));
     const used = keep ? probabilities.mul(keep) : probabilities;
-    save([q, k, v, probabilities]);
+    save([q, k, v, probabilities, ...(keep ? [keep] : [])]);
     return {
       value: used.matMul(v),
-      gradFunc: (dy, [query, key, value, p]) => {
+      gradFunc: (dy, [query, key, value, p, keep]) => {
         const dUsed = dy.matMul(value, false, true);
         const dValue = (keep ? p.mul(keep) : p).matMul(dy, true, false);
         const dP = keep ? dUsed.mul(keep) : dUsed;
