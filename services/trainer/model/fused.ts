@@ -7,6 +7,7 @@
 // gradients only for inputs that can be trained (a frozen weight is a constant, not an input):
 // that also skips the weight-gradient products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
+import { GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
@@ -26,11 +27,14 @@ function isTrained(t: tf.Tensor): boolean {
 
 /** GELU, erf form (Hugging Face "gelu"); keeps only its input for the backward. */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  // One pass each way where the backend has the BLAS addon's GELU kernels.
+  const native = tf.getKernel(GELU_KERNEL, tf.getBackend()) !== undefined;
   return custom([x], (save) => {
     save([x]);
     return {
-      value: x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)),
+      value: native ? (tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor) : x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)),
       gradFunc: (dy, [input]) => {
+        if (native) return tf.engine().runKernel(GELU_GRAD_KERNEL, { x: input, dy }) as tf.Tensor;
         const cdf = tf.erf(input.mul(Math.SQRT1_2)).add(1).mul(0.5);
         const pdf = tf.exp(input.square().mul(-0.5)).mul(1 / Math.sqrt(2 * Math.PI));
         return dy.mul(cdf.add(input.mul(pdf)));

@@ -4,7 +4,7 @@
       "target_name": "blas",
       "sources": ["blas.c"],
       "libraries": ["-lopenblas"],
-      "cflags": ["-O3", "-std=c11"]
+      "cflags": ["-O3", "-std=c11", "-ffast-math"]
     }
   ]
 }

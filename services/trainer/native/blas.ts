@@ -22,8 +22,18 @@ interface BlasAddon {
   ): void;
   /** Adds bias (length n) to each row of n values of out, then clamps at zero when relu is set. */
   biasActivation(out: Float32Array, bias: Float32Array, relu: boolean): void;
+  geluForward(x: Float32Array, out: Float32Array): void;
+  geluBackward(x: Float32Array, dy: Float32Array, out: Float32Array): void;
   threads(): number;
 }
+
+/**
+ * Kernels this addon adds to the wasm backend beyond tfjs's own: GELU (erf form) and its
+ * gradient, one vectorised pass each instead of tfjs's chain of Erf, Exp and Multiply passes.
+ * Callers use them when the active backend has them registered.
+ */
+export const GELU_KERNEL = "TrainerGelu";
+export const GELU_GRAD_KERNEL = "TrainerGeluGrad";
 
 /** Where the addon is looked for; TRAINER_BLAS_ADDON overrides it (a missing file means no addon). */
 export const defaultAddonPath = fileURLToPath(new URL("./build/Release/blas.node", import.meta.url));
@@ -149,7 +159,7 @@ function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.Ten
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
- * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon. Bias and activation
+ * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, and the GELU kernels. Bias and activation
  * of the fused kernel run in the addon for a row bias with linear or relu (what dense layers use),
  * otherwise on tfjs's elementwise wasm kernels (tfjs's own fused kernel gets elu wrong). Returns a function
  * that puts tfjs's own kernels back (tests compare both in one process).
@@ -188,12 +198,25 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
     return replaceWith(wasm, out, runWasmKernel(activationKernel, activationInputs, wasm, { alpha: leakyreluAlpha ?? 0.2 }));
   };
 
+  const elementwise = (compute: (inputs: Float32Array[], out: Float32Array) => void, names: string[]) =>
+    (({ inputs, backend }: KernelArgs) => {
+      const wasm = backend as BackendWasm;
+      const first = inputs[names[0]]!;
+      const out = wasm.makeOutput(first.shape, "float32");
+      compute(names.map((name) => wasm.typedArrayFromHeap(inputs[name]!) as Float32Array), wasm.typedArrayFromHeap(out) as Float32Array);
+      return out;
+    }) as tf.KernelFunc;
+  tf.registerKernel({ kernelName: GELU_KERNEL, backendName: "wasm", kernelFunc: elementwise(([x], out) => addon.geluForward(x, out), ["x"]) });
+  tf.registerKernel({ kernelName: GELU_GRAD_KERNEL, backendName: "wasm", kernelFunc: elementwise(([x, dy], out) => addon.geluBackward(x, dy, out), ["x", "dy"]) });
+
   tf.unregisterKernel("BatchMatMul", "wasm");
   tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: batchMatMul as tf.KernelFunc });
   tf.unregisterKernel("_FusedMatMul", "wasm");
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
 
   return () => {
+    tf.unregisterKernel(GELU_KERNEL, "wasm");
+    tf.unregisterKernel(GELU_GRAD_KERNEL, "wasm");
     for (const config of originals) {
       tf.unregisterKernel(config.kernelName, "wasm");
       tf.registerKernel(config);
