@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { loadBlasAddon, registerBlasKernels } from "./native/blas.ts";
-import { registerSharedIdentity } from "./native/shared-identity.ts";
+import { registerWasmKernels } from "./native/wasm-kernels.ts";
 
 export type BackendName = "tensorflow" | "wasm-blas" | "wasm" | "cpu";
 export type BackendChoice = "auto" | BackendName;
@@ -45,7 +45,7 @@ async function tryWasm(notes: string[]): Promise<boolean> {
     const distDir = path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm"));
     wasm.setWasmPaths(distDir + path.sep);
     if (await tf.setBackend("wasm")) {
-      registerSharedIdentity();
+      registerWasmKernels();
       return true;
     }
     notes.push("wasm backend did not initialise");

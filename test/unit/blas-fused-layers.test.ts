@@ -133,6 +133,21 @@ describe("encoder blocks with hand-written gradients", () => {
     x.dispose();
   });
 
+  it("gives the gradient of an embedding lookup (UnsortedSegmentSum, missing from tfjs's wasm) as the cpu backend does", async () => {
+    const table = rng.fill(7 * 3, (r) => r.normal(0, 1));
+    const ids = [4, 0, 4, 6, 4, 1];
+    const weighting = rng.fill(ids.length * 3, (r) => r.normal(0, 1));
+    const gradient = () =>
+      tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d(ids, "int32")).mul(tf.tensor(weighting, [ids.length, 3]))))(tf.tensor(table, [7, 3]));
+    const active = tf.getBackend();
+    const fast = gradient();
+    const fastValues = { shape: fast.shape, values: fast.dataSync().slice() };
+    await tf.setBackend("cpu");
+    const reference = gradient();
+    await tf.setBackend(active);
+    assertClose(tf.tensor(fastValues.values, fastValues.shape), tf.tensor(reference.dataSync(), reference.shape));
+  });
+
   it("shares buffers in the wasm Identity kernel and frees them only with the last user", () => {
     const before = tf.memory().numBytes;
     const x = random([4, 4]);
