@@ -148,6 +148,23 @@ describe("encoder blocks with hand-written gradients", () => {
     assertClose(tf.tensor(fastValues.values, fastValues.shape), tf.tensor(reference.dataSync(), reference.shape));
   });
 
+  it("gathers rows like the cpu backend and rejects an index outside the table", async () => {
+    const table = tf.tensor(rng.fill(5 * 2 * 3, (r) => r.normal(0, 1)), [5, 2, 3]);
+    const ids = tf.tensor2d([4, 0, 2, 2, 1, 3], [2, 3], "int32");
+    const fast = tf.gather(table, ids);
+    assert.deepEqual(fast.shape, [2, 3, 2, 3]);
+    const fastValues = fast.dataSync().slice();
+    const active = tf.getBackend();
+    await tf.setBackend("cpu");
+    const reference = tf.gather(table, ids).dataSync().slice();
+    await tf.setBackend(active);
+    assert.deepEqual(fastValues, reference);
+    const outside = tf.tensor1d([1, 5], "int32");
+    const before = tf.memory().numBytes;
+    assert.throws(() => tf.gather(table, outside), /index 5 is not in \[0, 5\)/);
+    assert.equal(tf.memory().numBytes, before);
+  });
+
   it("shares buffers in the wasm Identity kernel and frees them only with the last user", () => {
     const before = tf.memory().numBytes;
     const x = random([4, 4]);

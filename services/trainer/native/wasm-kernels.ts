@@ -45,7 +45,39 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
   return out;
 }
 
+/**
+ * GatherV2 along the first axis (an embedding lookup) as one row copy per index; tfjs's wasm
+ * kernel takes tens of milliseconds for 1,024 rows of a vocabulary table. Other forms go to it.
+ */
+function rowGather(general: tf.KernelFunc): tf.KernelFunc {
+  return ((args: KernelArgs) => {
+    const { inputs, backend, attrs } = args;
+    const { x, indices } = inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
+    const axis = tf.util.parseAxisParam(attrs!.axis as number, x.shape)[0];
+    if (axis !== 0 || (attrs!.batchDims as number) !== 0 || x.dtype === "string") return general(args);
+    const wasm = backend as BackendWasm;
+    const rows = x.shape[0];
+    const rowSize = tf.util.sizeFromShape(x.shape.slice(1));
+    const out = wasm.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+    const table = wasm.typedArrayFromHeap(x);
+    const ids = wasm.typedArrayFromHeap(indices);
+    const values = wasm.typedArrayFromHeap(out);
+    for (let i = 0; i < ids.length; i++) {
+      const row = ids[i];
+      if (!(row >= 0 && row < rows)) {
+        wasm.disposeData(out.dataId);
+        throw new Error(`GatherV2: index ${row} is not in [0, ${rows})`);
+      }
+      values.set(table.subarray(row * rowSize, (row + 1) * rowSize), i * rowSize);
+    }
+    return out;
+  }) as tf.KernelFunc;
+}
+
 export function registerWasmKernels(): void {
+  const gather = tf.getKernel("GatherV2", "wasm").kernelFunc;
+  tf.unregisterKernel("GatherV2", "wasm");
+  tf.registerKernel({ kernelName: "GatherV2", backendName: "wasm", kernelFunc: rowGather(gather) });
   const identity = tf.getKernel("Identity", "wasm").kernelFunc;
   tf.unregisterKernel("Identity", "wasm");
   tf.registerKernel({ kernelName: "Identity", backendName: "wasm", kernelFunc: sharedIdentity(identity) });
