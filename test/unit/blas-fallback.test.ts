@@ -81,7 +81,7 @@ describe("backend selection and the BLAS addon", () => {
         trainFile: ${JSON.stringify(path.join(fixtures, "sentiment-train.jsonl"))},
         outDir: process.env.OUT_DIR,
         lora: { r: 4, alpha: 8, dropout: 0.1 },
-        hyper: { epochs: 1, batchSize: 16, learningRate: 1e-2, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: 32, seed: 3, maxSteps: 5 },
+        hyper: { epochs: 1, batchSize: 16, learningRate: 1e-2, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: 32, seed: 3, maxSteps: 3 },
       }, { onStep: (report) => losses.push(report.loss) });
       console.log(JSON.stringify(losses));
     `;
@@ -96,7 +96,7 @@ describe("backend selection and the BLAS addon", () => {
     };
     const [fast, plain] = [curve("wasm-blas"), curve("wasm")];
     await rm(work, { recursive: true, force: true });
-    assert.equal(fast.length, 5);
+    assert.equal(fast.length, 3);
     fast.forEach((loss, step) => assert.ok(Math.abs(loss - plain[step]) <= 1e-4 * Math.max(1, Math.abs(plain[step])), `step ${step + 1}: ${loss} vs ${plain[step]}`));
     assert.notEqual(fast[0], fast.at(-1));
   });
