@@ -115,7 +115,7 @@ function runProduct(
   b: tf.TensorInfo,
   transposeA: boolean,
   transposeB: boolean,
-): { out: tf.TensorInfo; plan: Product } {
+): tf.TensorInfo {
   if (a.dtype !== "float32" || b.dtype !== "float32") {
     throw new Error(`matMul on the BLAS path needs float32 tensors, got ${a.dtype} and ${b.dtype}`);
   }
@@ -134,7 +134,7 @@ function runProduct(
     transposeA,
     transposeB,
   );
-  return { out, plan };
+  return out;
 }
 
 const activationKernels: Record<string, string> = {
@@ -159,17 +159,18 @@ function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.Ten
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
- * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, and the GELU kernels. Bias and activation
- * of the fused kernel run in the addon for a row bias with linear or relu (what dense layers use),
- * otherwise on tfjs's elementwise wasm kernels (tfjs's own fused kernel gets elu wrong). Returns a function
- * that puts tfjs's own kernels back (tests compare both in one process).
+ * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, and the GELU kernels.
+ * Bias and activation of the fused kernel run in the addon for a row bias with linear or relu
+ * (what dense layers use), otherwise on tfjs's elementwise wasm kernels: tfjs's own fused wasm
+ * kernel gets elu, and a transposed B with a bias, wrong. Returns a function that puts tfjs's
+ * own kernels back (tests compare both in one process).
  */
 export function registerBlasKernels(addon: BlasAddon): () => void {
   const originals = [tf.getKernel("BatchMatMul", "wasm"), tf.getKernel("_FusedMatMul", "wasm")];
 
   const batchMatMul = ({ inputs, backend, attrs }: KernelArgs) => {
     const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
-    return runProduct(addon, backend as BackendWasm, inputs.a!, inputs.b!, transposeA, transposeB).out;
+    return runProduct(addon, backend as BackendWasm, inputs.a!, inputs.b!, transposeA, transposeB);
   };
 
   const fusedMatMul = ({ inputs, backend, attrs }: KernelArgs) => {
@@ -181,7 +182,7 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
     };
     const wasm = backend as BackendWasm;
     const { bias, preluActivationWeights } = inputs;
-    let out = runProduct(addon, wasm, inputs.a!, inputs.b!, transposeA, transposeB).out;
+    let out = runProduct(addon, wasm, inputs.a!, inputs.b!, transposeA, transposeB);
     const n = out.shape[out.shape.length - 1];
     const rowBias = bias == null || (tf.util.sizeFromShape(bias.shape) === n && bias.shape.slice(0, -1).every((d) => d === 1));
     const reluFused = rowBias && activation === "relu";
