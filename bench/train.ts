@@ -201,6 +201,11 @@ async function trainEveryWeight(dir: string, onStep: () => void): Promise<void> 
   const { model, tokenizer } = pretrained;
   const params = new Map<string, tf.Variable>();
   for (const [name, weight] of model.weights) params.set(name, tf.variable(weight, true));
+  // The engine keeps frozen linear weights transposed ([in, out]); trained ones are [out, in] overrides.
+  for (const [module, transposed] of model.linearWeights) {
+    params.set(`${module}.weight`, tf.variable(transposed.transpose(), true));
+    transposed.dispose();
+  }
   for (const [name, { shape, data }] of initialHead(pretrained, LABELS.length, 1)) params.set(name, tf.variable(tf.tensor(data, shape), true));
   const records = (await readFile(path.join(dir, "train.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(line));
   const examples = encodeExamples(records, tokenizer, seqLength, LABELS);

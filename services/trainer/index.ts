@@ -13,4 +13,4 @@ export {
 } from "./train.ts";
 export { ClassifierService, type Prediction } from "./classifier.ts";
 export { loadAdapter, mergeAdapter, AdapterError } from "./peft.ts";
-export { ModelConfigError } from "./hf/config.ts";
+export { ModelConfigError, readEncoderConfig, type EncoderConfig, type Architecture } from "./hf/config.ts";

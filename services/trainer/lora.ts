@@ -65,7 +65,7 @@ export function initLora(model: EncoderClassifier, settings: LoraSettings, seed:
   const rng = Rng.derive(seed, 0x10a);
   const out = new Map<string, LoraWeights>();
   for (const module of modules) {
-    const [outFeatures, inFeatures] = model.weights.get(`${module}.weight`)!.shape;
+    const [outFeatures, inFeatures] = model.linearShape(module)!;
     // kaiming_uniform_(a=sqrt(5)) on [r, in] has bound gain*sqrt(3/fan_in) = 1/sqrt(in).
     const bound = 1 / Math.sqrt(inFeatures);
     out.set(module, {

@@ -119,11 +119,12 @@ function checkHyperparameters(h: Hyperparameters): void {
   if (!Number.isInteger(h.seed)) throw new TrainingConfigError("seed must be an integer");
 }
 
-/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels sorted. */
+/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels in sorted order. */
 function chooseLabels(records: ClassificationRecord[], checkpointLabels: string[] | undefined): string[] {
   const seen = [...new Set(records.map((record) => record.label))];
   if (checkpointLabels && checkpointLabels.length === seen.length && seen.every((label) => checkpointLabels.includes(label))) return checkpointLabels;
-  return seen.sort();
+  // Numeric-aware, so integer labels keep their order ("2" before "10").
+  return seen.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
 
 function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
@@ -134,6 +135,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
   const hyper = options.hyper;
   checkHyperparameters(hyper);
+  if (hyper.checkpointEverySteps && !options.checkpointDir) throw new TrainingConfigError("checkpointEverySteps needs a checkpointDir");
   const pretrained = await loadPretrained(options.modelDir);
   const { config, model, tokenizer } = pretrained;
   const settings = resolveLora(options.lora, config.architecture);
@@ -146,6 +148,8 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   }
   const labels = chooseLabels(trainRecords, config.labels);
   if (labels.length < 2) throw new TrainingConfigError("classification needs at least two labels in the training data");
+  const unknown = validationRecords.find((record) => !labels.includes(record.label));
+  if (unknown) throw new TrainingConfigError(`validation label "${unknown.label}" does not occur in the training data`);
   const maxLength = Math.min(hyper.maxSeqLength, maxInputLength(config));
   const trainExamples = encodeExamples(trainRecords, tokenizer, maxLength, labels);
   const validationExamples: Example[] = encodeExamples(validationRecords, tokenizer, maxLength, labels);
@@ -183,7 +187,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const params = new Map<string, tf.Variable>();
   const keyOfVariable = new Map<string, string>();
   for (const [key, { shape, data }] of initial) {
-    const variable = tf.variable(tf.tensor(data, shape, "float32"), true);
+    const variable = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
     params.set(key, variable);
     keyOfVariable.set(variable.name, key);
   }
@@ -191,7 +195,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
     for (const key of params.keys()) {
       const m = savedMoments.get(`exp_avg/${key}`);
       const v = savedMoments.get(`exp_avg_sq/${key}`);
-      if (m && v) optimizer.moments.set(key, { m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) });
+      if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
     }
   }
   const baseHeadTensors = new Map([...baseHead].map(([name, { shape, data }]) => [headKey(name), tf.tensor(data, shape, "float32")]));
@@ -227,6 +231,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
+    model.dispose();
     optimizer.dispose();
   };
 

@@ -79,10 +79,12 @@ describe("encoder blocks with hand-written gradients", () => {
     const plain = (t: tf.Tensor, input: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) =>
       t.matMul(weight, false, true).add(bias).add(input.matMul(aa, false, true).matMul(bb, false, true).mul(scale));
     const fastSeparate = (t: tf.Tensor, input: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) =>
-      linear(t as tf.Tensor2D, weight as tf.Tensor2D, bias, { input: input as tf.Tensor2D, a: aa as tf.Tensor2D, b: bb as tf.Tensor2D, scale });
+      linear(t as tf.Tensor2D, { weight: weight as tf.Tensor2D }, bias, { input: input as tf.Tensor2D, a: aa as tf.Tensor2D, b: bb as tf.Tensor2D, scale });
     assertSame(valueAndGradients(fastSeparate, [x, dropped, a, b], weighting), valueAndGradients(plain, [x, dropped, a, b], weighting));
+    // Shared input, the frozen weight kept pre-transposed ([in, out]) as the engine stores it.
+    const transposedWeight = weight.transpose() as tf.Tensor2D;
     const fastShared = (t: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) =>
-      linear(t as tf.Tensor2D, weight as tf.Tensor2D, bias, { input: t as tf.Tensor2D, a: aa as tf.Tensor2D, b: bb as tf.Tensor2D, scale });
+      linear(t as tf.Tensor2D, { transposedWeight }, bias, { input: t as tf.Tensor2D, a: aa as tf.Tensor2D, b: bb as tf.Tensor2D, scale });
     assertSame(valueAndGradients(fastShared, [x, a, b], weighting), valueAndGradients((t, aa, bb) => plain(t, t, aa, bb), [x, a, b], weighting));
   });
 
@@ -91,7 +93,7 @@ describe("encoder blocks with hand-written gradients", () => {
     const w = tf.variable(random([3, 4]));
     const bias = tf.variable(random([3]));
     const weighting = random([6, 3]);
-    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(linear(x as tf.Tensor2D, w as tf.Tensor2D as tf.Variable<tf.Rank.R2>, bias), weighting)) as tf.Scalar, [w, bias]);
+    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(linear(x as tf.Tensor2D, { weight: w as tf.Tensor2D as tf.Variable<tf.Rank.R2> }, bias), weighting)) as tf.Scalar, [w, bias]);
     const reference = tf.grads((ww: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(x.matMul(ww, false, true).add(bb), weighting)))([w, bias]);
     assertClose(grads[w.name], reference[0]);
     assertClose(grads[bias.name], reference[1]);

@@ -3,7 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderConfig } from "../hf/config.ts";
 import type { PaddedBatch } from "../tokenizer.ts";
-import { attention, gelu, layerNorm, linear } from "./fused.ts";
+import { attention, gelu, layerNorm, linear, type LoraBranch } from "./fused.ts";
 
 export interface LoraModule {
   a: tf.Tensor2D; // [r, in]
@@ -33,10 +33,13 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
-/** nn.Linear (y = x Wᵀ + b, W stored [out, in]) plus PEFT's LoRA term: scale · B A dropout(x). */
+function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): LoraBranch | undefined {
+  return lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
+}
+
+/** nn.Linear (y = x Wᵀ + b, W stored [out, in] as in Hugging Face) plus PEFT's LoRA term scale · B A dropout(x). */
 export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
-  const branch = lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
-  return linear(x, weight as tf.Tensor2D, bias, branch);
+  return linear(x, { weight: weight as tf.Tensor2D }, bias, loraBranch(x, lora, dropout));
 }
 
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
@@ -102,9 +105,21 @@ function activation(name: string, x: tf.Tensor): tf.Tensor {
 export class EncoderClassifier {
   constructor(
     readonly config: EncoderConfig,
-    /** Frozen weights by Hugging Face name, with the architecture prefix. */
+    /** Frozen weights by Hugging Face name, with the architecture prefix; linear weights are not here. */
     readonly weights: Map<string, tf.Tensor>,
+    /** Frozen nn.Linear weights by module path, stored transposed: [in, out]. */
+    readonly linearWeights: Map<string, tf.Tensor2D>,
   ) {}
+
+  /** [out, in] of a frozen linear module, or undefined when the checkpoint lacks it. */
+  linearShape(module: string): [number, number] | undefined {
+    const transposed = this.linearWeights.get(module);
+    return transposed ? [transposed.shape[1], transposed.shape[0]] : undefined;
+  }
+
+  dispose(): void {
+    for (const tensor of [...this.weights.values(), ...this.linearWeights.values()]) tensor.dispose();
+  }
 
   private param(name: string, options: ForwardOptions): tf.Tensor {
     const value = options.overrides?.get(name) ?? this.weights.get(name);
@@ -113,7 +128,13 @@ export class EncoderClassifier {
   }
 
   private linear(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    return loraLinear(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), options.lora?.get(module), options.dropout);
+    const bias = this.param(`${module}.bias`, options);
+    const lora = options.lora?.get(module);
+    const trained = options.overrides?.get(`${module}.weight`);
+    if (trained) return loraLinear(x, trained, bias, lora, options.dropout);
+    const frozen = this.linearWeights.get(module);
+    if (!frozen) throw new Error(`model weight ${module}.weight is missing`);
+    return linear(x, { transposedWeight: frozen }, bias, loraBranch(x, lora, options.dropout));
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {

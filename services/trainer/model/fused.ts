@@ -7,7 +7,7 @@
 // gradients only for inputs that can be trained (a frozen weight is a constant, not an input):
 // that also skips the weight-gradient products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
-import { GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
+import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
@@ -70,30 +70,37 @@ export interface LoraBranch {
   scale: number;
 }
 
+/** A linear layer's weight: as Hugging Face stores it ([out, in]), or pre-transposed ([in, out]). */
+export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
+
 /**
- * y = x·Wᵀ + bias (+ scale·(input·Aᵀ)·Bᵀ). W stays [out, in] as Hugging Face stores it, which is
- * the layout both products want: x·Wᵀ forward and dy·W backward.
+ * y = x·Wᵀ + bias (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
+ * a transposed product, which OpenBLAS runs as fast as a plain one but tfjs's own wasm kernel
+ * about ten times slower, so without BLAS the backward transposes first.
  */
-export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor, lora?: LoraBranch): tf.Tensor2D {
-  const trainedWeight = isTrained(weight) || isTrained(bias);
+export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor, lora?: LoraBranch): tf.Tensor2D {
+  const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
+  const transposed = !("weight" in weight);
+  const trainedWeight = isTrained(stored) || isTrained(bias);
+  if (trainedWeight && transposed) throw new Error("linear: a trained weight must be given as [out, in]");
   const separateLoraInput = lora !== undefined && lora.input !== x;
   const inputs: tf.Tensor[] = [x];
   if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
-  if (trainedWeight) inputs.push(weight, bias);
+  if (trainedWeight) inputs.push(stored, bias);
   return custom(inputs, (save) => {
-    // Not tf.fused.matMul: tfjs's own wasm kernel gets a transposed B with a bias wrong.
-    let y = x.matMul(weight, false, true).add(bias);
+    let y = (transposed ? x.matMul(stored) : x.matMul(stored, false, true)).add(bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
       y = y.add(down.matMul(lora.b, false, true));
     }
-    save([weight, ...(lora ? [lora.input, down!, lora.a, lora.b] : []), ...(trainedWeight ? [x] : [])]);
+    save([stored, ...(lora ? [lora.input, down!, lora.a, lora.b] : []), ...(trainedWeight ? [x] : [])]);
     return {
       value: y,
       gradFunc: (dy, saved) => {
         const dyMatrix = dy as tf.Tensor2D;
-        let dx = dyMatrix.matMul(saved[0] as tf.Tensor2D);
+        const w = saved[0] as tf.Tensor2D;
+        let dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
         const grads: tf.Tensor[] = [];
         if (lora) {
           const [loraInput, scaledDown, a, b] = saved.slice(1) as tf.Tensor2D[];

@@ -156,6 +156,13 @@ function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.Ten
   return next;
 }
 
+let blasBatchMatMul: tf.KernelFunc | undefined;
+
+/** Whether the active backend's matrix products run on the addon (transposed forms then cost nothing extra). */
+export function blasProductsActive(): boolean {
+  return blasBatchMatMul !== undefined && tf.getKernel("BatchMatMul", tf.getBackend())?.kernelFunc === blasBatchMatMul;
+}
+
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
@@ -211,7 +218,8 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
   tf.registerKernel({ kernelName: GELU_GRAD_KERNEL, backendName: "wasm", kernelFunc: elementwise(([x, dy], out) => addon.geluBackward(x, dy, out), ["x", "dy"]) });
 
   tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: batchMatMul as tf.KernelFunc });
+  blasBatchMatMul = batchMatMul as tf.KernelFunc;
+  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: blasBatchMatMul });
   tf.unregisterKernel("_FusedMatMul", "wasm");
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
 
