@@ -19,7 +19,7 @@ const PUNCTUATION = [...".,!?;:'\"()-"];
 
 // --- tokenizers -------------------------------------------------------------------------------
 
-function wordPieceTokenizer(): { json: object; vocabSize: number } {
+export function wordPieceTokenizer(): { json: object; vocabSize: number } {
   const tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
   const letters = [..."abcdefghijklmnopqrstuvwxyz0123456789"];
   for (const token of [...PUNCTUATION, ...letters, ...letters.map((l) => `##${l}`), ...CHINESE, ...FILLER, ...POSITIVE, ...NEGATIVE, ...EXTRA_WORDS, ...SUFFIXES]) {

@@ -3,6 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderConfig } from "../hf/config.ts";
 import type { PaddedBatch } from "../tokenizer.ts";
+import { attention, gelu, layerNorm, linear, type LoraBranch } from "./fused.ts";
 
 export interface LoraModule {
   a: tf.Tensor2D; // [r, in]
@@ -32,29 +33,13 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
-/** PEFT's LoRA term added to a linear layer's output y: y + scale · B A dropout(x). */
-function addLora(y: tf.Tensor2D, x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
-  if (!lora) return y;
-  const input = dropout ? dropout.apply(x, lora.dropout) : x;
-  return y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
+function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): LoraBranch | undefined {
+  return lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
 }
 
-/** nn.Linear (y = x Wᵀ + b, W stored [out, in] as in Hugging Face) plus the LoRA term. */
+/** nn.Linear (y = x Wᵀ + b, W stored [out, in] as in Hugging Face) plus PEFT's LoRA term scale · B A dropout(x). */
 export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
-  return addLora(x.matMul(weight as tf.Tensor2D, false, true).add(bias) as tf.Tensor2D, x, lora, dropout);
-}
-
-/**
- * x Wᵀ for a frozen weight kept pre-transposed ([in, out]). Both directions then use the plain
- * product, which backends run far faster than the transposed forms (wasm: ~10x):
- * forward x·Wᵀ, backward dy·W. No gradient flows to the frozen weight.
- */
-function frozenProjection(x: tf.Tensor2D, transposedWeight: tf.Tensor2D): tf.Tensor2D {
-  const project = tf.customGrad(((input: tf.Tensor2D) => ({
-    value: tf.matMul(input, transposedWeight),
-    gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, transposedWeight.transpose()),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return project(x) as tf.Tensor2D;
+  return linear(x, { weight: weight as tf.Tensor2D }, bias, loraBranch(x, lora, dropout));
 }
 
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
@@ -104,7 +89,7 @@ export function encoderLinearModules(config: EncoderConfig): string[] {
 function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
     case "gelu":
-      return x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1));
+      return gelu(x);
     case "gelu_new":
     case "gelu_pytorch_tanh": {
       const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
@@ -149,13 +134,11 @@ export class EncoderClassifier {
     if (trained) return loraLinear(x, trained, bias, lora, options.dropout);
     const frozen = this.linearWeights.get(module);
     if (!frozen) throw new Error(`model weight ${module}.weight is missing`);
-    return addLora(frozenProjection(x, frozen).add(bias) as tf.Tensor2D, x, lora, options.dropout);
+    return linear(x, { transposedWeight: frozen }, bias, loraBranch(x, lora, options.dropout));
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    const { mean, variance } = tf.moments(x, -1, true);
-    const normalised = x.sub(mean).div(variance.add(this.config.layerNormEps).sqrt());
-    return normalised.mul(this.param(`${module}.weight`, options)).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+    return layerNorm(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), this.config.layerNormEps);
   }
 
   private dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
@@ -201,19 +184,16 @@ export class EncoderClassifier {
     const { batchSize, length } = batch;
     const heads = this.config.numHeads;
     const headSize = this.config.hiddenSize / heads;
-    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]);
-    let query = split(this.linear(h, m.query, options));
+    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    const query = split(this.linear(h, m.query, options));
     const key = split(this.linear(h, m.key, options));
     const value = split(this.linear(h, m.value, options));
-    let scores: tf.Tensor;
-    if (this.config.architecture === "distilbert") {
-      query = query.div(Math.sqrt(headSize));
-      scores = query.matMul(key, false, true);
-    } else {
-      scores = query.matMul(key, false, true).div(Math.sqrt(headSize));
-    }
-    const probabilities = this.dropout(tf.softmax(scores.add(maskAdd)), this.config.attentionDropout, options);
-    const context = probabilities.matMul(value).transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
+    const dropoutRate = this.config.attentionDropout;
+    // The dropout mask (divided by the keep rate) as the same call on the probabilities would draw it.
+    const keep = options.dropout && dropoutRate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), dropoutRate) : undefined;
+    const context = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep)
+      .transpose([0, 2, 1, 3])
+      .reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
     let output = this.linear(context, m.attentionOutput, options);
     if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
     return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);

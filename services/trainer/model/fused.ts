@@ -1,0 +1,140 @@
+// Encoder building blocks with hand-written gradients. tfjs keeps every intermediate tensor of a
+// step alive until the gradients are done (forward temporaries and every accumulated gradient),
+// so a composite op written with plain ops holds several full-size copies of its activations.
+// Each block here keeps only what its backward needs (everything the backward reads goes through
+// `save`: a caller's tidy may dispose the originals before the backward runs), frees its own
+// temporaries, and returns
+// gradients only for inputs that can be trained (a frozen weight is a constant, not an input):
+// that also skips the weight-gradient products LoRA does not need.
+import * as tf from "@tensorflow/tfjs";
+import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
+
+type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
+
+/** A tfjs customGrad over `inputs`, with the backward run inside its own tidy. */
+function custom(inputs: tf.Tensor[], forward: (save: (tensors: tf.Tensor[]) => void) => { value: tf.Tensor; gradFunc: Grad }): tf.Tensor {
+  return tf.customGrad((...args: unknown[]) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const { value, gradFunc } = forward(save);
+    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => gradFunc(dy, saved)) };
+  })(...inputs);
+}
+
+/** Frozen model weights are plain tensors; trained ones are trainable variables. */
+function isTrained(t: tf.Tensor): boolean {
+  return t instanceof tf.Variable && t.trainable;
+}
+
+/** GELU, erf form (Hugging Face "gelu"); keeps only its input for the backward. */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  // One pass each way where the backend has the BLAS addon's GELU kernels.
+  const native = tf.getKernel(GELU_KERNEL, tf.getBackend()) !== undefined;
+  return custom([x], (save) => {
+    save([x]);
+    return {
+      value: native ? (tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor) : x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)),
+      gradFunc: (dy, [input]) => {
+        if (native) return tf.engine().runKernel(GELU_GRAD_KERNEL, { x: input, dy }) as tf.Tensor;
+        const cdf = tf.erf(input.mul(Math.SQRT1_2)).add(1).mul(0.5);
+        const pdf = tf.exp(input.square().mul(-0.5)).mul(1 / Math.sqrt(2 * Math.PI));
+        return dy.mul(cdf.add(input.mul(pdf)));
+      },
+    };
+  });
+}
+
+/** LayerNorm over the last axis; keeps the normalised input and 1/σ for the backward. */
+export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor2D {
+  const trainedAffine = isTrained(gamma) || isTrained(beta);
+  return custom(trainedAffine ? [x, gamma, beta] : [x], (save) => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const inverseStd = tf.rsqrt(variance.add(epsilon));
+    const normalised = x.sub(mean).mul(inverseStd);
+    save([normalised, inverseStd, gamma]);
+    return {
+      value: normalised.mul(gamma).add(beta),
+      gradFunc: (dy, [xHat, rstd, scale]) => {
+        const g = dy.mul(scale);
+        const dx = rstd.mul(g.sub(g.mean(-1, true)).sub(xHat.mul(g.mul(xHat).mean(-1, true))));
+        return trainedAffine ? [dx, dy.mul(xHat).sum(0), dy.sum(0)] : dx;
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+export interface LoraBranch {
+  /** The branch's input: x itself, or x after LoRA dropout. */
+  input: tf.Tensor2D;
+  a: tf.Tensor2D; // [r, in]
+  b: tf.Tensor2D; // [out, r]
+  scale: number;
+}
+
+/** A linear layer's weight: as Hugging Face stores it ([out, in]), or pre-transposed ([in, out]). */
+export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
+
+/**
+ * y = x·Wᵀ + bias (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
+ * a transposed product, which OpenBLAS runs as fast as a plain one but tfjs's own wasm kernel
+ * about ten times slower, so without BLAS the backward transposes first.
+ */
+export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor, lora?: LoraBranch): tf.Tensor2D {
+  const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
+  const transposed = !("weight" in weight);
+  const trainedWeight = isTrained(stored) || isTrained(bias);
+  if (trainedWeight && transposed) throw new Error("linear: a trained weight must be given as [out, in]");
+  const separateLoraInput = lora !== undefined && lora.input !== x;
+  const inputs: tf.Tensor[] = [x];
+  if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
+  if (trainedWeight) inputs.push(stored, bias);
+  return custom(inputs, (save) => {
+    let y = (transposed ? x.matMul(stored) : x.matMul(stored, false, true)).add(bias);
+    let down: tf.Tensor2D | undefined;
+    if (lora) {
+      down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
+      y = y.add(down.matMul(lora.b, false, true));
+    }
+    save([stored, ...(lora ? [lora.input, down!, lora.a, lora.b] : []), ...(trainedWeight ? [x] : [])]);
+    return {
+      value: y,
+      gradFunc: (dy, saved) => {
+        const dyMatrix = dy as tf.Tensor2D;
+        const w = saved[0] as tf.Tensor2D;
+        let dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
+        const grads: tf.Tensor[] = [];
+        if (lora) {
+          const [loraInput, scaledDown, a, b] = saved.slice(1) as tf.Tensor2D[];
+          const dDown = dyMatrix.matMul(b).mul(lora.scale) as tf.Tensor2D;
+          const dLoraInput = dDown.matMul(a);
+          if (separateLoraInput) grads.push(dLoraInput);
+          else dx = dx.add(dLoraInput);
+          grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
+        }
+        if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), dyMatrix.sum(0));
+        return [dx, ...grads];
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+/**
+ * softmax(q·kᵀ·scale + maskAdd)·v over heads ([batch, heads, tokens, headSize]); `keep` is the
+ * attention-dropout mask already divided by the keep rate. Keeps the probabilities for the backward.
+ */
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAdd: tf.Tensor, scale: number, keep?: tf.Tensor): tf.Tensor4D {
+  return custom([q, k, v], (save) => {
+    const probabilities = tf.softmax(q.matMul(k, false, true).mul(scale).add(maskAdd));
+    const used = keep ? probabilities.mul(keep) : probabilities;
+    save([q, k, v, probabilities, ...(keep ? [keep] : [])]);
+    return {
+      value: used.matMul(v),
+      gradFunc: (dy, [query, key, value, p, keep]) => {
+        const dUsed = dy.matMul(value, false, true);
+        const dValue = (keep ? p.mul(keep) : p).matMul(dy, true, false);
+        const dP = keep ? dUsed.mul(keep) : dUsed;
+        const dScores = p.mul(dP.sub(dP.mul(p).sum(-1, true))).mul(scale);
+        return [dScores.matMul(key), dScores.matMul(query, true, false), dValue];
+      },
+    };
+  }) as tf.Tensor4D;
+}

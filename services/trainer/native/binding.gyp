@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "blas",
+      "sources": ["blas.c"],
+      "libraries": ["-lopenblas"],
+      "cflags": ["-O3", "-std=c11", "-ffast-math"]
+    }
+  ]
+}
