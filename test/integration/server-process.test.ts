@@ -39,8 +39,8 @@ describe("API server process", () => {
       let ready: { status: string; backend: string } | undefined;
       while (!ready && Date.now() - started < 20_000) {
         const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-        const body = response && (await response.json());
-        if (response?.status === 200 && body.backend !== "initialising") ready = body;
+        const body = response?.status === 200 ? ((await response.json()) as { status: string; backend: string }) : undefined;
+        if (body && body.backend !== "initialising") ready = body;
         else await new Promise((resolve) => setTimeout(resolve, 200));
       }
       assert.ok(ready, `not ready within 20 s; logs:\n${logs}`);
