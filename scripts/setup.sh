@@ -38,6 +38,8 @@ log "npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 log "generating the Prisma client"
 bash scripts/prisma.sh generate >/dev/null
+log "building the OpenBLAS addon (the engine falls back to plain wasm without it)"
+bash scripts/build-native.sh
 
 database_url="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/lora}"
 database_name="$(node -e 'console.log(new URL(process.argv[1]).pathname.slice(1))' "$database_url")"
