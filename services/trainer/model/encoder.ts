@@ -32,12 +32,16 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
-/** nn.Linear (y = x Wᵀ + b, W stored [out, in]) plus PEFT's LoRA term: scale · B A dropout(x). */
+/** PEFT's LoRA term: scale · B A dropout(x), for a Linear and (with fan_in_fan_out) a Conv1D alike. */
+export function loraDelta(x: tf.Tensor2D, lora: LoraModule, dropout?: Dropout): tf.Tensor2D {
+  const input = dropout ? dropout.apply(x, lora.dropout) : x;
+  return input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale);
+}
+
+/** nn.Linear (y = x Wᵀ + b, W stored [out, in]) plus PEFT's LoRA term. */
 export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
   const y = x.matMul(weight as tf.Tensor2D, false, true).add(bias) as tf.Tensor2D;
-  if (!lora) return y;
-  const input = dropout ? dropout.apply(x, lora.dropout) : x;
-  return y.add(input.matMul(lora.a, false, true).matMul(lora.b, false, true).mul(lora.scale));
+  return lora ? y.add(loraDelta(x, lora, dropout)) : y;
 }
 
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
@@ -84,7 +88,7 @@ export function encoderLinearModules(config: EncoderConfig): string[] {
   return names;
 }
 
-function activation(name: string, x: tf.Tensor): tf.Tensor {
+export function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
     case "gelu":
       return x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1));
@@ -95,6 +99,9 @@ function activation(name: string, x: tf.Tensor): tf.Tensor {
     }
     case "relu":
       return tf.relu(x);
+    case "silu":
+    case "swish":
+      return x.mul(tf.sigmoid(x));
     default:
       throw new Error(`activation "${name}" is not supported`);
   }

@@ -1,0 +1,169 @@
+// Decoder-only language models (GPT-2, Llama) on TensorFlow.js ops, with Hugging Face weight names,
+// LoRA on any linear layer, and a key/value cache for generation. Hidden states are [batch*length, hidden].
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import type { CausalConfig } from "../hf/causal-config.ts";
+import { readSafetensors, type NamedArray } from "../safetensors.ts";
+import { loraDelta, type ForwardOptions } from "./encoder.ts";
+
+/** Token ids of a right-padded batch, row-major [batchSize, length]. */
+export interface TokenBatch {
+  ids: Int32Array;
+  batchSize: number;
+  length: number;
+}
+
+/** Keys and values of every layer after rotary embedding, [batch, kvHeads, seen, headDim], not repeated for GQA. */
+export interface KVCache {
+  layers: { key: tf.Tensor4D; value: tf.Tensor4D }[];
+  length: number;
+}
+
+export interface LinearModule {
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+export class CausalWeightsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CausalWeightsError";
+  }
+}
+
+const MASKED = -1e9;
+
+/**
+ * The shared body of a decoder: linear layers held as kernels [in, out] (GPT-2's Conv1D layout; Llama's
+ * [out, in] weights are transposed once at load, since a plain x·K is the fast matmul form), causal
+ * attention with grouped-query heads, and the language-model head.
+ */
+export abstract class CausalLM {
+  constructor(
+    readonly config: CausalConfig,
+    /** Frozen parameters by Hugging Face name; linear weights as [in, out] kernels. */
+    readonly weights: Map<string, tf.Tensor>,
+    /** The output projection as [hidden, vocab] (the transposed embedding when tied). */
+    protected readonly lmHeadKernel: tf.Tensor2D,
+  ) {}
+
+  /** Every linear layer LoRA may target, with PEFT's in/out features (the LM head excluded, as PEFT's all-linear does). */
+  abstract linearModules(): LinearModule[];
+
+  /** Default LoRA targets. */
+  abstract defaultTargets(): string[];
+
+  /** Hugging Face module path of the token embedding. */
+  abstract embeddingName(): string;
+
+  protected abstract embed(batch: TokenBatch, start: number, options: ForwardOptions): tf.Tensor2D;
+  protected abstract block(h: tf.Tensor2D, layer: number, batch: TokenBatch, start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D;
+  protected abstract finalNorm(h: tf.Tensor2D, options: ForwardOptions): tf.Tensor2D;
+
+  protected param(name: string, options: ForwardOptions): tf.Tensor {
+    const value = options.overrides?.get(name) ?? this.weights.get(name);
+    if (!value) throw new CausalWeightsError(`model weight ${name} is missing`);
+    return value;
+  }
+
+  protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean): tf.Tensor2D {
+    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D);
+    if (bias) y = y.add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+    const lora = options.lora?.get(module);
+    return lora ? (y.add(loraDelta(x, lora, options.dropout)) as tf.Tensor2D) : y;
+  }
+
+  protected dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
+    return options.dropout && rate > 0 ? options.dropout.apply(x, rate) : x;
+  }
+
+  /**
+   * Scaled dot-product attention of new queries over cached plus new keys. q [B, H, T, d], k/v [B, kvH, T, d];
+   * the cache (when given) is extended in place with this call's keys and values.
+   */
+  protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, layer: number, batch: TokenBatch, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
+    const { numHeads, numKeyValueHeads, headDim } = this.config;
+    const { batchSize, length } = batch;
+    let keys = k;
+    let values = v;
+    const past = cache ? cache.length : 0;
+    if (cache) {
+      const stored = cache.layers[layer];
+      if (stored) {
+        keys = tf.keep(tf.concat([stored.key, k], 2));
+        values = tf.keep(tf.concat([stored.value, v], 2));
+        stored.key.dispose();
+        stored.value.dispose();
+      } else {
+        keys = tf.keep(k.clone());
+        values = tf.keep(v.clone());
+      }
+      cache.layers[layer] = { key: keys, value: values };
+    }
+    const total = past + length;
+    const groups = numHeads / numKeyValueHeads;
+    const repeat = (x: tf.Tensor4D) =>
+      groups === 1 ? x : x.reshape([batchSize, numKeyValueHeads, 1, total, headDim]).tile([1, 1, groups, 1, 1]).reshape([batchSize, numHeads, total, headDim]);
+    const scores = q.matMul(repeat(keys), false, true).div(Math.sqrt(headDim));
+    const mask = new Float32Array(length * total);
+    for (let i = 0; i < length; i++) for (let j = past + i + 1; j < total; j++) mask[i * total + j] = MASKED;
+    const probabilities = this.dropout(tf.softmax(scores.add(tf.tensor2d(mask, [length, total]))), this.config.attentionDropout, options);
+    return probabilities.matMul(repeat(values)).transpose([0, 2, 1, 3]).reshape([batchSize * length, numHeads * headDim]) as tf.Tensor2D;
+  }
+
+  /** Final hidden states [batch*length, hidden] for tokens at positions past..past+length-1 (past = cache length). */
+  hidden(batch: TokenBatch, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
+    const start = cache ? cache.length : 0;
+    if (start + batch.length > this.config.maxPositions && this.config.family === "gpt2") {
+      throw new CausalWeightsError(`sequence of ${start + batch.length} tokens exceeds the ${this.config.maxPositions} positions of this model`);
+    }
+    let h = this.embed(batch, start, options);
+    for (let layer = 0; layer < this.config.numLayers; layer++) h = this.block(h, layer, batch, start, options, cache);
+    if (cache) cache.length += batch.length;
+    return this.finalNorm(h, options);
+  }
+
+  /** Next-token logits [rows, vocab] of hidden states [rows, hidden]. */
+  logits(hidden: tf.Tensor2D): tf.Tensor2D {
+    return hidden.matMul(this.lmHeadKernel);
+  }
+
+  dispose(): void {
+    for (const tensor of this.weights.values()) tensor.dispose();
+    this.lmHeadKernel.dispose();
+  }
+}
+
+export function emptyCache(): KVCache {
+  return { layers: [], length: 0 };
+}
+
+export function disposeCache(cache: KVCache): void {
+  for (const { key, value } of cache.layers) {
+    key.dispose();
+    value.dispose();
+  }
+  cache.layers = [];
+}
+
+/** Reads model.safetensors, or every shard named by model.safetensors.index.json. */
+export async function readCheckpoint(dir: string): Promise<Map<string, NamedArray>> {
+  const single = path.join(dir, "model.safetensors");
+  if (existsSync(single)) return readSafetensors(single);
+  const indexFile = path.join(dir, "model.safetensors.index.json");
+  if (!existsSync(indexFile)) throw new CausalWeightsError(`${dir} has neither model.safetensors nor model.safetensors.index.json`);
+  const index = JSON.parse(await readFile(indexFile, "utf8")) as { weight_map: Record<string, string> };
+  const out = new Map<string, NamedArray>();
+  for (const shard of new Set(Object.values(index.weight_map))) {
+    for (const [name, value] of await readSafetensors(path.join(dir, shard))) out.set(name, value);
+  }
+  return out;
+}
+
+/** An [out, in] matrix as a tensor of shape [in, out]. */
+export function transposedTensor({ shape, data }: NamedArray): tf.Tensor2D {
+  return tf.tidy(() => tf.tensor2d(data, [shape[0], shape[1]], "float32").transpose());
+}

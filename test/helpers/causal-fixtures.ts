@@ -1,0 +1,24 @@
+// The tiny decoder fixtures (part of the engine fixtures, generated on first use, gitignored). A fixtures
+// folder made before the causal part existed gets only that part added.
+import { existsSync } from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { makeCausalFixtures } from "../../scripts/make-causal-fixtures.ts";
+import { engineFixtures } from "./engine-fixtures.ts";
+
+const STAMP = "chat-validation.jsonl";
+
+export async function causalFixtures(): Promise<string> {
+  const dir = path.join(await engineFixtures(), "causal");
+  if (!existsSync(path.join(dir, STAMP))) {
+    const tmp = `${dir}.tmp-${process.pid}`;
+    await makeCausalFixtures(tmp);
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  }
+  return dir;
+}
+
+export function causalModel(dir: string, name: string): string {
+  return path.join(dir, name);
+}

@@ -1,0 +1,129 @@
+// GPT-2 and Llama forward passes against golden logits from an independent PyTorch implementation
+// (test/reference/causal_reference.py, written from transformers' modeling code), and the KV cache.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { before, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../../services/trainer/backend.ts";
+import { parseCausalConfig } from "../../services/trainer/hf/causal-config.ts";
+import { disposeCache, emptyCache } from "../../services/trainer/model/causal.ts";
+import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
+import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { readSafetensors } from "../../services/trainer/safetensors.ts";
+import { causalFixtures } from "../helpers/causal-fixtures.ts";
+
+interface GoldenSequence {
+  ids: number[];
+  shape: [number, number];
+  logits_f32_base64: string;
+}
+const golden = JSON.parse(readFileSync(path.join(import.meta.dirname, "..", "reference", "golden", "causal-logits.json"), "utf8")) as {
+  models: Record<string, { weights_sum: number; sequences: GoldenSequence[] }>;
+};
+const TOLERANCE = 1e-4;
+let fixtures: string;
+
+before(async () => {
+  await initBackend("wasm");
+  fixtures = await causalFixtures();
+});
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+for (const [name, expected] of Object.entries(golden.models)) {
+  test(`${name}: logits agree with the PyTorch reference within ${TOLERANCE}`, async () => {
+    const dir = path.join(fixtures, name);
+    const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+    let sum = 0;
+    for (const { data } of stored.values()) for (const value of data) sum += value;
+    assert.ok(Math.abs(sum - expected.weights_sum) < 1e-6 * Math.max(1, Math.abs(sum)), "fixture weights differ from those the golden file was made from: regenerate it");
+    const { model } = await loadCausalPretrained(dir);
+    for (const sequence of expected.sequences) {
+      const reference = new Float32Array(Buffer.from(sequence.logits_f32_base64, "base64").buffer.slice(0));
+      const ids = Int32Array.from(sequence.ids);
+      const got = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
+      const diff = maxAbsDiff(got, reference);
+      assert.ok(diff < TOLERANCE, `${name} (${ids.length} tokens): max |Δ| ${diff}`);
+    }
+    model.dispose();
+  });
+}
+
+for (const name of ["gpt2-tiny", "llama-tiny", "llama3-tiny"]) {
+  test(`${name}: a prompt then one token at a time through the KV cache gives the full-sequence logits`, async () => {
+    const { model } = await loadCausalPretrained(path.join(fixtures, name));
+    const ids = Int32Array.from(golden.models[name].sequences[0].ids);
+    const full = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
+    const vocab = full.length / ids.length;
+    const cache = emptyCache();
+    const prompt = 4;
+    const pieces: Float32Array[] = [tf.tidy(() => model.logits(model.hidden({ ids: ids.slice(0, prompt), batchSize: 1, length: prompt }, {}, cache)).dataSync() as Float32Array)];
+    for (let t = prompt; t < ids.length; t++) {
+      pieces.push(tf.tidy(() => model.logits(model.hidden({ ids: ids.slice(t, t + 1), batchSize: 1, length: 1 }, {}, cache)).dataSync() as Float32Array));
+    }
+    assert.equal(cache.length, ids.length);
+    const incremental = new Float32Array(full.length);
+    let offset = 0;
+    for (const piece of pieces) {
+      incremental.set(piece, offset);
+      offset += piece.length;
+    }
+    assert.equal(offset, ids.length * vocab);
+    assert.ok(maxAbsDiff(incremental, full) < 1e-5);
+    disposeCache(cache);
+    model.dispose();
+  });
+}
+
+test("a right-padded batch gives each row the logits it has alone", async () => {
+  const { model } = await loadCausalPretrained(path.join(fixtures, "llama-tiny"));
+  const [long, short] = golden.models["llama-tiny"].sequences.map((s) => s.ids);
+  const alone = tf.tidy(() => model.logits(model.hidden({ ids: Int32Array.from(short), batchSize: 1, length: short.length }, {})).arraySync());
+  const padded = Int32Array.from([...long, ...short, ...new Array(long.length - short.length).fill(0)]);
+  const batched = tf.tidy(() => model.logits(model.hidden({ ids: padded, batchSize: 2, length: long.length }, {})).arraySync());
+  for (let t = 0; t < short.length; t++) assert.ok(maxAbsDiff(batched[long.length + t], alone[t]) < 1e-5);
+  model.dispose();
+});
+
+test("config parsing: GQA heads, rope scaling types, GPT-2 defaults", () => {
+  const llama = parseCausalConfig({ model_type: "llama", hidden_size: 64, num_attention_heads: 8, num_key_value_heads: 2, num_hidden_layers: 1, intermediate_size: 128, vocab_size: 10, rope_scaling: { type: "linear", factor: 4 } });
+  assert.equal(llama.numKeyValueHeads, 2);
+  assert.equal(llama.headDim, 8);
+  assert.deepEqual(llama.ropeScaling, { type: "linear", factor: 4 });
+  assert.equal(llama.tieWordEmbeddings, false);
+  const gpt2 = parseCausalConfig({ architectures: ["GPT2LMHeadModel"], n_embd: 48, n_head: 3, n_layer: 1, vocab_size: 10 });
+  assert.equal(gpt2.intermediateSize, 192);
+  assert.equal(gpt2.activation, "gelu_new");
+  assert.equal(gpt2.tieWordEmbeddings, true);
+  assert.throws(() => parseCausalConfig({ model_type: "llama", rope_scaling: { rope_type: "yarn", factor: 2 } }), /yarn/);
+  assert.throws(() => parseCausalConfig({ model_type: "mistral" }), /unsupported/);
+});
+
+test("llama3 rope scaling keeps high frequencies, divides low ones by the factor and blends between", () => {
+  const base = { model_type: "llama", hidden_size: 64, num_attention_heads: 2, rope_theta: 500000 };
+  const plain = inverseFrequencies(parseCausalConfig(base));
+  const scaled = inverseFrequencies(
+    parseCausalConfig({ ...base, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 512 } }),
+  );
+  const kinds = new Set<string>();
+  for (let i = 0; i < plain.length; i++) {
+    const wavelength = (2 * Math.PI) / plain[i];
+    if (wavelength < 128) {
+      assert.equal(scaled[i], plain[i]);
+      kinds.add("kept");
+    } else if (wavelength > 512) {
+      assert.ok(Math.abs(scaled[i] - plain[i] / 8) <= 1e-6 * plain[i]);
+      kinds.add("divided");
+    } else {
+      assert.ok(scaled[i] < plain[i] && scaled[i] > plain[i] / 8);
+      kinds.add("blended");
+    }
+  }
+  assert.deepEqual([...kinds].sort(), ["blended", "divided", "kept"]);
+});
