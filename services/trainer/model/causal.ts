@@ -70,7 +70,7 @@ export abstract class CausalLM {
   }
 
   protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean): tf.Tensor2D {
-    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D);
+    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D) as tf.Tensor2D;
     if (bias) y = y.add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
     const lora = options.lora?.get(module);
     return lora ? (y.add(loraDelta(x, lora, options.dropout)) as tf.Tensor2D) : y;
@@ -128,7 +128,7 @@ export abstract class CausalLM {
 
   /** Next-token logits [rows, vocab] of hidden states [rows, hidden]. */
   logits(hidden: tf.Tensor2D): tf.Tensor2D {
-    return hidden.matMul(this.lmHeadKernel);
+    return hidden.matMul(this.lmHeadKernel) as tf.Tensor2D;
   }
 
   dispose(): void {
