@@ -18,6 +18,10 @@ export interface Adapter {
   /** Labels by class id. */
   labels: string[];
   baseModelName: string;
+  /** PEFT task type; SEQ_CLS when absent. */
+  taskType?: "SEQ_CLS" | "CAUSAL_LM";
+  /** True for GPT-2's Conv1D layers, whose base weights are stored [in, out]. */
+  fanInFanOut?: boolean;
 }
 
 export class AdapterError extends Error {
@@ -30,7 +34,7 @@ export class AdapterError extends Error {
 export function adapterConfig(adapter: Adapter): Record<string, unknown> {
   return {
     peft_type: "LORA",
-    task_type: "SEQ_CLS",
+    task_type: adapter.taskType ?? "SEQ_CLS",
     auto_mapping: null,
     base_model_name_or_path: adapter.baseModelName,
     revision: null,
@@ -39,11 +43,11 @@ export function adapterConfig(adapter: Adapter): Record<string, unknown> {
     lora_alpha: adapter.settings.alpha,
     lora_dropout: adapter.settings.dropout,
     target_modules: adapter.settings.targetModules,
-    fan_in_fan_out: false,
+    fan_in_fan_out: adapter.fanInFanOut ?? false,
     bias: "none",
     use_rslora: adapter.settings.useRslora,
     use_dora: false,
-    modules_to_save: adapter.modulesToSave,
+    modules_to_save: adapter.modulesToSave.length ? adapter.modulesToSave : null,
     init_lora_weights: true,
     layers_to_transform: null,
     layers_pattern: null,
@@ -133,6 +137,8 @@ export async function loadAdapter(dir: string): Promise<Adapter> {
     head,
     labels,
     baseModelName: String(config.base_model_name_or_path ?? ""),
+    taskType: config.task_type === "CAUSAL_LM" ? "CAUSAL_LM" : "SEQ_CLS",
+    fanInFanOut: config.fan_in_fan_out === true,
   };
 }
 

@@ -6,7 +6,7 @@ modeling_rope_utils.py (no transformers import, no hub): the same operations in 
 and precision (float32). It reads our fixture folders (config.json + model.safetensors) and writes
 golden logits that test/unit/causal-model.test.ts compares the TypeScript engine against.
 
-Usage: /usr/bin/python3 test/reference/causal_reference.py FIXTURE_DIR > test/reference/golden/causal-logits.json
+Usage: /usr/bin/python3 test/reference/causal_reference.py FIXTURE_DIR > test/fixtures/golden/causal-logits.json
 """
 import base64
 import json

@@ -18,7 +18,7 @@ interface GoldenSequence {
   shape: [number, number];
   logits_f32_base64: string;
 }
-const golden = JSON.parse(readFileSync(path.join(import.meta.dirname, "..", "reference", "golden", "causal-logits.json"), "utf8")) as {
+const golden = JSON.parse(readFileSync(path.join(import.meta.dirname, "..", "fixtures", "golden", "causal-logits.json"), "utf8")) as {
   models: Record<string, { weights_sum: number; sequences: GoldenSequence[] }>;
 };
 const TOLERANCE = 1e-4;

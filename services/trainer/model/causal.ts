@@ -106,7 +106,8 @@ export abstract class CausalLM {
     const total = past + length;
     const groups = numHeads / numKeyValueHeads;
     const repeat = (x: tf.Tensor4D) =>
-      groups === 1 ? x : x.reshape([batchSize, numKeyValueHeads, 1, total, headDim]).tile([1, 1, groups, 1, 1]).reshape([batchSize, numHeads, total, headDim]);
+      // Rank-4 tile: tfjs has no tile gradient for rank 5.
+      groups === 1 ? x : x.reshape([batchSize, numKeyValueHeads, 1, total * headDim]).tile([1, 1, groups, 1]).reshape([batchSize, numHeads, total, headDim]);
     const scores = q.matMul(repeat(keys), false, true).div(Math.sqrt(headDim));
     const mask = new Float32Array(length * total);
     for (let i = 0; i < length; i++) for (let j = past + i + 1; j < total; j++) mask[i * total + j] = MASKED;
@@ -135,6 +136,14 @@ export abstract class CausalLM {
     for (const tensor of this.weights.values()) tensor.dispose();
     this.lmHeadKernel.dispose();
   }
+}
+
+/**
+ * Rows of a [n, hidden] tensor, as a product with a one-hot selection matrix: its gradient is a plain
+ * matmul, where gather's needs UnsortedSegmentSum, which the wasm backend lacks.
+ */
+export function selectRows(hidden: tf.Tensor2D, rows: number[]): tf.Tensor2D {
+  return tf.oneHot(tf.tensor1d(rows, "int32"), hidden.shape[0]).cast("float32").matMul(hidden) as tf.Tensor2D;
 }
 
 export function emptyCache(): KVCache {
