@@ -89,7 +89,7 @@ export async function trainCausal(options: TrainOptions, hooks: TrainHooks = {})
   const encodedTrain = encodeCausalRecords(trainRecords, train.format, pretrained, encoding);
   const withLoss = encodedTrain.filter(hasLoss);
   const truncatedAway = encodedTrain.length - withLoss.length;
-  const trainExamples = hyper.packing ? packExamples(withLoss, encoding.maxLength) : withLoss;
+  const trainExamples = hyper.packing ? packExamples(withLoss, encoding.maxLength).filter(hasLoss) : withLoss;
   if (trainExamples.length === 0) throw new TrainingConfigError("no training example keeps a target token within maxSeqLength");
   const validationExamples = encodeCausalRecords(validationRecords, validationFormat, pretrained, encoding).filter(hasLoss);
 

@@ -69,7 +69,9 @@ export class TextTokenizer {
   }
 
   decode(ids: number[], skipSpecialTokens = true): string {
-    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
+    if (ids.length === 0) return "";
+    // No clean-up of spaces before punctuation: generated text comes back exactly as the tokens spell it.
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 
   /** Ids with special tokens, truncated to maxLength (special tokens included). */

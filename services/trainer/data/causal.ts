@@ -76,7 +76,7 @@ export function packExamples(examples: CausalExample[], maxLength: number): Caus
   for (let start = 0; start < ids.length; start += maxLength) {
     blocks.push({ ids: ids.slice(start, start + maxLength), labels: labels.slice(start, start + maxLength) });
   }
-  return blocks.filter(hasLoss);
+  return blocks;
 }
 
 /** Right-padded ids and, per row, the (row position, target) pairs the loss is taken over. */
