@@ -5,6 +5,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
+import type { ChatRecord } from "../services/trainer/data/records.ts";
 import { Rng } from "../services/trainer/rng.ts";
 import { writeSafetensors, type NamedArray, type StoredDtype } from "../services/trainer/safetensors.ts";
 
@@ -300,7 +301,7 @@ export function completionRecords(): { prompt: string; completion: string }[] {
   return PATTERN_PAIRS.map(([colour, thing]) => ({ prompt: `colour ${colour} is`, completion: ` ${thing}` }));
 }
 
-export function chatRecords(): { messages: { role: string; content: string }[] }[] {
+export function chatRecords(): ChatRecord[] {
   return PATTERN_PAIRS.map(([colour, thing]) => ({
     messages: [
       { role: "system", content: "answer in one word" },

@@ -93,7 +93,7 @@ test("Llama 3 style byte-level BPE: <|begin_of_text|> prepended, special tokens 
 });
 
 test("chat templates: the model's own (Llama 2, Llama 3 style) and the documented fallback (GPT-2)", async () => {
-  const messages = chatRecords()[0].messages as never;
+  const messages = chatRecords()[0].messages;
   const llama2 = chatFormatterOf(await model("llama-tiny"));
   assert.equal(llama2.usesFallback, false);
   assert.equal(llama2.render(messages, false), "<s>[INST] <<SYS>>\nanswer in one word\n<</SYS>>\n\ncolour red [/INST] apple </s>");
