@@ -22,4 +22,4 @@ export {
 export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./chat-template.ts";
 export { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
 export { loadAdapter, mergeAdapter, AdapterError } from "./peft.ts";
-export { ModelConfigError } from "./hf/config.ts";
+export { ModelConfigError, readEncoderConfig, type EncoderConfig, type Architecture } from "./hf/config.ts";

@@ -27,7 +27,7 @@ export class AdamW {
       if (!grad) continue;
       let moment = this.moments.get(name);
       if (!moment) {
-        moment = { m: tf.variable(tf.zerosLike(param), false), v: tf.variable(tf.zerosLike(param), false) };
+        moment = tf.tidy(() => ({ m: tf.variable(tf.zerosLike(param), false), v: tf.variable(tf.zerosLike(param), false) }));
         this.moments.set(name, moment);
       }
       const { m, v } = moment;
@@ -64,7 +64,7 @@ export function scheduleFactor(step: number, totalSteps: number, warmup: number,
 
 /** Scales gradients so their global L2 norm is at most maxNorm (torch's clip_grad_norm_); returns the norm before clipping. */
 export function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): number {
-  const squares = [...grads.values()].map((grad) => grad.square().sum().dataSync()[0]);
+  const squares = [...grads.values()].map((grad) => tf.tidy(() => grad.square().sum().dataSync()[0]));
   const norm = Math.sqrt(squares.reduce((a, b) => a + b, 0));
   const coefficient = maxNorm / (norm + 1e-6);
   if (coefficient < 1) {

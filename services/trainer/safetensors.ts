@@ -15,7 +15,9 @@ export class SafetensorsError extends Error {
   }
 }
 
-const BYTES_PER_ELEMENT: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+const BYTES_PER_ELEMENT: Record<StoredDtype | "F64", number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
+/** Integer tensors in checkpoints are buffers (e.g. embeddings.position_ids), not weights: they are skipped. */
+const INTEGER_DTYPES = new Set(["I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"]);
 
 function halfToFloat(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
@@ -74,15 +76,19 @@ export function parseSafetensors(buffer: Uint8Array): Map<string, NamedArray> {
   for (const [name, entry] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16)`);
+    if (INTEGER_DTYPES.has(dtype)) continue;
+    if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16, F64)`);
     const count = shape.reduce((a, b) => a * b, 1);
     const begin = dataStart + offsets[0];
     if (offsets[1] - offsets[0] !== count * BYTES_PER_ELEMENT[dtype as StoredDtype] || dataStart + offsets[1] > buffer.byteLength) {
       throw new SafetensorsError(`tensor ${name}: data offsets do not match its shape`);
     }
-    const data = new Float32Array(count);
+    let data: Float32Array = new Float32Array(count);
     if (dtype === "F32") {
-      for (let i = 0; i < count; i++) data[i] = view.getFloat32(begin + 4 * i, true);
+      // Fast path: a copy of the bytes viewed as float32 (safetensors data is little-endian, as is every host we run on).
+      data = new Float32Array(buffer.buffer.slice(buffer.byteOffset + begin, buffer.byteOffset + begin + 4 * count));
+    } else if (dtype === "F64") {
+      for (let i = 0; i < count; i++) data[i] = view.getFloat64(begin + 8 * i, true);
     } else if (dtype === "F16") {
       for (let i = 0; i < count; i++) data[i] = halfToFloat(view.getUint16(begin + 2 * i, true));
     } else {

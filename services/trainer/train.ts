@@ -153,6 +153,8 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   }
   const labels = chooseLabels(trainRecords, config.labels);
   if (labels.length < 2) throw new TrainingConfigError("classification needs at least two labels in the training data");
+  const unknown = validationRecords.find((record) => !labels.includes(record.label));
+  if (unknown) throw new TrainingConfigError(`validation label "${unknown.label}" does not occur in the training data`);
   const maxLength = Math.min(hyper.maxSeqLength, maxInputLength(config));
   const trainExamples = encodeExamples(trainRecords, tokenizer, maxLength, labels);
   const validationExamples: Example[] = encodeExamples(validationRecords, tokenizer, maxLength, labels);
@@ -190,7 +192,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const params = new Map<string, tf.Variable>();
   const keyOfVariable = new Map<string, string>();
   for (const [key, { shape, data }] of initial) {
-    const variable = tf.variable(tf.tensor(data, shape, "float32"), true);
+    const variable = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
     params.set(key, variable);
     keyOfVariable.set(variable.name, key);
   }
@@ -198,7 +200,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
     for (const key of params.keys()) {
       const m = savedMoments.get(`exp_avg/${key}`);
       const v = savedMoments.get(`exp_avg_sq/${key}`);
-      if (m && v) optimizer.moments.set(key, { m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) });
+      if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
     }
   }
   const baseHeadTensors = new Map([...baseHead].map(([name, { shape, data }]) => [headKey(name), tf.tensor(data, shape, "float32")]));
@@ -234,6 +236,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
+    for (const tensor of model.weights.values()) tensor.dispose();
     optimizer.dispose();
   };
 

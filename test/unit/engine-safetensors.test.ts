@@ -49,11 +49,23 @@ test("BF16 keeps the float32 exponent and rounds the mantissa to 7 bits, ties to
   assert.equal(back[5], 1.015625);
 });
 
-test("unsupported dtypes and truncated files are rejected with a clear error", () => {
-  const header = new TextEncoder().encode(JSON.stringify({ x: { dtype: "I64", shape: [1], data_offsets: [0, 8] } }));
-  const bytes = new Uint8Array(8 + header.length + 8);
-  new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
-  bytes.set(header, 8);
-  assert.throws(() => parseSafetensors(bytes), (error: Error) => error instanceof SafetensorsError && /I64/.test(error.message));
-  assert.throws(() => parseSafetensors(bytes.subarray(0, 5)), SafetensorsError);
+function rawFile(header: object, data: Uint8Array): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const bytes = new Uint8Array(8 + json.length + data.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+  bytes.set(json, 8);
+  bytes.set(data, 8 + json.length);
+  return bytes;
+}
+
+test("integer buffers (position_ids) are skipped and F64 is read; other dtypes and truncated files are rejected", () => {
+  const f64 = new Uint8Array(new Float64Array([0.5, -3]).buffer);
+  const parsed = parseSafetensors(rawFile({ ids: { dtype: "I64", shape: [1], data_offsets: [0, 8] }, w: { dtype: "F64", shape: [2], data_offsets: [8, 24] } }, new Uint8Array([...new Uint8Array(8), ...f64])));
+  assert.deepEqual([...parsed.keys()], ["w"]);
+  assert.deepEqual([...parsed.get("w")!.data], [0.5, -3]);
+  const fp8 = rawFile({ x: { dtype: "F8_E4M3", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
+  assert.throws(() => parseSafetensors(fp8), (error: Error) => error instanceof SafetensorsError && /F8_E4M3/.test(error.message));
+  assert.throws(() => parseSafetensors(fp8.subarray(0, 5)), SafetensorsError);
+  const short = rawFile({ x: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, new Uint8Array(8));
+  assert.throws(() => parseSafetensors(short), /offsets/);
 });
