@@ -124,7 +124,7 @@ export async function trainCausal(options: TrainOptions, hooks: TrainHooks = {})
   const params = new Map<string, tf.Variable>();
   const keyOfVariable = new Map<string, string>();
   for (const [key, { shape, data }] of initial) {
-    const variable = tf.variable(tf.tensor(data, shape, "float32"), true);
+    const variable = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
     params.set(key, variable);
     keyOfVariable.set(variable.name, key);
   }
@@ -132,7 +132,7 @@ export async function trainCausal(options: TrainOptions, hooks: TrainHooks = {})
     for (const key of params.keys()) {
       const m = savedMoments.get(`exp_avg/${key}`);
       const v = savedMoments.get(`exp_avg_sq/${key}`);
-      if (m && v) optimizer.moments.set(key, { m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) });
+      if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
     }
   }
   const padId = tokenizer.padId;
