@@ -1,17 +1,33 @@
 // Builds the Fastify application from its dependencies; server.ts listens, tests use it
 // through supertest. Each route file is a plugin that owns its schemas.
 import { randomUUID } from "node:crypto";
+import helmet from "@fastify/helmet";
+import multipart from "@fastify/multipart";
+import rateLimit from "@fastify/rate-limit";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import type { ArtifactStore } from "../common/artifacts.ts";
+import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
 import type { Config } from "../common/config.ts";
 import type { PrismaClient } from "../common/db.ts";
+import { AppError } from "../common/errors.ts";
 import type { Logger } from "../common/logger.ts";
+import { ModelRegistry } from "../common/models.ts";
 import type { FineTunePayload } from "../common/queue.ts";
 import type { BackendInfo } from "../trainer/backend.ts";
+import { requireApiKey } from "./plugins/auth.ts";
 import { errorsPlugin } from "./plugins/errors.ts";
+import { metricsPlugin } from "./plugins/metrics.ts";
+import { adapterRoutes } from "./routes/adapters.ts";
+import { datasetRoutes } from "./routes/datasets.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { jobRoutes } from "./routes/jobs.ts";
+import { modelRoutes } from "./routes/models.ts";
+import { predictRoutes } from "./routes/predict.ts";
+import { registerSharedSchemas } from "./schemas.ts";
 
 export interface AppDeps {
   config: Config;
@@ -25,18 +41,63 @@ export interface AppDeps {
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config } = deps;
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
-    bodyLimit: deps.config.maxJsonBodyBytes,
+    bodyLimit: config.maxJsonBodyBytes,
     requestIdHeader: "x-request-id",
     genReqId: () => randomUUID(),
-    disableRequestLogging: false,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: true } },
   });
   app.addHook("onSend", async (request, reply) => {
     reply.header("x-request-id", request.id);
   });
   await app.register(errorsPlugin);
+  registerSharedSchemas(app);
+  await app.register(helmet, {
+    // The API serves JSON and files; only /docs renders HTML, and swagger-ui sets its own CSP.
+    contentSecurityPolicy: false,
+    crossOriginResourcePolicy: { policy: "same-site" },
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: "LoRA fine-tuning service", version: "1.0.0", description: "Upload datasets, run LoRA fine-tune jobs, download PEFT adapters." },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "an API key (see the keys CLI)" } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  // Not encapsulated: its onResponse hook must see every route.
+  await metricsPlugin(app, deps);
   await app.register(async (scope) => healthRoutes(scope, deps));
+
+  const models = new ModelRegistry(deps.prisma, config.modelsDir, deps.logger);
+  const resolver = new ApiKeyResolver(deps.prisma, config.authCacheTtlMs);
+  await app.register(async (v1) => {
+    requireApiKey(v1, resolver);
+    // In-process counters per API key; with several API replicas each enforces the limit alone.
+    await v1.register(rateLimit, {
+      max: config.rateLimitPerMinute,
+      timeWindow: 60_000,
+      hook: "preHandler",
+      keyGenerator: (request) => request.principal.keyId,
+      errorResponseBuilder: (_request, context) => new AppError(429, "rate_limited", `rate limit of ${context.max} requests a minute exceeded; retry in ${context.after}`),
+    });
+    await v1.register(multipart);
+    await datasetRoutes(v1, deps);
+    await modelRoutes(v1, { models });
+    await jobRoutes(v1, { ...deps, models });
+    await adapterRoutes(v1, deps);
+    await predictRoutes(v1, deps);
+  });
+
+  await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+
+  if (config.bootstrapApiKey) {
+    // The API still starts with Postgres down; the key then works from the next start.
+    await ensureBootstrapKey(deps.prisma, config.bootstrapApiKey).catch((error: Error) =>
+      deps.logger.error({ err: error.message }, "could not install BOOTSTRAP_API_KEY"),
+    );
+  }
   return app;
 }

@@ -28,6 +28,13 @@ export interface Config {
   jobTimeoutMs: number;
   shutdownTimeoutMs: number;
   reconcileIntervalMs: number;
+  authCacheTtlMs: number;
+  enqueueTimeoutMs: number;
+  maxDatasetLineBytes: number;
+  eventsPollIntervalMs: number;
+  sseHeartbeatMs: number;
+  predictModelCacheSize: number;
+  predictMaxBatch: number;
 }
 
 export class ConfigError extends Error {
@@ -76,6 +83,13 @@ function url(env: Env, name: string, fallback: string, protocols: string[]): str
   return raw;
 }
 
+function bootstrapKey(env: Env): string | undefined {
+  const key = env.BOOTSTRAP_API_KEY;
+  if (key === undefined || key === "") return undefined;
+  if (key.length < 16) throw new ConfigError("BOOTSTRAP_API_KEY", "must be at least 16 characters long");
+  return key;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const megabyte = 1024 * 1024;
   return {
@@ -91,13 +105,20 @@ export function loadConfig(env: Env = process.env): Config {
     trainerBackend: oneOf(env, "TRAINER_BACKEND", BACKENDS, "auto"),
     maxUploadBytes: integer(env, "MAX_UPLOAD_BYTES", 100 * megabyte, 1, 64 * 1024 * megabyte),
     maxJsonBodyBytes: integer(env, "MAX_JSON_BODY_BYTES", megabyte, 1024, 1024 * megabyte),
-    bootstrapApiKey: env.BOOTSTRAP_API_KEY || undefined,
+    bootstrapApiKey: bootstrapKey(env),
     rateLimitPerMinute: integer(env, "RATE_LIMIT_PER_MINUTE", 6000, 1, 10_000_000),
     workerConcurrency: integer(env, "WORKER_CONCURRENCY", 1, 1, 64),
     jobMaxAttempts: integer(env, "JOB_MAX_ATTEMPTS", 3, 1, 100),
     jobTimeoutMs: integer(env, "JOB_TIMEOUT_MS", 6 * 60 * 60 * 1000, 1000, 30 * 24 * 60 * 60 * 1000),
     shutdownTimeoutMs: integer(env, "SHUTDOWN_TIMEOUT_MS", 25_000, 100, 600_000),
     reconcileIntervalMs: integer(env, "RECONCILE_INTERVAL_MS", 30_000, 100, 24 * 60 * 60 * 1000),
+    authCacheTtlMs: integer(env, "AUTH_CACHE_TTL_MS", 5000, 0, 600_000),
+    enqueueTimeoutMs: integer(env, "ENQUEUE_TIMEOUT_MS", 2000, 10, 60_000),
+    maxDatasetLineBytes: integer(env, "MAX_DATASET_LINE_BYTES", megabyte, 1024, 1024 * megabyte),
+    eventsPollIntervalMs: integer(env, "EVENTS_POLL_INTERVAL_MS", 1000, 10, 60_000),
+    sseHeartbeatMs: integer(env, "SSE_HEARTBEAT_MS", 15_000, 10, 600_000),
+    predictModelCacheSize: integer(env, "PREDICT_MODEL_CACHE_SIZE", 2, 1, 64),
+    predictMaxBatch: integer(env, "PREDICT_MAX_BATCH", 64, 1, 4096),
   };
 }
 

@@ -34,3 +34,32 @@ export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<void> {
 export function createFineTuneQueue(redis: Redis, prefix: string): Queue<FineTunePayload> {
   return new Queue<FineTunePayload>(FINE_TUNE_QUEUE, { connection: redis, prefix });
 }
+
+/** API priorities run from 0 (lowest) to 100 (highest); BullMQ runs its priority 1 first. */
+export const MIN_PRIORITY = 0;
+export const MAX_PRIORITY = 100;
+export const DEFAULT_PRIORITY = 50;
+
+export function bullPriority(priority: number): number {
+  return MAX_PRIORITY + 1 - priority;
+}
+
+/**
+ * Adds the job to BullMQ under its database id, so adding it again (a retry, the
+ * reconciler) never creates a second copy. Rejects when Redis does not answer in time.
+ */
+export async function enqueueFineTune(
+  queue: Queue<FineTunePayload>,
+  job: { id: string; priority: number },
+  timeoutMs: number,
+): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis did not accept the job within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([queue.add(FINE_TUNE_QUEUE, { jobId: job.id }, { jobId: job.id, priority: bullPriority(job.priority) }), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

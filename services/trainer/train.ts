@@ -12,7 +12,7 @@ import { trainCausal } from "./causal-train.ts";
 import { crossEntropy, evaluate } from "./inference.ts";
 import { adapterForwardOptions, headKey, initLora, loraKey, resolveLora, type LoraOptions, type LoraSettings } from "./lora.ts";
 import { Dropout } from "./model/encoder.ts";
-import { headLayout, initialHead, loadPretrained } from "./model/load.ts";
+import { headLayout, initialHead, loadPretrainedShared } from "./model/load.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
 import { splitAdapterTensors, writeAdapterFiles, writeFolderAtomically, type Adapter } from "./peft.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
@@ -141,7 +141,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
   const hyper = options.hyper;
   checkHyperparameters(hyper);
-  const pretrained = await loadPretrained(options.modelDir);
+  const pretrained = await loadPretrainedShared(options.modelDir);
   const { config, model, tokenizer } = pretrained;
   const settings = resolveLora(options.lora, config.architecture);
 

@@ -1,4 +1,5 @@
 // Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
@@ -45,6 +46,30 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   }
   const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
   return { dir, config, model: new EncoderClassifier(config, weights), tokenizer, checkpointHead };
+}
+
+/** Most base models kept loaded by `loadPretrainedShared` in one process or thread (MODEL_CACHE_SIZE). */
+const SHARED_CAPACITY = Math.max(1, Number(process.env.MODEL_CACHE_SIZE) || 2);
+const shared = new Map<string, Promise<PretrainedModel>>();
+
+/**
+ * Training reads base weights and never changes them, so jobs on one base model share one
+ * load: the least recently used model beyond the capacity is disposed. Keyed by folder and
+ * weights file mtime, so a replaced model is loaded afresh.
+ */
+export async function loadPretrainedShared(dir: string): Promise<PretrainedModel> {
+  const { mtimeMs } = await stat(path.join(dir, "model.safetensors"));
+  const key = `${path.resolve(dir)}@${mtimeMs}`;
+  const entry = shared.get(key) ?? loadPretrained(dir);
+  shared.delete(key);
+  shared.set(key, entry);
+  entry.catch(() => shared.delete(key));
+  for (const [oldKey, old] of shared) {
+    if (shared.size <= SHARED_CAPACITY) break;
+    shared.delete(oldKey);
+    void old.then((model) => model.model.weights.forEach((tensor) => tensor.dispose()), () => {});
+  }
+  return entry;
 }
 
 export interface HeadParameter {

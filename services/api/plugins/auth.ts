@@ -1,0 +1,29 @@
+// Bearer API keys. Applied to the /v1 scope only; health, metrics and docs stay open.
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { ApiKeyResolver, Principal } from "../../common/auth.ts";
+import { AppError } from "../../common/errors.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+export function tenantOf(request: FastifyRequest): string {
+  return request.principal.tenantId;
+}
+
+export function requireApiKey(app: FastifyInstance, resolver: ApiKeyResolver): void {
+  app.decorateRequest("principal", null as unknown as Principal);
+  app.addHook("onRequest", async (request) => {
+    const header = request.headers.authorization;
+    if (!header) throw new AppError(401, "unauthorized", "missing Authorization: Bearer <api key>");
+    const match = BEARER.exec(header);
+    if (!match) throw new AppError(401, "unauthorized", "the Authorization header must be Bearer <api key>");
+    const principal = await resolver.resolve(match[1]);
+    if (!principal) throw new AppError(401, "unauthorized", "unknown or revoked API key");
+    request.principal = principal;
+  });
+}

@@ -1,0 +1,60 @@
+// Prometheus metrics on /metrics: request durations by route, and, read at scrape time,
+// queue depth by BullMQ state and jobs by database status. A registry per app, so
+// several apps in one process (tests) never collide.
+import type { Queue } from "bullmq";
+import type { FastifyInstance } from "fastify";
+import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { PrismaClient } from "../../common/db.ts";
+import type { FineTunePayload } from "../../common/queue.ts";
+
+const QUEUE_STATES = ["waiting", "prioritized", "active", "delayed", "completed", "failed"] as const;
+const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
+
+export async function metricsPlugin(app: FastifyInstance, deps: { prisma: PrismaClient; queue: Queue<FineTunePayload> }): Promise<void> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const durations = new Histogram({
+    name: "http_request_duration_seconds",
+    help: "HTTP request durations by method, route and status",
+    labelNames: ["method", "route", "status"],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [registry],
+  });
+  // Gauges read their values in collect(), at scrape time; nothing else refers to them.
+  new Gauge({
+    name: "lora_queue_jobs",
+    help: "BullMQ jobs in the fine-tune queue by state (absent while Redis is down)",
+    labelNames: ["state"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const counts = await deps.queue.getJobCounts(...QUEUE_STATES).catch(() => undefined);
+      if (!counts) return;
+      for (const state of QUEUE_STATES) this.set({ state }, counts[state] ?? 0);
+    },
+  });
+  new Gauge({
+    name: "lora_jobs",
+    help: "fine-tune jobs in the database by status",
+    labelNames: ["status"],
+    registers: [registry],
+    async collect() {
+      const groups = await deps.prisma.job.groupBy({ by: ["status"], _count: { _all: true } });
+      for (const status of JOB_STATUSES) this.set({ status }, groups.find((group) => group.status === status)?._count._all ?? 0);
+    },
+  });
+
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    durations.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+  });
+
+  app.get(
+    "/metrics",
+    { schema: { tags: ["health"], summary: "Prometheus metrics", response: { 200: { type: "string" } } } },
+    async (_request, reply) => {
+      reply.type(registry.contentType);
+      return registry.metrics();
+    },
+  );
+}

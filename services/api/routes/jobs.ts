@@ -1,0 +1,323 @@
+// Fine-tune jobs. The database row is written first and is the truth; the BullMQ job
+// (id = row id) only tells a worker to look at it. If Redis is down at submit time the
+// row stays `queued` with enqueuedAt null, the client gets 202, and the worker's
+// reconciler (services/common/reconcile.ts) adds it to the queue once Redis is back.
+import { createHash } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
+import type { Job } from "../../common/generated/prisma/client.ts";
+import { DEFAULT_TARGET_MODULES, type ModelRegistry, type Task } from "../../common/models.ts";
+import { DEFAULT_PRIORITY, enqueueFineTune, MAX_PRIORITY, MIN_PRIORITY } from "../../common/queue.ts";
+import type { AppDeps } from "../app.ts";
+import { afterCursor, newestFirst, page } from "../pagination.ts";
+import { tenantOf } from "../plugins/auth.ts";
+import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
+import { eventRoutes } from "./events.ts";
+
+export const TERMINAL_STATUSES = ["succeeded", "failed", "cancelled"] as const;
+const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
+
+const loraSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    r: { type: "integer", minimum: 1, maximum: 256, default: 8 },
+    alpha: { type: "number", exclusiveMinimum: 0, maximum: 4096, default: 16 },
+    dropout: { type: "number", minimum: 0, maximum: 0.9, default: 0.05 },
+    targetModules: {
+      type: "array",
+      minItems: 1,
+      maxItems: 32,
+      uniqueItems: true,
+      items: { type: "string", pattern: "^[A-Za-z0-9_.]{1,64}$" },
+      description: "module names as in PEFT; defaults per architecture (DistilBERT q_lin,v_lin; BERT/RoBERTa query,value; GPT-2 c_attn; Llama q_proj,v_proj)",
+    },
+    useRslora: { type: "boolean", default: false },
+  },
+} as const;
+
+const hyperparametersSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    epochs: { type: "integer", minimum: 1, maximum: 1000, default: 3 },
+    batchSize: { type: "integer", minimum: 1, maximum: 1024, default: 8 },
+    learningRate: { type: "number", exclusiveMinimum: 0, maximum: 1, default: 0.0002 },
+    warmupRatio: { type: "number", minimum: 0, maximum: 1, default: 0.06 },
+    weightDecay: { type: "number", minimum: 0, maximum: 1, default: 0 },
+    maxSeqLength: { type: "integer", minimum: 8, maximum: 8192, default: 128 },
+    seed: { type: "integer", minimum: 0, maximum: 4294967295, default: 42 },
+    evalEverySteps: { type: "integer", minimum: 1 },
+    checkpointEverySteps: { type: "integer", minimum: 1 },
+    maxSteps: { type: "integer", minimum: 1 },
+    gradientAccumulationSteps: { type: "integer", minimum: 1, maximum: 1024, default: 1 },
+    maxGradNorm: { type: "number", exclusiveMinimum: 0, default: 1 },
+    scheduler: { type: "string", enum: ["linear", "cosine"], default: "linear" },
+    classWeights: { type: ["string", "null"], enum: ["balanced", null], default: null },
+  },
+} as const;
+
+const createJobBody = {
+  type: "object",
+  additionalProperties: false,
+  required: ["baseModel", "trainDatasetId"],
+  properties: {
+    baseModel: { type: "string", minLength: 1, maxLength: 128, description: "id from GET /v1/models" },
+    trainDatasetId: { type: "string", format: "uuid" },
+    validationDatasetId: { type: "string", format: "uuid" },
+    validationSplit: { type: "number", exclusiveMinimum: 0, maximum: 0.5, description: "held-out fraction of the training set (seeded); not with validationDatasetId" },
+    task: { type: "string", enum: ["classification", "causal_lm"], description: "inferred from the dataset format when absent" },
+    lora: { ...loraSchema, default: {} },
+    hyperparameters: { ...hyperparametersSchema, default: {} },
+    priority: { type: "integer", minimum: MIN_PRIORITY, maximum: MAX_PRIORITY, default: DEFAULT_PRIORITY, description: "higher runs first" },
+    metadata: {
+      type: "object",
+      maxProperties: 16,
+      propertyNames: { minLength: 1, maxLength: 64 },
+      additionalProperties: { type: "string", maxLength: 512 },
+      default: {},
+    },
+  },
+} as const;
+
+interface CreateJobBody {
+  baseModel: string;
+  trainDatasetId: string;
+  validationDatasetId?: string;
+  validationSplit?: number;
+  task?: Task;
+  lora: { r: number; alpha: number; dropout: number; targetModules?: string[]; useRslora: boolean };
+  hyperparameters: Record<string, unknown>;
+  priority: number;
+  metadata: Record<string, string>;
+}
+
+const listQuery = {
+  ...pageQuery,
+  properties: { ...pageQuery.properties, status: { type: "string", enum: [...JOB_STATUSES] } },
+} as const;
+
+const idempotencyHeaders = {
+  type: "object",
+  properties: { "idempotency-key": { type: "string", minLength: 1, maxLength: 200 } },
+} as const;
+
+const taskOfFormat = (format: string): Task => (format === "classification" ? "classification" : "causal_lm");
+
+export type JobWithAdapter = Job & { adapter: { id: string } | null };
+
+export function jobView(job: JobWithAdapter) {
+  const { loraConfig, adapter, tenantId: _tenant, idempotencyKey: _key, requestHash: _hash, workerId: _worker, ...rest } = job;
+  return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null };
+}
+
+/** The same request always hashes the same, whatever order its keys came in. */
+function canonicalHash(value: unknown): string {
+  const canonical = (item: unknown): unknown =>
+    Array.isArray(item)
+      ? item.map(canonical)
+      : item && typeof item === "object"
+        ? Object.fromEntries(Object.keys(item).sort().map((key) => [key, canonical((item as Record<string, unknown>)[key])]))
+        : item;
+  return createHash("sha256").update(JSON.stringify(canonical(value))).digest("hex");
+}
+
+const invalidReference = (path: string, message: string) => new AppError(422, "invalid_reference", message, [{ path, message }]);
+
+export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: ModelRegistry }): Promise<void> {
+  const { prisma, queue, config, models } = deps;
+  const withAdapter = { adapter: { select: { id: true } } } as const;
+
+  async function replayOrConflict(tenantId: string, key: string, requestHash: string): Promise<JobWithAdapter | undefined> {
+    const existing = await prisma.job.findUnique({ where: { tenantId_idempotencyKey: { tenantId, idempotencyKey: key } }, include: withAdapter });
+    if (!existing) return undefined;
+    if (existing.requestHash !== requestHash) {
+      throw new AppError(409, "idempotency_conflict", "this Idempotency-Key was used with a different request body");
+    }
+    return existing;
+  }
+
+  app.post(
+    "/v1/jobs",
+    {
+      schema: {
+        tags: ["jobs"],
+        summary: "Submit a fine-tune job",
+        description:
+          "201: stored and queued. 202: stored, but Redis did not take it; it stays `queued` and is queued by the worker's reconciler. 200: replay of an earlier request with the same Idempotency-Key and body.",
+        headers: idempotencyHeaders,
+        body: createJobBody,
+        response: { 200: { $ref: "Job#" }, 201: { $ref: "Job#" }, 202: { $ref: "Job#" }, ...errorResponses(400, 401, 409, 422, 429) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as CreateJobBody;
+      const tenantId = tenantOf(request);
+      const idempotencyKey = request.headers["idempotency-key"] as string | undefined;
+      const requestHash = idempotencyKey ? canonicalHash(body) : null;
+      if (idempotencyKey) {
+        const replay = await replayOrConflict(tenantId, idempotencyKey, requestHash!);
+        if (replay) return reply.code(200).send(jobView(replay));
+      }
+      if (body.validationDatasetId !== undefined && body.validationSplit !== undefined) {
+        throw new AppError(400, "validation_failed", "give validationDatasetId or validationSplit, not both", [
+          { path: "body.validationSplit", message: "not allowed together with validationDatasetId" },
+        ]);
+      }
+
+      const datasetIds = [body.trainDatasetId, ...(body.validationDatasetId ? [body.validationDatasetId] : [])];
+      const [model, datasets] = await Promise.all([
+        models.get(body.baseModel),
+        prisma.dataset.findMany({ where: { id: { in: datasetIds }, tenantId, deletedAt: null }, select: { id: true, format: true } }),
+      ]);
+      const problems: ErrorDetail[] = [];
+      if (!model) problems.push({ path: "body.baseModel", message: `no base model ${body.baseModel} in the model directory` });
+      const train = datasets.find((dataset) => dataset.id === body.trainDatasetId);
+      if (!train) problems.push({ path: "body.trainDatasetId", message: `no dataset ${body.trainDatasetId}` });
+      const validation = body.validationDatasetId ? datasets.find((dataset) => dataset.id === body.validationDatasetId) : undefined;
+      if (body.validationDatasetId && !validation) problems.push({ path: "body.validationDatasetId", message: `no dataset ${body.validationDatasetId}` });
+      if (problems.length > 0) throw new AppError(422, "invalid_reference", "the job refers to something that does not exist", problems);
+      const task = taskOfFormat(train!.format);
+      if (body.task && body.task !== task) throw invalidReference("body.task", `a ${train!.format} dataset trains a ${task} model, not ${body.task}`);
+      if (validation && validation.format !== train!.format) {
+        throw invalidReference("body.validationDatasetId", `the validation dataset is ${validation.format}, the training dataset ${train!.format}`);
+      }
+      if (!model!.tasks.includes(task)) {
+        throw invalidReference("body.baseModel", `${model!.id} (${model!.architecture}) does not support ${task}; it supports ${model!.tasks.join(", ") || "nothing known"}`);
+      }
+      const targetModules = body.lora.targetModules ?? DEFAULT_TARGET_MODULES[model!.modelType];
+      if (!targetModules) throw invalidReference("body.lora.targetModules", `no default target modules for model_type ${model!.modelType}; name them`);
+
+      let job: JobWithAdapter;
+      try {
+        job = await prisma.job.create({
+          data: {
+            tenantId,
+            task,
+            baseModelId: model!.id,
+            trainDatasetId: body.trainDatasetId,
+            validationDatasetId: body.validationDatasetId ?? null,
+            validationSplit: body.validationSplit ?? null,
+            loraConfig: { ...body.lora, targetModules },
+            hyperparameters: body.hyperparameters as object,
+            priority: body.priority,
+            metadata: body.metadata,
+            idempotencyKey: idempotencyKey ?? null,
+            requestHash,
+            maxAttempts: config.jobMaxAttempts,
+          },
+          include: withAdapter,
+        });
+      } catch (error) {
+        // Two requests with one Idempotency-Key raced: the loser answers as a replay.
+        if (idempotencyKey && (error as { code?: string }).code === "P2002") {
+          const replay = await replayOrConflict(tenantId, idempotencyKey, requestHash!);
+          if (replay) return reply.code(200).send(jobView(replay));
+        }
+        throw error;
+      }
+
+      try {
+        await enqueueFineTune(queue, job, config.enqueueTimeoutMs);
+      } catch (error) {
+        request.log.warn({ job: job.id, err: (error as Error).message }, "job stored but not queued; the reconciler will queue it");
+        return reply.code(202).send(jobView(job));
+      }
+      const enqueuedAt = new Date();
+      await prisma.job.updateMany({ where: { id: job.id, enqueuedAt: null }, data: { enqueuedAt } });
+      return reply.code(201).send(jobView({ ...job, enqueuedAt }));
+    },
+  );
+
+  app.get(
+    "/v1/jobs",
+    { schema: { tags: ["jobs"], summary: "List jobs, newest first", querystring: listQuery, response: { 200: pageOf("Job"), ...errorResponses(400, 401, 429) } } },
+    async (request) => {
+      const { limit, cursor, status } = request.query as { limit: string; cursor?: string; status?: (typeof JOB_STATUSES)[number] };
+      const rows = await prisma.job.findMany({
+        where: { tenantId: tenantOf(request), ...(status ? { status } : {}), ...afterCursor(cursor) },
+        include: withAdapter,
+        orderBy: newestFirst,
+        take: Number(limit) + 1,
+      });
+      return page(rows, Number(limit), jobView);
+    },
+  );
+
+  app.get(
+    "/v1/jobs/:id",
+    { schema: { tags: ["jobs"], summary: "Job status, progress and latest metrics", params: uuidParams, response: { 200: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 429) } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const job = await prisma.job.findFirst({ where: { id, tenantId: tenantOf(request) }, include: withAdapter });
+      if (!job) throw notFound("job", id);
+      return jobView(job);
+    },
+  );
+
+  app.post(
+    "/v1/jobs/:id/cancel",
+    {
+      schema: {
+        tags: ["jobs"],
+        summary: "Cancel a job",
+        description: "200: a queued job is cancelled at once. 202: a running job is `cancelling` until its worker stops. 409: the job has finished.",
+        params: uuidParams,
+        response: { 200: { $ref: "Job#" }, 202: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 409, 429) },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const tenantId = tenantOf(request);
+      const now = new Date();
+      // Conditional updates: a worker may change the status between our read and write.
+      const cancelled = await prisma.job.updateMany({
+        where: { id, tenantId, status: "queued" },
+        data: { status: "cancelled", cancelRequestedAt: now, finishedAt: now },
+      });
+      if (cancelled.count === 1) {
+        await prisma.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
+        // If Redis is down the BullMQ job stays; a worker that picks it sees the status and skips it.
+        await queue.remove(id).catch((error: Error) => request.log.warn({ job: id, err: error.message }, "cancelled job not removed from the queue"));
+      } else {
+        await prisma.job.updateMany({ where: { id, tenantId, status: "running" }, data: { status: "cancelling", cancelRequestedAt: now } });
+      }
+      const job = await prisma.job.findFirst({ where: { id, tenantId }, include: withAdapter });
+      if (!job) throw notFound("job", id);
+      if (job.status === "cancelling") return reply.code(202).send(jobView(job));
+      if (job.status === "cancelled" && cancelled.count === 1) return reply.code(200).send(jobView(job));
+      throw new AppError(409, "job_finished", `job ${id} has already ${job.status === "cancelled" ? "been cancelled" : job.status}`);
+    },
+  );
+
+  app.get(
+    "/v1/jobs/:id/checkpoints",
+    {
+      schema: {
+        tags: ["jobs"],
+        summary: "Checkpoints the worker saved for a job",
+        params: uuidParams,
+        response: {
+          200: {
+            type: "object",
+            properties: {
+              data: {
+                type: "array",
+                items: { type: "object", properties: { step: { type: "integer" }, sizeBytes: { type: "integer" }, createdAt: { type: "string", format: "date-time" } } },
+              },
+            },
+          },
+          ...errorResponses(400, 401, 404, 429),
+        },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const job = await prisma.job.findFirst({ where: { id, tenantId: tenantOf(request) }, select: { checkpoints: { orderBy: { step: "asc" } } } });
+      if (!job) throw notFound("job", id);
+      return { data: job.checkpoints.map((checkpoint) => ({ ...checkpoint, sizeBytes: Number(checkpoint.sizeBytes) })) };
+    },
+  );
+
+  await eventRoutes(app, deps);
+}

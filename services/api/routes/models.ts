@@ -1,0 +1,39 @@
+// Base models: whatever Hugging Face folders MODELS_DIR holds right now.
+import type { FastifyInstance } from "fastify";
+import { notFound } from "../../common/errors.ts";
+import { DEFAULT_TARGET_MODULES, type BaseModelInfo, type ModelRegistry } from "../../common/models.ts";
+import { errorResponses } from "../schemas.ts";
+
+const modelView = ({ path: _path, ...model }: BaseModelInfo) => ({ ...model, defaultTargetModules: DEFAULT_TARGET_MODULES[model.modelType] ?? [] });
+
+export async function modelRoutes(app: FastifyInstance, deps: { models: ModelRegistry }): Promise<void> {
+  app.get(
+    "/v1/models",
+    {
+      schema: {
+        tags: ["models"],
+        summary: "Base models found in MODELS_DIR",
+        response: { 200: { type: "object", required: ["data"], properties: { data: { type: "array", items: { $ref: "BaseModel#" } } } }, ...errorResponses(401, 429) },
+      },
+    },
+    async () => ({ data: (await deps.models.list()).map(modelView) }),
+  );
+
+  app.get(
+    "/v1/models/:id",
+    {
+      schema: {
+        tags: ["models"],
+        summary: "One base model",
+        params: { type: "object", required: ["id"], additionalProperties: false, properties: { id: { type: "string", maxLength: 128 } } },
+        response: { 200: { $ref: "BaseModel#" }, ...errorResponses(400, 401, 404, 429) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const model = await deps.models.get(id);
+      if (!model) throw notFound("model", id);
+      return modelView(model);
+    },
+  );
+}

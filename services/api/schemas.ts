@@ -1,0 +1,173 @@
+// JSON schemas shared by several routes, registered once with $id so the OpenAPI
+// document names them; each route file holds the schemas only it uses.
+import type { FastifyInstance } from "fastify";
+
+export const uuidParams = {
+  type: "object",
+  required: ["id"],
+  additionalProperties: false,
+  properties: { id: { type: "string", format: "uuid" } },
+} as const;
+
+export const pageQuery = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    // Query values arrive as text and body types are never coerced, so numbers are patterns.
+    limit: { type: "string", pattern: "^(100|[1-9][0-9]?)$", default: "20", description: "1 to 100" },
+    cursor: { type: "string", maxLength: 200, description: "nextCursor of the previous page" },
+  },
+} as const;
+
+/** Error responses a route may give, each in the shared error shape. */
+export function errorResponses(...statuses: number[]): Record<number, { $ref: string }> {
+  return Object.fromEntries(statuses.map((status) => [status, { $ref: "ErrorResponse#" }]));
+}
+
+const nullableString = { type: ["string", "null"] } as const;
+const nullableTime = { type: ["string", "null"], format: "date-time" } as const;
+const numberMap = { type: "object", additionalProperties: { type: "number" } } as const;
+
+export const datasetSchema = {
+  $id: "Dataset",
+  type: "object",
+  required: ["id", "name", "format", "rows", "sizeBytes", "sha256", "stats", "createdAt"],
+  properties: {
+    id: { type: "string", format: "uuid" },
+    name: { type: "string" },
+    format: { type: "string", enum: ["classification", "completion", "chat"] },
+    rows: { type: "integer" },
+    sizeBytes: { type: "integer" },
+    sha256: { type: "string" },
+    stats: {
+      type: "object",
+      properties: {
+        labelCounts: { type: "object", additionalProperties: { type: "integer" }, description: "classification only" },
+        length: {
+          type: "object",
+          description: "characters per example (text; prompt + completion; all message contents)",
+          properties: {
+            min: { type: "integer" },
+            max: { type: "integer" },
+            mean: { type: "number" },
+            p50: { type: "integer" },
+            p90: { type: "integer" },
+            p99: { type: "integer" },
+            histogram: {
+              type: "array",
+              items: { type: "object", properties: { upTo: { type: "integer" }, count: { type: "integer" } } },
+            },
+          },
+        },
+      },
+    },
+    createdAt: { type: "string", format: "date-time" },
+  },
+} as const;
+
+export const baseModelSchema = {
+  $id: "BaseModel",
+  type: "object",
+  required: ["id", "architecture", "modelType", "tasks"],
+  properties: {
+    id: { type: "string", description: "folder name inside MODELS_DIR" },
+    architecture: { type: "string" },
+    modelType: { type: "string" },
+    tasks: { type: "array", items: { type: "string", enum: ["classification", "causal_lm"] } },
+    defaultTargetModules: { type: "array", items: { type: "string" } },
+    config: { type: "object", additionalProperties: true, description: "the model's config.json" },
+  },
+} as const;
+
+export const jobSchema = {
+  $id: "Job",
+  type: "object",
+  required: ["id", "status", "task", "baseModelId", "trainDatasetId", "lora", "hyperparameters", "priority", "metadata", "progress", "attempts", "createdAt"],
+  properties: {
+    id: { type: "string", format: "uuid" },
+    status: { type: "string", enum: ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] },
+    task: { type: "string", enum: ["classification", "causal_lm"] },
+    baseModelId: { type: "string" },
+    trainDatasetId: { type: "string", format: "uuid" },
+    validationDatasetId: nullableString,
+    validationSplit: { type: ["number", "null"] },
+    lora: { type: "object", additionalProperties: true },
+    hyperparameters: { type: "object", additionalProperties: true },
+    priority: { type: "integer" },
+    metadata: { type: "object", additionalProperties: { type: "string" } },
+    progress: {
+      type: "object",
+      properties: {
+        step: { type: "integer" },
+        totalSteps: { type: "integer" },
+        epoch: { type: "number" },
+        tokens: { type: "integer" },
+        loss: { type: "number" },
+        etaMs: { type: "integer" },
+      },
+    },
+    metrics: { anyOf: [numberMap, { type: "null" }], description: "latest evaluation metrics" },
+    error: {
+      anyOf: [{ type: "object", properties: { code: { type: "string" }, message: { type: "string" } }, additionalProperties: true }, { type: "null" }],
+    },
+    attempts: { type: "integer" },
+    maxAttempts: { type: "integer" },
+    adapterId: nullableString,
+    createdAt: { type: "string", format: "date-time" },
+    updatedAt: { type: "string", format: "date-time" },
+    enqueuedAt: nullableTime,
+    startedAt: nullableTime,
+    finishedAt: nullableTime,
+    cancelRequestedAt: nullableTime,
+  },
+} as const;
+
+export const jobEventSchema = {
+  $id: "JobEvent",
+  type: "object",
+  required: ["id", "level", "type", "message", "createdAt"],
+  properties: {
+    id: { type: "string", description: "increasing within a job; pass as `after`" },
+    level: { type: "string", enum: ["debug", "info", "warn", "error"] },
+    type: { type: "string" },
+    message: { type: "string" },
+    data: { anyOf: [{ type: "object", additionalProperties: true }, { type: "null" }] },
+    createdAt: { type: "string", format: "date-time" },
+  },
+} as const;
+
+export const adapterSchema = {
+  $id: "Adapter",
+  type: "object",
+  required: ["id", "jobId", "baseModelId", "task", "format", "rank", "alpha", "targetModules", "files", "sizeBytes", "sha256", "createdAt"],
+  properties: {
+    id: { type: "string", format: "uuid" },
+    jobId: { type: "string", format: "uuid" },
+    baseModelId: { type: "string" },
+    task: { type: "string" },
+    format: { type: "string" },
+    rank: { type: "integer" },
+    alpha: { type: "number" },
+    targetModules: { type: "array", items: { type: "string" } },
+    files: {
+      type: "array",
+      items: { type: "object", properties: { name: { type: "string" }, sizeBytes: { type: "integer" }, sha256: { type: "string" } } },
+    },
+    sizeBytes: { type: "integer", description: "size of the tar.gz download" },
+    sha256: { type: "string", description: "sha256 of the tar.gz download; also its ETag" },
+    metrics: { type: "object", additionalProperties: true },
+    createdAt: { type: "string", format: "date-time" },
+  },
+} as const;
+
+export function pageOf(itemRef: string) {
+  return {
+    type: "object",
+    required: ["data", "nextCursor"],
+    properties: { data: { type: "array", items: { $ref: `${itemRef}#` } }, nextCursor: nullableString },
+  } as const;
+}
+
+export function registerSharedSchemas(app: FastifyInstance): void {
+  for (const schema of [datasetSchema, baseModelSchema, jobSchema, jobEventSchema, adapterSchema]) app.addSchema(schema);
+}

@@ -1,0 +1,26 @@
+// The worker process: `npm run worker`. Several of these, on several machines, share one
+// Postgres, one Redis and one DATA_DIR.
+import { ArtifactStore } from "../common/artifacts.ts";
+import { ConfigError } from "../common/config.ts";
+import { createPrisma } from "../common/db.ts";
+import { createLogger } from "../common/logger.ts";
+import { onShutdownSignal } from "../common/shutdown.ts";
+import { FineTuneWorker } from "./fine-tune-worker.ts";
+import { loadWorkerSettings, type WorkerSettings } from "./settings.ts";
+
+let settings: WorkerSettings;
+try {
+  settings = loadWorkerSettings();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`configuration error: ${error.message}\n`);
+  process.exit(1);
+}
+const logger = createLogger(settings.logLevel, "worker").child({ workerId: settings.workerId });
+const prisma = createPrisma(settings.databaseUrl);
+const worker = new FineTuneWorker({ settings, logger, prisma, store: new ArtifactStore(settings.dataDir) });
+onShutdownSignal(logger, settings.shutdownTimeoutMs, async () => {
+  await worker.stop();
+  await prisma.$disconnect();
+});
+await worker.start();

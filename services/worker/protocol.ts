@@ -1,0 +1,25 @@
+// Messages between the worker's main thread and a training sandbox thread. Stop requests
+// travel through shared memory instead, so the engine sees them even while the sandbox's
+// event loop is busy with a training step.
+import type { BackendChoice } from "../common/config.ts";
+import type { EvaluationReport, StepReport, TrainOptions, TrainResult } from "../trainer/index.ts";
+
+export interface SandboxInit {
+  backend: BackendChoice;
+  /** Int32Array over this buffer; slot 0 holds a StopSignal. */
+  control: SharedArrayBuffer;
+}
+
+export const StopSignal = { none: 0, cancel: 1, checkpoint: 2 } as const;
+export type StopKind = "cancel" | "checkpoint";
+
+export type ToSandbox =
+  | { type: "train"; options: TrainOptions }
+  | { type: "checkpoint-saved"; step: number };
+
+export type FromSandbox =
+  | { type: "step"; report: StepReport }
+  | { type: "evaluation"; report: EvaluationReport }
+  | { type: "checkpoint"; step: number; dir: string }
+  | { type: "done"; result: TrainResult }
+  | { type: "failed"; name: string; message: string; stack?: string };

@@ -1,0 +1,102 @@
+// One real API per test file: its own database and queue prefix, a temporary data and
+// models directory, and tenant keys. Every response is watched: a 5xx fails the file.
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Queue } from "bullmq";
+import type { FastifyInstance } from "fastify";
+import type { Redis } from "ioredis";
+import { buildApp } from "../../services/api/app.ts";
+import { ArtifactStore } from "../../services/common/artifacts.ts";
+import { createApiKey } from "../../services/common/auth.ts";
+import { loadConfig, type Config } from "../../services/common/config.ts";
+import { createLogger } from "../../services/common/logger.ts";
+import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
+import { createTestDatabase, TEST_REDIS_URL, testQueuePrefix, type TestDatabase } from "./services.ts";
+
+export interface TestApi {
+  app: FastifyInstance;
+  db: TestDatabase;
+  redis: Redis;
+  queue: Queue<FineTunePayload>;
+  store: ArtifactStore;
+  config: Config;
+  modelsDir: string;
+  /** Bearer header values for two tenants. */
+  keys: { a: string; b: string };
+  /** Responses with a 5xx status seen so far (method, url, status, body). */
+  serverErrors: string[];
+  close(): Promise<void>;
+}
+
+/** Minimal Hugging Face folders: the API reads only config.json. */
+export const TEST_MODELS: Record<string, object> = {
+  "tiny-distilbert": { architectures: ["DistilBertForSequenceClassification"], model_type: "distilbert", dim: 32 },
+  "tiny-gpt2": { architectures: ["GPT2LMHeadModel"], model_type: "gpt2", n_embd: 32 },
+  "tiny-bert-base": { architectures: ["BertModel"], model_type: "bert" },
+  "mystery-model": { architectures: ["T5ForConditionalGeneration"], model_type: "t5" },
+};
+
+export async function writeModels(modelsDir: string): Promise<void> {
+  for (const [id, config] of Object.entries(TEST_MODELS)) {
+    await fs.mkdir(path.join(modelsDir, id), { recursive: true });
+    await fs.writeFile(path.join(modelsDir, id, "config.json"), JSON.stringify(config));
+  }
+  await fs.mkdir(path.join(modelsDir, "not-a-model"), { recursive: true });
+}
+
+export async function startTestApi(label: string, env: Record<string, string> = {}, redisUrl = TEST_REDIS_URL): Promise<TestApi> {
+  const db = await createTestDatabase(label);
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-`));
+  const modelsDir = path.join(root, "models");
+  await writeModels(modelsDir);
+  const config = loadConfig({
+    DATABASE_URL: db.url,
+    REDIS_URL: redisUrl,
+    LOG_LEVEL: "silent",
+    MODELS_DIR: modelsDir,
+    DATA_DIR: path.join(root, "data"),
+    ENQUEUE_TIMEOUT_MS: "500",
+    ...env,
+  });
+  const redis = createRedis(redisUrl);
+  redis.on("error", () => {});
+  const queue = createFineTuneQueue(redis, testQueuePrefix(label));
+  const store = new ArtifactStore(config.dataDir);
+  const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
+  const serverErrors: string[] = [];
+  app.addHook("onResponse", async (request, reply) => {
+    if (reply.statusCode >= 500 && request.url !== "/readyz") serverErrors.push(`${request.method} ${request.url} → ${reply.statusCode}`);
+  });
+  await app.ready();
+  const a = await createApiKey(db.prisma, "tenant-a", "test");
+  const b = await createApiKey(db.prisma, "tenant-b", "test");
+  return {
+    app,
+    db,
+    redis,
+    queue,
+    store,
+    config,
+    modelsDir,
+    keys: { a: `Bearer ${a.key}`, b: `Bearer ${b.key}` },
+    serverErrors,
+    async close() {
+      await app.close();
+      await queue.obliterate({ force: true }).catch(() => {});
+      await queue.close();
+      redis.disconnect();
+      await db.drop();
+      await fs.rm(root, { recursive: true, force: true });
+      assert.deepEqual(serverErrors, [], "no request may get a 5xx");
+    },
+  };
+}
+
+export function jsonl(records: unknown[]): Buffer {
+  return Buffer.from(records.map((record) => JSON.stringify(record)).join("\n") + "\n");
+}
+
+export const classificationRecords = (count: number) =>
+  Array.from({ length: count }, (_, index) => ({ text: `example number ${index} ${"x".repeat(index % 7)}`, label: index % 3 === 0 ? "positive" : "negative" }));

@@ -1,0 +1,152 @@
+// Real worker processes and real job rows for the worker's integration tests: each test
+// file gets its own database, Redis, queue prefix and DATA_DIR, and spawns `services/worker/main.ts`
+// exactly as `npm run worker` does, so kill -9 and SIGTERM hit a real process.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Queue } from "bullmq";
+import { ArtifactStore } from "../../services/common/artifacts.ts";
+import type { PrismaClient } from "../../services/common/db.ts";
+import { enqueueFineTune, type FineTunePayload } from "../../services/common/queue.ts";
+
+const repoRoot = path.resolve(import.meta.dirname, "../..");
+
+export async function waitFor<T>(probe: () => Promise<T | undefined | null | false>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export class WorkerProcess {
+  private output = "";
+  readonly exited: Promise<number | null>;
+
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout!.on("data", (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (this.output += chunk.toString()));
+    this.exited = once(child, "exit").then(([code]) => code as number | null);
+  }
+
+  static start(env: Record<string, string>): WorkerProcess {
+    const child = spawn(process.execPath, ["--import", "tsx", "services/worker/main.ts"], {
+      cwd: repoRoot,
+      env: { ...process.env, LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    return new WorkerProcess(child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Everything the process logged, for assertion messages. */
+  get log(): string {
+    return this.output;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill("SIGKILL");
+    await this.exited;
+  }
+}
+
+export interface WorkerTestEnv {
+  dataDir: string;
+  modelsDir: string;
+  store: ArtifactStore;
+  /** Environment for a worker process of this test file. */
+  env: Record<string, string>;
+}
+
+export async function createWorkerTestEnv(label: string, databaseUrl: string, redisUrl: string, queuePrefix: string): Promise<WorkerTestEnv> {
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-data-`));
+  const modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-models-`));
+  return {
+    dataDir,
+    modelsDir,
+    store: new ArtifactStore(dataDir),
+    env: {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redisUrl,
+      QUEUE_PREFIX: queuePrefix,
+      DATA_DIR: dataDir,
+      MODELS_DIR: modelsDir,
+      TRAINER_BACKEND: process.env.TRAINER_BACKEND ?? "auto",
+      WORKER_LOCK_DURATION_MS: "3000",
+      WORKER_STALLED_INTERVAL_MS: "1000",
+      RECONCILE_INTERVAL_MS: "1000",
+      SHUTDOWN_TIMEOUT_MS: "25000",
+    },
+  };
+}
+
+export interface JobSpec {
+  modelDir: string;
+  datasetFile: string;
+  hyperparameters: Record<string, unknown>;
+  lora?: Record<string, unknown>;
+  validationSplit?: number;
+  maxAttempts?: number;
+}
+
+/** Inserts tenant, base model, dataset and job rows as the API would, and enqueues the job. */
+export async function submitJob(
+  prisma: PrismaClient,
+  store: ArtifactStore,
+  queue: Queue<FineTunePayload> | undefined,
+  spec: JobSpec,
+): Promise<string> {
+  const tenant = await prisma.tenant.upsert({ where: { name: "worker-tests" }, create: { name: "worker-tests" }, update: {} });
+  const modelId = path.basename(spec.modelDir);
+  const config = JSON.parse(await fs.readFile(path.join(spec.modelDir, "config.json"), "utf8").catch(() => "{}")) as Record<string, unknown>;
+  await prisma.baseModel.upsert({
+    where: { id: modelId },
+    create: {
+      id: modelId,
+      path: spec.modelDir,
+      architecture: String((config.architectures as string[] | undefined)?.[0] ?? "unknown"),
+      modelType: String(config.model_type ?? "unknown"),
+      tasks: ["classification"],
+      config: config as object,
+    },
+    update: {},
+  });
+  const bytes = await fs.readFile(spec.datasetFile);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  const storageKey = `datasets/${sha256}.jsonl`;
+  await fs.mkdir(path.dirname(store.pathOf(storageKey)), { recursive: true });
+  await fs.writeFile(store.pathOf(storageKey), bytes);
+  const rows = bytes.toString("utf8").split("\n").filter((line) => line.trim() !== "").length;
+  const dataset = await prisma.dataset.create({
+    data: { tenantId: tenant.id, name: path.basename(spec.datasetFile), format: "classification", rows, sizeBytes: BigInt(bytes.length), sha256, storageKey, stats: {} },
+  });
+  const job = await prisma.job.create({
+    data: {
+      tenantId: tenant.id,
+      task: "classification",
+      baseModelId: modelId,
+      trainDatasetId: dataset.id,
+      validationSplit: spec.validationSplit ?? 0.2,
+      loraConfig: (spec.lora ?? { r: 4, alpha: 8, dropout: 0 }) as object,
+      hyperparameters: spec.hyperparameters as object,
+      maxAttempts: spec.maxAttempts ?? 3,
+      enqueuedAt: new Date(),
+    },
+  });
+  if (queue) await enqueueFineTune(queue, job, 5000);
+  return job.id;
+}

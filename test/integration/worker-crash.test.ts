@@ -1,0 +1,88 @@
+// kill -9 of a worker mid-training: stall detection hands its jobs to a new worker, which
+// resumes from the newest checkpoint and ends with the metrics of an uninterrupted run; a
+// job out of attempts fails with a clear error.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
+import { freePort, PrivateRedis } from "../helpers/redis-server.ts";
+import { createTestDatabase, testQueuePrefix, type TestDatabase } from "../helpers/services.ts";
+import { createWorkerTestEnv, submitJob, waitFor, WorkerProcess, type WorkerTestEnv } from "../helpers/worker-harness.ts";
+import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
+
+describe("worker crash recovery", () => {
+  let db: TestDatabase;
+  let redisServer: PrivateRedis;
+  let redis: Redis;
+  let queue: Queue<FineTunePayload>;
+  let env: WorkerTestEnv;
+  let fixture: TrainingFixture;
+  const workers: WorkerProcess[] = [];
+
+  before(async () => {
+    db = await createTestDatabase("worker_crash");
+    redisServer = new PrivateRedis(await freePort());
+    await redisServer.start();
+    redis = createRedis(redisServer.url, { forWorker: true });
+    const prefix = testQueuePrefix("crash");
+    queue = createFineTuneQueue(redis, prefix);
+    env = await createWorkerTestEnv("crash", db.url, redisServer.url, prefix);
+    fixture = await trainingFixture(env.modelsDir);
+  });
+
+  after(async () => {
+    await Promise.all(workers.map((worker) => worker.stop()));
+    await queue.close();
+    redis.disconnect();
+    await redisServer.stop();
+    await db.drop();
+  });
+
+  it("resumes a killed worker's job from its checkpoint to the same final metrics, and fails a job out of attempts", async () => {
+    const first = WorkerProcess.start({ ...env.env, WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
+    workers.push(first);
+    const resumed = await submitJob(db.prisma, env.store, queue, fixture.job);
+    const exhausted = await submitJob(db.prisma, env.store, queue, { ...fixture.job, maxAttempts: 1 });
+
+    const checkpoint = await waitFor(
+      () => db.prisma.checkpoint.findFirst({ where: { jobId: resumed }, orderBy: { step: "desc" } }),
+      60_000,
+      `a checkpoint of the first job\n${first.log}`,
+    );
+    await waitFor(async () => (await db.prisma.job.findUnique({ where: { id: exhausted } }))?.status === "running", 30_000, "the second job running");
+    first.kill("SIGKILL");
+    await first.exited;
+    assert.equal((await db.prisma.job.findUniqueOrThrow({ where: { id: resumed } })).status, "running");
+
+    const uninterrupted = await submitJob(db.prisma, env.store, queue, fixture.job);
+    const second = WorkerProcess.start({ ...env.env, WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
+    workers.push(second);
+    const done = (id: string) => async () => {
+      const job = await db.prisma.job.findUniqueOrThrow({ where: { id } });
+      return ["succeeded", "failed", "cancelled"].includes(job.status) ? job : undefined;
+    };
+    const resumedJob = await waitFor(done(resumed), 80_000, `the resumed job to finish\n${second.log}`);
+    const exhaustedJob = await waitFor(done(exhausted), 10_000, "the job out of attempts to fail");
+    const uninterruptedJob = await waitFor(done(uninterrupted), 80_000, `the uninterrupted job to finish\n${second.log}`);
+
+    assert.equal(resumedJob.status, "succeeded", JSON.stringify(resumedJob.error));
+    assert.equal(resumedJob.attempts, 2);
+    const starts = await db.prisma.jobEvent.findMany({ where: { jobId: resumed, type: "started" }, orderBy: { id: "asc" } });
+    assert.equal(starts.length, 2);
+    const resumeStep = (starts[1].data as { resumeFromStep: number | null }).resumeFromStep;
+    assert.ok(resumeStep !== null && resumeStep >= checkpoint.step, `resumed from step ${resumeStep}, checkpoint was at ${checkpoint.step}`);
+
+    assert.equal(uninterruptedJob.status, "succeeded", JSON.stringify(uninterruptedJob.error));
+    assert.equal(uninterruptedJob.attempts, 1);
+    assert.deepEqual(resumedJob.metrics, uninterruptedJob.metrics);
+    const adapters = await db.prisma.adapter.findMany({ where: { jobId: { in: [resumed, uninterrupted] } } });
+    assert.equal(adapters.length, 2);
+
+    assert.equal(exhaustedJob.status, "failed");
+    const error = exhaustedJob.error as { code: string; message: string };
+    assert.equal(error.code, "max_attempts_exceeded");
+    assert.match(error.message, /gave up after 1 attempt/);
+    assert.equal(await db.prisma.checkpoint.count({ where: { jobId: exhausted } }), 0);
+  });
+});

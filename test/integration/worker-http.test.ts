@@ -1,0 +1,204 @@
+// The whole product through HTTP with a real worker process: upload → job → live events →
+// succeeded → download → the tarball's adapter, loaded by the engine, predicts exactly what
+// POST /v1/adapters/:id/predict returns.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { after, before, describe, it } from "node:test";
+import tar from "tar-stream";
+import { ClassifierService } from "../../services/trainer/index.ts";
+import { startTestApi, type TestApi } from "../helpers/api.ts";
+import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
+import { WorkerProcess } from "../helpers/worker-harness.ts";
+
+interface StreamedEvent {
+  id: string;
+  type: string;
+  message: string;
+  data: Record<string, unknown> | null;
+}
+
+/** Reads the job's SSE stream until its `end` event. */
+async function streamEvents(baseUrl: string, key: string, jobId: string): Promise<{ events: StreamedEvent[]; end: { status: string } }> {
+  const response = await fetch(`${baseUrl}/v1/jobs/${jobId}/events`, { headers: { authorization: key, accept: "text/event-stream" } });
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type") ?? "", /text\/event-stream/);
+  const events: StreamedEvent[] = [];
+  let buffer = "";
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += Buffer.from(chunk).toString("utf8");
+    let boundary: number;
+    while ((boundary = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary + 2);
+      const name = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (!data) continue;
+      if (name === "end") return { events, end: JSON.parse(data) as { status: string } };
+      events.push(JSON.parse(data) as StreamedEvent);
+    }
+  }
+  assert.fail("the event stream closed without an end event");
+}
+
+async function extractTarGz(archive: Buffer, into: string): Promise<string[]> {
+  await fs.mkdir(into, { recursive: true });
+  const names: string[] = [];
+  const extract = tar.extract();
+  extract.on("entry", (header, stream, next) => {
+    names.push(header.name);
+    const chunks: Buffer[] = [];
+    stream.on("data", (chunk) => chunks.push(chunk as Buffer));
+    stream.on("end", () => {
+      fs.writeFile(path.join(into, path.basename(header.name)), Buffer.concat(chunks)).then(() => next(), next);
+    });
+  });
+  await pipeline(Readable.from(archive), createGunzip(), extract);
+  return names;
+}
+
+describe("fine-tuning through HTTP with a worker", () => {
+  let api: TestApi;
+  let baseUrl: string;
+  let fixture: TrainingFixture;
+  let worker: WorkerProcess;
+  let adapterId: string;
+  const probeTexts = ["the movie was great and fun", "this film is boring and dull", "i hate the plot", "wonderful actors"];
+
+  before(async () => {
+    api = await startTestApi("worker_http");
+    fixture = await trainingFixture(api.modelsDir);
+    await api.app.listen({ host: "127.0.0.1", port: 0 });
+    const address = api.app.server.address() as { port: number };
+    baseUrl = `http://127.0.0.1:${address.port}`;
+    worker = WorkerProcess.start({
+      DATABASE_URL: api.db.url,
+      REDIS_URL: api.config.redisUrl,
+      QUEUE_PREFIX: String(api.queue.opts.prefix),
+      DATA_DIR: api.config.dataDir,
+      MODELS_DIR: api.modelsDir,
+      CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps),
+    });
+  });
+
+  after(async () => {
+    await worker.stop();
+    await api.close();
+  });
+
+  it("uploads, trains with live events, and serves a downloadable adapter", async () => {
+    const upload = new FormData();
+    upload.append("file", new Blob([await fs.readFile(fixture.job.datasetFile)]), "sentiment.jsonl");
+    const dataset = await fetch(`${baseUrl}/v1/datasets`, { method: "POST", headers: { authorization: api.keys.a }, body: upload });
+    assert.equal(dataset.status, 201, await dataset.clone().text());
+    const { id: datasetId } = (await dataset.json()) as { id: string };
+
+    const created = await fetch(`${baseUrl}/v1/jobs`, {
+      method: "POST",
+      headers: { authorization: api.keys.a, "content-type": "application/json" },
+      body: JSON.stringify({
+        baseModel: "tiny-distilbert",
+        trainDatasetId: datasetId,
+        validationSplit: fixture.job.validationSplit,
+        lora: fixture.job.lora,
+        hyperparameters: fixture.job.hyperparameters,
+      }),
+    });
+    assert.equal(created.status, 201, await created.clone().text());
+    const { id: jobId } = (await created.json()) as { id: string };
+
+    const startedAt = Date.now();
+    const { events, end } = await streamEvents(baseUrl, api.keys.a, jobId);
+    const seconds = (Date.now() - startedAt) / 1000;
+    assert.equal(end.status, "succeeded", `${JSON.stringify(events.slice(-3))}\n${worker.log}`);
+    const types = events.map((event) => event.type);
+    for (const type of ["started", "step", "evaluation", "checkpoint", "succeeded"]) assert.ok(types.includes(type), `no ${type} event in ${types}`);
+    assert.equal(types.at(-1), "succeeded");
+    // Step metrics are throttled to about one a second (plus the last one).
+    const steps = events.filter((event) => event.type === "step");
+    assert.ok(steps.length <= Math.ceil(seconds) + 2, `${steps.length} step events in ${seconds} s`);
+    const lastStep = steps.at(-1)!.data as { step: number; totalSteps: number };
+    assert.equal(lastStep.step, lastStep.totalSteps);
+
+    const job = (await (await fetch(`${baseUrl}/v1/jobs/${jobId}`, { headers: { authorization: api.keys.a } })).json()) as {
+      status: string;
+      attempts: number;
+      adapterId: string;
+      progress: { step: number; totalSteps: number };
+    };
+    assert.equal(job.status, "succeeded");
+    assert.equal(job.attempts, 1);
+    assert.equal(job.progress.step, job.progress.totalSteps);
+    adapterId = job.adapterId;
+    const evaluations = await api.db.prisma.evaluation.findMany({ where: { adapterId } });
+    assert.ok(evaluations.some((row) => row.metric === "accuracy" && row.baselineValue !== null));
+
+    const download = await fetch(`${baseUrl}/v1/adapters/${adapterId}/download`, { headers: { authorization: api.keys.a } });
+    assert.equal(download.status, 200);
+    const archive = Buffer.from(await download.arrayBuffer());
+    const sha256 = createHash("sha256").update(archive).digest("hex");
+    assert.equal(download.headers.get("etag"), `"${sha256}"`);
+    const adapterRow = await api.db.prisma.adapter.findUniqueOrThrow({ where: { id: adapterId } });
+    assert.equal(adapterRow.sha256, sha256);
+    assert.equal(Number(adapterRow.sizeBytes), archive.length);
+
+    const unpacked = await fs.mkdtemp(path.join(os.tmpdir(), "lora-http-adapter-"));
+    const names = await extractTarGz(archive, unpacked);
+    assert.ok(names.includes("adapter_config.json") && names.includes("adapter_model.safetensors"), names.join());
+
+    const predicted = await fetch(`${baseUrl}/v1/adapters/${adapterId}/predict`, {
+      method: "POST",
+      headers: { authorization: api.keys.a, "content-type": "application/json" },
+      body: JSON.stringify({ inputs: probeTexts }),
+    });
+    assert.equal(predicted.status, 200, await predicted.clone().text());
+    const served = ((await predicted.json()) as { predictions: { label: string; score: number; scores: Record<string, number> }[] }).predictions;
+    const local = await ClassifierService.load(fixture.modelDir);
+    try {
+      const expected = (await local.predict(probeTexts, unpacked)).map(({ label, score, scores }) => ({ label, score, scores }));
+      assert.deepEqual(served, expected);
+    } finally {
+      local.dispose();
+    }
+    await fs.rm(unpacked, { recursive: true, force: true });
+  });
+
+  it("answers predictions of concurrent requests batched together like separate ones", async () => {
+    const predict = (inputs: string[]) =>
+      fetch(`${baseUrl}/v1/adapters/${adapterId}/predict`, {
+        method: "POST",
+        headers: { authorization: api.keys.a, "content-type": "application/json" },
+        body: JSON.stringify({ inputs }),
+      }).then(async (response) => {
+        assert.equal(response.status, 200);
+        return ((await response.json()) as { predictions: { label: string; scores: Record<string, number> }[] }).predictions;
+      });
+    const alone = [];
+    for (const text of probeTexts) alone.push((await predict([text]))[0]);
+    const together = await Promise.all(probeTexts.map((text) => predict([text]).then((answer) => answer[0])));
+    for (const [index, prediction] of together.entries()) {
+      assert.equal(prediction.label, alone[index].label);
+      for (const [label, score] of Object.entries(prediction.scores)) assert.ok(Math.abs(score - alone[index].scores[label]) < 1e-5);
+    }
+  });
+
+  it("refuses bad prediction requests with clear 4xx errors", async () => {
+    const post = (id: string, body: unknown, key = api.keys.a) =>
+      fetch(`${baseUrl}/v1/adapters/${id}/predict`, { method: "POST", headers: { authorization: key, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const empty = await post(adapterId, { inputs: [] });
+    assert.equal(empty.status, 400);
+    assert.equal(((await empty.json()) as { error: { code: string } }).error.code, "validation_failed");
+    const tooMany = await post(adapterId, { inputs: Array.from({ length: api.config.predictMaxBatch + 1 }, () => "x") });
+    assert.equal(tooMany.status, 413);
+    assert.equal(((await tooMany.json()) as { error: { code: string } }).error.code, "too_many_inputs");
+    const unknown = await post("00000000-0000-4000-8000-000000000000", { inputs: ["x"] });
+    assert.equal(unknown.status, 404);
+    const otherTenant = await post(adapterId, { inputs: ["x"] }, api.keys.b);
+    assert.equal(otherTenant.status, 404);
+  });
+});
