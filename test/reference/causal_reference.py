@@ -3,11 +3,16 @@
 
 Written from a reading of Hugging Face transformers' modeling_gpt2.py, modeling_llama.py and
 modeling_rope_utils.py (no transformers import, no hub): the same operations in the same order
-and precision (float32). It reads our fixture folders (config.json + model.safetensors) and writes
-golden logits that test/unit/causal-model.test.ts compares the TypeScript engine against.
+and precision (float32). LoRA adapters are applied as PEFT merges them (lora/layer.py):
+W + scale * B @ A for nn.Linear, its transpose for GPT-2's Conv1D (fan_in_fan_out), scale
+alpha / r or alpha / sqrt(r) with use_rslora. It reads our fixture folders (config.json +
+model.safetensors, and a PEFT adapter folder per model) and prints logits of the base model and of
+the model with its adapter, which test/unit/causal-model.test.ts compares the engine against.
 
-Usage: /usr/bin/python3 test/reference/causal_reference.py FIXTURE_DIR > test/fixtures/golden/causal-logits.json
+Usage: causal_reference.py FIXTURE_DIR ADAPTERS_DIR [PROBE_OFFSET]
+(test/reference/write-causal-goldens.ts runs it to write test/fixtures/golden/causal-logits.json)
 """
+import hashlib
 import base64
 import json
 import math
@@ -163,12 +168,36 @@ def llama_logits(config, w, ids):
     return h @ head.T
 
 
-def probe_sequences(vocab):
-    """Two token sequences of different lengths spread over the vocabulary (the TypeScript test uses the same rule)."""
-    return [[(37 * i + 5) % vocab for i in range(9)], [(11 * i + 2) % vocab for i in range(5)]]
+def merge_adapter(weights, adapter_dir):
+    """Weights with a PEFT LoRA adapter merged in; module paths may carry the model prefix the checkpoint lacks."""
+    config = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    r = config["r"]
+    scale = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+    merged = dict(weights)
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[len("base_model.model.") : -len(".lora_A.weight")]
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        name = module + ".weight"
+        if name not in merged:
+            name = module.split(".", 1)[1] + ".weight"
+        delta = scale * (b @ a)
+        merged[name] = merged[name] + (delta.T if config.get("fan_in_fan_out") else delta)
+    return merged
 
 
-def main(fixture_dir):
+def probe_sequences(vocab, offset=0):
+    """Two token sequences of different lengths spread over the vocabulary (the TypeScript side uses the same rule)."""
+    return [[(37 * i + 5 + offset) % vocab for i in range(9)], [(11 * i + 2 + offset) % vocab for i in range(5)]]
+
+
+def encode(logits):
+    return base64.b64encode(logits[0].contiguous().numpy().astype("<f4").tobytes()).decode()
+
+
+def main(fixture_dir, adapters_dir, offset):
     out = {"generator": "test/reference/causal_reference.py", "torch": torch.__version__, "models": {}}
     for name in sorted(os.listdir(fixture_dir)):
         folder = os.path.join(fixture_dir, name)
@@ -176,16 +205,26 @@ def main(fixture_dir):
             continue
         config = json.load(open(os.path.join(folder, "config.json")))
         weights = read_safetensors(os.path.join(folder, "model.safetensors"))
+        adapter_dir = os.path.join(adapters_dir, name)
+        adapted = merge_adapter(weights, adapter_dir)
         forward = gpt2_logits if config["model_type"] == "gpt2" else llama_logits
         entries = []
-        for sequence in probe_sequences(config["vocab_size"]):
-            logits = forward(config, weights, torch.tensor([sequence]))[0].contiguous().numpy().astype("<f4")
-            entries.append({"ids": sequence, "shape": list(logits.shape), "logits_f32_base64": base64.b64encode(logits.tobytes()).decode()})
+        for sequence in probe_sequences(config["vocab_size"], offset):
+            ids = torch.tensor([sequence])
+            logits = forward(config, weights, ids)
+            entries.append({
+                "ids": sequence,
+                "shape": list(logits.shape[1:]),
+                "logits_f32_base64": encode(logits),
+                "adapter_logits_f32_base64": encode(forward(config, adapted, ids)),
+            })
         checksum = float(sum(t.double().sum().item() for t in weights.values()))
-        out["models"][name] = {"weights_sum": checksum, "sequences": entries}
-    json.dump(out, sys.stdout, indent=1)
+        with open(os.path.join(adapter_dir, "adapter_model.safetensors"), "rb") as f:
+            adapter_sha256 = hashlib.sha256(f.read()).hexdigest()
+        out["models"][name] = {"weights_sum": checksum, "adapter_sha256": adapter_sha256, "sequences": entries}
+    json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

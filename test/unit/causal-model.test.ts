@@ -1,7 +1,10 @@
-// GPT-2 and Llama forward passes against golden logits from an independent PyTorch implementation
-// (test/reference/causal_reference.py, written from transformers' modeling code), and the KV cache.
+// GPT-2 and Llama forward passes, bare and with PEFT LoRA adapters, against an independent PyTorch
+// implementation (test/reference/causal_reference.py, written from transformers' and PEFT's code):
+// committed goldens always, a live run when torch is importable; and the KV cache.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
@@ -11,22 +14,30 @@ import { disposeCache, emptyCache } from "../../services/trainer/model/causal.ts
 import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
 import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
+import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
+import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
+import { loadAdapter } from "../../services/trainer/peft.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
+import {
+  decodeLogits,
+  probeSequences,
+  PYTHON,
+  readGolden,
+  REFERENCE_ADAPTERS,
+  runCausalReference,
+  writeReferenceAdapters,
+  type CausalGolden,
+} from "../reference/causal-cases.ts";
 
-interface GoldenSequence {
-  ids: number[];
-  shape: [number, number];
-  logits_f32_base64: string;
-}
-const golden = JSON.parse(readFileSync(path.join(import.meta.dirname, "..", "fixtures", "golden", "causal-logits.json"), "utf8")) as {
-  models: Record<string, { weights_sum: number; sequences: GoldenSequence[] }>;
-};
 const TOLERANCE = 1e-4;
 let fixtures: string;
+let golden: CausalGolden;
 
 before(async () => {
   await initBackend("wasm");
   fixtures = await causalFixtures();
+  await writeReferenceAdapters(fixtures);
+  golden = await readGolden();
 });
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -36,24 +47,66 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return max;
 }
 
-for (const [name, expected] of Object.entries(golden.models)) {
-  test(`${name}: logits agree with the PyTorch reference within ${TOLERANCE}`, async () => {
+const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
+
+/** Base and adapter logits of the engine against a reference output, per model; returns the largest differences. */
+async function compareWith(reference: CausalGolden, checkFixtures: boolean): Promise<string[]> {
+  const lines: string[] = [];
+  assert.deepEqual(Object.keys(reference.models).sort(), CAUSAL_SPECS.map((spec) => spec.name).sort());
+  for (const [name, expected] of Object.entries(reference.models)) {
     const dir = path.join(fixtures, name);
-    const stored = await readSafetensors(path.join(dir, "model.safetensors"));
-    let sum = 0;
-    for (const { data } of stored.values()) for (const value of data) sum += value;
-    assert.ok(Math.abs(sum - expected.weights_sum) < 1e-6 * Math.max(1, Math.abs(sum)), "fixture weights differ from those the golden file was made from: regenerate it");
-    const { model } = await loadCausalPretrained(dir);
-    for (const sequence of expected.sequences) {
-      const reference = new Float32Array(Buffer.from(sequence.logits_f32_base64, "base64").buffer.slice(0));
-      const ids = Int32Array.from(sequence.ids);
-      const got = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
-      const diff = maxAbsDiff(got, reference);
-      assert.ok(diff < TOLERANCE, `${name} (${ids.length} tokens): max |Δ| ${diff}`);
+    const adapterDir = path.join(fixtures, REFERENCE_ADAPTERS, name);
+    if (checkFixtures) {
+      const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+      let sum = 0;
+      for (const { data } of stored.values()) for (const value of data) sum += value;
+      const stale = "fixtures differ from those the goldens were made from: run npx tsx test/reference/write-causal-goldens.ts";
+      assert.ok(Math.abs(sum - expected.weights_sum) < 1e-6 * Math.max(1, Math.abs(sum)), stale);
+      assert.equal(await sha256(path.join(adapterDir, "adapter_model.safetensors")), expected.adapter_sha256, stale);
     }
+    const { model } = await loadCausalPretrained(dir);
+    const adapter = await loadAdapter(adapterDir);
+    const tensors = new Map<string, tf.Tensor>();
+    for (const [module, { a, b }] of adapter.lora) {
+      tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape));
+      tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape));
+    }
+    const withAdapter = adapterForwardOptions(tensors, adapter.settings);
+    let base = 0;
+    let adapted = 0;
+    for (const sequence of expected.sequences) {
+      const ids = Int32Array.from(sequence.ids);
+      const batch = { ids, batchSize: 1, length: ids.length };
+      base = Math.max(base, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, {})).dataSync()), decodeLogits(sequence.logits_f32_base64)));
+      adapted = Math.max(adapted, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, withAdapter)).dataSync()), decodeLogits(sequence.adapter_logits_f32_base64)));
+    }
+    lines.push(`${name}: max |Δ| logits ${base.toExponential(2)}, with adapter ${adapted.toExponential(2)}`);
+    assert.ok(base < TOLERANCE, `${name}: logits differ by ${base}`);
+    assert.ok(adapted < TOLERANCE, `${name}: adapter logits differ by ${adapted}`);
+    for (const tensor of tensors.values()) tensor.dispose();
     model.dispose();
-  });
+  }
+  return lines;
 }
+
+test(`logits, bare and with a PEFT adapter on every linear, agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
+  for (const line of await compareWith(golden, true)) t.diagnostic(line);
+});
+
+const torchAvailable = (() => {
+  try {
+    execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test("logits agree with a live run of the PyTorch reference on other tokens", { skip: torchAvailable ? false : `${PYTHON} cannot import torch` }, async (t) => {
+  const live = await runCausalReference(fixtures, 17);
+  assert.deepEqual(live.models["gpt2-tiny"].sequences[0].ids, probeSequences(golden.models["gpt2-tiny"].sequences[0].shape[1], 17)[0]);
+  for (const line of await compareWith(live, false)) t.diagnostic(line);
+});
 
 for (const name of ["gpt2-tiny", "llama-tiny", "llama3-tiny"]) {
   test(`${name}: a prompt then one token at a time through the KV cache gives the full-sequence logits`, async () => {
