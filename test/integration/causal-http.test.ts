@@ -53,7 +53,7 @@ describe("causal LM fine-tuning and generation through HTTP", () => {
       baseModel: "tiny-llama",
       trainDatasetId: datasetId,
       lora: { r: 8, alpha: 16, dropout: 0 },
-      hyperparameters: { epochs: 30, batchSize: 8, learningRate: 0.02, warmupRatio: 0, weightDecay: 0, maxSeqLength: 64, seed: 1 },
+      hyperparameters: { epochs: 60, batchSize: 8, learningRate: 0.02, warmupRatio: 0, weightDecay: 0, maxSeqLength: 64, seed: 1 },
     });
     assert.equal(created.status, 201, await created.clone().text());
     const { id: jobId, task } = (await created.json()) as { id: string; task: string };

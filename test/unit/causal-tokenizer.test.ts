@@ -113,17 +113,19 @@ test("chat templates: the model's own (Llama 2, Llama 3 style) and the documente
   assert.throws(() => unstable.segments(messages), ChatTemplateError);
 });
 
-test("completion encoding: BOS, prompt masked unless trainOnInputs, EOS appended, truncation", async () => {
+test("completion encoding: one joint tokenization, BOS, prompt masked unless trainOnInputs, EOS appended, truncation", async () => {
   const pretrained = await model("llama-tiny");
   const { tokenizer } = pretrained;
   const record = completionRecords()[0];
   const settings = { maxLength: 64, trainOnInputs: false, eosId: pretrained.eosIds[0] };
   const example = encodeCompletion(record, tokenizer, settings);
-  const prompt = [...tokenizer.prefixIds(), ...tokenizer.idsOf(record.prompt)];
-  assert.deepEqual(example.ids, [...prompt, ...tokenizer.idsOf(record.completion), pretrained.eosIds[0]]);
-  assert.deepEqual(example.labels.slice(0, prompt.length), prompt.map(() => IGNORE));
-  assert.deepEqual(example.labels.slice(prompt.length), example.ids.slice(prompt.length));
-  assert.deepEqual(encodeCompletion(record, tokenizer, { ...settings, trainOnInputs: true }).labels, example.ids);
+  assert.deepEqual(example.ids, [...tokenizer.prefixIds(), ...tokenizer.idsOf(record.prompt + record.completion), pretrained.eosIds[0]]);
+  const promptLength = tokenizer.prefixIds().length + tokenizer.idsOf(record.prompt).length;
+  assert.deepEqual(example.labels.slice(0, promptLength), new Array(promptLength).fill(IGNORE));
+  assert.deepEqual(example.labels.slice(promptLength), example.ids.slice(promptLength));
+  // SentencePiece: the completion's leading space is the word's "▁", not an extra token.
+  assert.equal(example.ids.length - promptLength, tokenizer.idsOf(record.completion.trim()).length + 1);
+  assert.deepEqual(encodeCompletion(record, tokenizer, { ...settings, trainOnInputs: true }).labels.slice(1), example.ids.slice(1));
   const cut = encodeCompletion(record, tokenizer, { ...settings, maxLength: 3 });
   assert.deepEqual(cut.ids, example.ids.slice(0, 3));
 });

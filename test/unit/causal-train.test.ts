@@ -69,7 +69,7 @@ test("Llama, chat with the model's template, default q_proj/v_proj: assistant re
     validationFile: path.join(fixtures, "chat-validation.jsonl"),
     outDir,
     lora: { r: 8, alpha: 16, dropout: 0 },
-    hyper: { ...HYPER, epochs: 30 },
+    hyper: { ...HYPER, epochs: 60 },
   });
   assert.ok(result.metrics.loss < 0.2 * result.baseline.loss, `loss ${result.metrics.loss} vs base ${result.baseline.loss}`);
   const config = JSON.parse(await readFile(path.join(outDir, "adapter_config.json"), "utf8"));

@@ -39,29 +39,47 @@ function truncate(example: CausalExample, maxLength: number): CausalExample {
   return example.ids.length <= maxLength ? example : { ids: example.ids.slice(0, maxLength), labels: example.labels.slice(0, maxLength) };
 }
 
-/** BOS (when the tokenizer adds one) + prompt + completion + EOS; the prompt is masked unless trainOnInputs. */
-export function encodeCompletion(record: CompletionRecord, tokenizer: TextTokenizer, settings: EncodingSettings): CausalExample {
-  const prompt = [...tokenizer.prefixIds(), ...tokenizer.idsOf(record.prompt)];
-  const completion = [...tokenizer.idsOf(record.completion), settings.eosId];
-  return truncate(
-    {
-      ids: [...prompt, ...completion],
-      labels: [...(settings.trainOnInputs ? prompt : prompt.map(() => IGNORE)), ...completion],
-    },
-    settings.maxLength,
-  );
+interface Piece {
+  text: string;
+  train: boolean;
 }
 
-/** The rendered conversation; only assistant turns (their content and end marker) carry labels. */
-export function encodeChat(record: ChatRecord, tokenizer: TextTokenizer, formatter: ChatFormatter, settings: EncodingSettings): CausalExample {
-  const ids: number[] = [];
-  const labels: number[] = [];
-  for (const segment of formatter.segments(record.messages)) {
-    const pieces = tokenizer.idsOf(segment.text);
-    ids.push(...pieces);
-    labels.push(...(segment.assistant || settings.trainOnInputs ? pieces : pieces.map(() => IGNORE)));
+/**
+ * Tokenizes the pieces as one text (as Hugging Face tokenizes a prompt with its completion, or a rendered
+ * chat), so no piece gets tokens it would not have in the whole: each piece is the growth of the token
+ * sequence when it is appended. A token that merges across a boundary belongs to the later piece.
+ */
+function encodePieces(tokenizer: TextTokenizer, prefix: number[], pieces: Piece[]): CausalExample {
+  let text = "";
+  let ids: number[] = [];
+  let labels: number[] = [];
+  for (const piece of pieces) {
+    text += piece.text;
+    const current = tokenizer.idsOf(text);
+    let common = 0;
+    while (common < ids.length && common < current.length && ids[common] === current[common]) common++;
+    labels = labels.slice(0, common);
+    for (let t = common; t < current.length; t++) labels.push(piece.train ? current[t] : IGNORE);
+    ids = current;
   }
-  return truncate({ ids, labels }, settings.maxLength);
+  return { ids: [...prefix, ...ids], labels: [...prefix.map(() => IGNORE), ...labels] };
+}
+
+/** BOS (when the tokenizer adds one) + prompt + completion + EOS; the prompt is masked unless trainOnInputs. */
+export function encodeCompletion(record: CompletionRecord, tokenizer: TextTokenizer, settings: EncodingSettings): CausalExample {
+  const example = encodePieces(tokenizer, tokenizer.prefixIds(), [
+    { text: record.prompt, train: settings.trainOnInputs },
+    { text: record.completion, train: true },
+  ]);
+  example.ids.push(settings.eosId);
+  example.labels.push(settings.eosId);
+  return truncate(example, settings.maxLength);
+}
+
+/** The rendered conversation; only assistant turns (their content and end marker) carry labels unless trainOnInputs. */
+export function encodeChat(record: ChatRecord, tokenizer: TextTokenizer, formatter: ChatFormatter, settings: EncodingSettings): CausalExample {
+  const pieces = formatter.segments(record.messages).map((segment) => ({ text: segment.text, train: segment.assistant || settings.trainOnInputs }));
+  return truncate(encodePieces(tokenizer, [], pieces), settings.maxLength);
 }
 
 export function hasLoss(example: CausalExample): boolean {
