@@ -46,7 +46,7 @@ export class ClassifierService {
     const adapter = await loadAdapter(dir);
     const tensors = new Map<string, tf.Tensor>();
     for (const [module, { a, b }] of adapter.lora) {
-      if (!this.pretrained.model.weights.has(`${module}.weight`)) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
+      if (!this.pretrained.model.linearShape(module)) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
       tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape, "float32"));
       tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape, "float32"));
     }
@@ -79,6 +79,6 @@ export class ClassifierService {
     for (const adapter of this.adapters.values()) for (const tensor of adapter.tensors) tensor.dispose();
     this.adapters.clear();
     for (const tensor of this.baseHeadTensors) tensor.dispose();
-    for (const tensor of this.pretrained.model.weights.values()) tensor.dispose();
+    this.pretrained.model.dispose();
   }
 }

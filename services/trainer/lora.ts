@@ -65,9 +65,9 @@ export interface LoraWeights {
 }
 
 export function initLora(model: EncoderClassifier, settings: LoraSettings, seed: number): Map<string, LoraWeights> {
-  const modules = encoderLinearModules(model.config).map((name) => {
-    const [outFeatures, inFeatures] = model.weights.get(`${name}.weight`)!.shape;
-    return { name, inFeatures, outFeatures };
+  const modules = encoderLinearModules(model.config).flatMap((name) => {
+    const shape = model.linearShape(name);
+    return shape ? [{ name, inFeatures: shape[1], outFeatures: shape[0] }] : [];
   });
   return initLoraModules(modules, settings, seed, model.config.architecture);
 }

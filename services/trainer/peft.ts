@@ -5,7 +5,7 @@ import path from "node:path";
 import type { LoraSettings, LoraWeights } from "./lora.ts";
 import { headKey, loraKey, loraScale, parsePeftKey } from "./lora.ts";
 import { readEncoderConfig, sequenceClassificationClass } from "./hf/config.ts";
-import { canonicalName, isHeadParameter } from "./model/load.ts";
+import { canonicalName, isHeadParameter, readCheckpoint } from "./model/load.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
 
 
@@ -170,7 +170,7 @@ export async function mergeAdapter(modelDir: string, adapterDir: string, outDir:
   const config = await readEncoderConfig(modelDir);
   const adapter = await loadAdapter(adapterDir);
   const labels = adapter.labels.length ? adapter.labels : config.labels ?? [];
-  const stored = await readSafetensors(path.join(modelDir, "model.safetensors"));
+  const stored = await readCheckpoint(modelDir);
   const prefix = config.architecture;
   const base = new Map<string, NamedArray>();
   for (const [name, value] of stored) {

@@ -125,11 +125,12 @@ export function checkHyperparameters(h: Hyperparameters): void {
   if (!Number.isInteger(h.seed)) throw new TrainingConfigError("seed must be an integer");
 }
 
-/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels sorted. */
+/** Labels of the checkpoint's head when the data uses exactly those, else the data's labels in sorted order. */
 function chooseLabels(records: ClassificationRecord[], checkpointLabels: string[] | undefined): string[] {
   const seen = [...new Set(records.map((record) => record.label))];
   if (checkpointLabels && checkpointLabels.length === seen.length && seen.every((label) => checkpointLabels.includes(label))) return checkpointLabels;
-  return seen.sort();
+  // Numeric-aware, so integer labels keep their order ("2" before "10").
+  return seen.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
 
 export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
@@ -236,7 +237,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
-    for (const tensor of model.weights.values()) tensor.dispose();
+    model.dispose();
     optimizer.dispose();
   };
 

@@ -46,7 +46,7 @@ async function writeReferenceAdapter(fixturesDir: string, model: string): Promis
   const rng = Rng.derive(99, model.length);
   const lora = new Map();
   for (const module of matchTargetModules(encoderLinearModules(pretrained.config), settings.targetModules)) {
-    const [out, inFeatures] = pretrained.model.weights.get(`${module}.weight`)!.shape;
+    const [out, inFeatures] = pretrained.model.linearShape(module)!;
     lora.set(module, {
       a: { shape: [4, inFeatures], data: rng.fill(4 * inFeatures, (r) => r.normal(0, 0.2)) },
       b: { shape: [out, 4], data: rng.fill(out * 4, (r) => r.normal(0, 0.2)) },

@@ -58,7 +58,7 @@ for (const name of ["distilbert-cls", "bert-cls", "roberta-cls"]) {
     assert.equal(lora.size, 2 * config.numLayers, "default targets: two projections per layer");
     const tensors = new Map<string, tf.Tensor>();
     for (const [module, { a, b }] of lora) {
-      const [, inFeatures] = model.weights.get(`${module}.weight`)!.shape;
+      const [, inFeatures] = model.linearShape(module)!;
       const bound = 1 / Math.sqrt(inFeatures);
       assert.ok(a.data.every((v) => Math.abs(v) <= bound) && a.data.some((v) => v !== 0), "A is Kaiming-uniform(a=sqrt 5)");
       assert.ok(b.data.every((v) => v === 0), "B starts at zero");

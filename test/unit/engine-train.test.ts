@@ -64,11 +64,13 @@ test("a run resumed from a mid-run checkpoint continues the same loss curve", as
   assert.equal(uninterrupted.outcome, "completed");
 
   const checkpointDir = path.join(work, "checkpoints");
-  let steps = 0;
+  const before: StepReport[] = [];
   const first = await train(options("first", { checkpointDir }, hyper), {
-    onStep: () => steps++,
-    stopRequested: () => (steps === 7 ? "checkpoint" : "none"),
+    onStep: (r) => before.push(r),
+    stopRequested: () => (before.length === 7 ? "checkpoint" : "none"),
   });
+  // Same seed, same backend: the same losses, bit for bit.
+  assert.deepEqual(before.map((r) => r.loss), full.slice(0, 7).map((r) => r.loss));
   assert.equal(first.outcome, "checkpointed");
   assert.deepEqual(first.lastCheckpoint, { step: 7, dir: path.join(checkpointDir, "step-7") });
   assert.equal(existsSync(path.join(work, "first", "adapter")), false, "no adapter for an interrupted run");

@@ -1,12 +1,8 @@
 // Decoder-only language models (GPT-2, Llama) on TensorFlow.js ops, with Hugging Face weight names,
 // LoRA on any linear layer, and a key/value cache for generation. Hidden states are [batch*length, hidden].
-import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "../hf/causal-config.ts";
-import { readSafetensors, type NamedArray } from "../safetensors.ts";
-import { loraDelta, type ForwardOptions } from "./encoder.ts";
+import { addLora, frozenProjection, type ForwardOptions } from "./encoder.ts";
 
 /** Token ids of a right-padded batch, row-major [batchSize, length]. */
 export interface TokenBatch {
@@ -70,10 +66,9 @@ export abstract class CausalLM {
   }
 
   protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean): tf.Tensor2D {
-    let y = x.matMul(this.param(`${module}.weight`, options) as tf.Tensor2D) as tf.Tensor2D;
+    let y = frozenProjection(x, this.param(`${module}.weight`, options) as tf.Tensor2D);
     if (bias) y = y.add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
-    const lora = options.lora?.get(module);
-    return lora ? (y.add(loraDelta(x, lora, options.dropout)) as tf.Tensor2D) : y;
+    return addLora(y, x, options.lora?.get(module), options.dropout);
   }
 
   protected dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
@@ -129,7 +124,7 @@ export abstract class CausalLM {
 
   /** Next-token logits [rows, vocab] of hidden states [rows, hidden]. */
   logits(hidden: tf.Tensor2D): tf.Tensor2D {
-    return hidden.matMul(this.lmHeadKernel) as tf.Tensor2D;
+    return frozenProjection(hidden, this.lmHeadKernel);
   }
 
   dispose(): void {
@@ -156,23 +151,4 @@ export function disposeCache(cache: KVCache): void {
     value.dispose();
   }
   cache.layers = [];
-}
-
-/** Reads model.safetensors, or every shard named by model.safetensors.index.json. */
-export async function readCheckpoint(dir: string): Promise<Map<string, NamedArray>> {
-  const single = path.join(dir, "model.safetensors");
-  if (existsSync(single)) return readSafetensors(single);
-  const indexFile = path.join(dir, "model.safetensors.index.json");
-  if (!existsSync(indexFile)) throw new CausalWeightsError(`${dir} has neither model.safetensors nor model.safetensors.index.json`);
-  const index = JSON.parse(await readFile(indexFile, "utf8")) as { weight_map: Record<string, string> };
-  const out = new Map<string, NamedArray>();
-  for (const shard of new Set(Object.values(index.weight_map))) {
-    for (const [name, value] of await readSafetensors(path.join(dir, shard))) out.set(name, value);
-  }
-  return out;
-}
-
-/** An [out, in] matrix as a tensor of shape [in, out]. */
-export function transposedTensor({ shape, data }: NamedArray): tf.Tensor2D {
-  return tf.tidy(() => tf.tensor2d(data, [shape[0], shape[1]], "float32").transpose());
 }

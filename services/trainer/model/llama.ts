@@ -3,7 +3,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "../hf/causal-config.ts";
 import type { NamedArray } from "../safetensors.ts";
-import { CausalLM, CausalWeightsError, transposedTensor, type KVCache, type LinearModule, type TokenBatch } from "./causal.ts";
+import { transposed } from "./load.ts";
+import { CausalLM, CausalWeightsError, type KVCache, type LinearModule, type TokenBatch } from "./causal.ts";
 import { activation, type ForwardOptions } from "./encoder.ts";
 
 const PREFIX = "model";
@@ -54,14 +55,14 @@ export class LlamaLM extends CausalLM {
     for (const [name, array] of stored) {
       const canonical = canonicalLlamaName(name);
       if (canonical === "lm_head.weight") lmHead = array;
-      else if (canonical && LINEAR.test(canonical)) weights.set(canonical, transposedTensor(array));
+      else if (canonical && LINEAR.test(canonical)) weights.set(canonical, transposed(array));
       else if (canonical?.startsWith(`${PREFIX}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
     }
     const embedding = weights.get(`${PREFIX}.embed_tokens.weight`);
     if (!embedding) throw new CausalWeightsError("the checkpoint holds no Llama weights (model.embed_tokens.weight)");
     let kernel: tf.Tensor2D;
     if (config.tieWordEmbeddings) kernel = tf.tidy(() => (embedding as tf.Tensor2D).transpose());
-    else if (lmHead) kernel = transposedTensor(lmHead);
+    else if (lmHead) kernel = transposed(lmHead);
     else throw new CausalWeightsError("tie_word_embeddings is false but the checkpoint has no lm_head.weight");
     return new LlamaLM(config, weights, kernel);
   }

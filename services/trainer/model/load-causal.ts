@@ -1,11 +1,14 @@
 // Loads a Hugging Face decoder folder: config.json, model.safetensors (or shards), tokenizer.json and
 // tokenizer_config.json (chat template, BOS/EOS).
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { ModelConfigError } from "../hf/config.ts";
 import { parseCausalConfig, readModelConfigJson, type CausalConfig } from "../hf/causal-config.ts";
 import { TextTokenizer } from "../tokenizer.ts";
-import { readCheckpoint, type CausalLM } from "./causal.ts";
+import type { CausalLM } from "./causal.ts";
 import { Gpt2LM } from "./gpt2.ts";
 import { LlamaLM } from "./llama.ts";
+import { readCheckpoint } from "./load.ts";
 
 export interface CausalPretrained {
   dir: string;
@@ -29,6 +32,7 @@ export function specialTokenText(tokenizer: TextTokenizer, key: string): string 
 
 export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
   const config = parseCausalConfig(await readModelConfigJson(dir));
+  if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
   const stored = await readCheckpoint(dir);
   const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
   // Decoders rarely define a pad token; padded positions are masked out of the loss, so EOS serves.

@@ -1,12 +1,13 @@
 // Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
-import { stat } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
+import { ModelConfigError, readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
 import { Rng } from "../rng.ts";
 import { readSafetensors, type NamedArray } from "../safetensors.ts";
 import { TextTokenizer } from "../tokenizer.ts";
-import { EncoderClassifier } from "./encoder.ts";
+import { EncoderClassifier, encoderLinearModules } from "./encoder.ts";
 
 export interface PretrainedModel {
   dir: string;
@@ -26,26 +27,51 @@ export function canonicalName(name: string, prefix: string): string {
   return canonical;
 }
 
+/** An [out, in] matrix as a tensor of shape [in, out]. */
+export function transposed({ shape: [out, inFeatures], data }: NamedArray): tf.Tensor2D {
+  const result = new Float32Array(out * inFeatures);
+  for (let o = 0; o < out; o++) for (let i = 0; i < inFeatures; i++) result[i * out + o] = data[o * inFeatures + i];
+  return tf.tensor2d(result, [inFeatures, out], "float32");
+}
+
 export function isHeadParameter(name: string): boolean {
   return HEAD_ROOTS.some((root) => name.startsWith(root));
+}
+
+/** model.safetensors, or the shards listed in model.safetensors.index.json. */
+export async function readCheckpoint(dir: string): Promise<Map<string, NamedArray>> {
+  if (existsSync(path.join(dir, "model.safetensors"))) return readSafetensors(path.join(dir, "model.safetensors"));
+  const index = path.join(dir, "model.safetensors.index.json");
+  if (!existsSync(index)) {
+    throw new ModelConfigError(`${dir} has no model.safetensors (pytorch_model.bin is not read: convert it to safetensors first)`);
+  }
+  const { weight_map: weightMap } = JSON.parse(await readFile(index, "utf8")) as { weight_map: Record<string, string> };
+  const tensors = new Map<string, NamedArray>();
+  for (const shard of new Set(Object.values(weightMap))) for (const [name, value] of await readSafetensors(path.join(dir, shard))) tensors.set(name, value);
+  return tensors;
 }
 
 export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   const config = await readEncoderConfig(dir);
   const prefix = config.architecture;
-  const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+  if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
+  const stored = await readCheckpoint(dir);
   const weights = new Map<string, tf.Tensor>();
+  const linearWeights = new Map<string, tf.Tensor2D>();
+  const linearModules = new Set([...encoderLinearModules(config), `${prefix}.pooler.dense`]);
   const checkpointHead = new Map<string, NamedArray>();
   for (const [name, array] of stored) {
     const canonical = canonicalName(name, prefix);
+    const module = canonical.replace(/\.weight$/, "");
     if (isHeadParameter(canonical)) checkpointHead.set(canonical, array);
+    else if (canonical.endsWith(".weight") && linearModules.has(module)) linearWeights.set(module, transposed(array));
     else if (canonical.startsWith(`${prefix}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
   }
   if (!weights.has(`${prefix}.embeddings.word_embeddings.weight`)) {
-    throw new Error(`${dir}/model.safetensors holds no ${prefix} encoder weights`);
+    throw new ModelConfigError(`${dir}: the checkpoint holds no ${prefix} encoder weights`);
   }
   const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
-  return { dir, config, model: new EncoderClassifier(config, weights), tokenizer, checkpointHead };
+  return { dir, config, model: new EncoderClassifier(config, weights, linearWeights), tokenizer, checkpointHead };
 }
 
 /** Most base models kept loaded by `loadPretrainedShared` in one process or thread (MODEL_CACHE_SIZE). */
@@ -67,7 +93,7 @@ export async function loadPretrainedShared(dir: string): Promise<PretrainedModel
   for (const [oldKey, old] of shared) {
     if (shared.size <= SHARED_CAPACITY) break;
     shared.delete(oldKey);
-    void old.then((model) => model.model.weights.forEach((tensor) => tensor.dispose()), () => {});
+    void old.then((model) => model.model.dispose(), () => {});
   }
   return entry;
 }
@@ -92,7 +118,7 @@ export function headLayout(pretrained: PretrainedModel, numLabels: number): { mo
       return { modulesToSave: ["classifier"], parameters: [...linear("classifier.dense", hidden, hidden), ...linear("classifier.out_proj", numLabels, hidden)] };
     case "bert": {
       // A bare BertModel saved without its pooler gets a fresh one, trained and saved with the head.
-      const hasPooler = pretrained.model.weights.has("bert.pooler.dense.weight");
+      const hasPooler = pretrained.model.linearShape("bert.pooler.dense") !== undefined;
       return hasPooler
         ? { modulesToSave: ["classifier"], parameters: linear("classifier", numLabels, hidden) }
         : { modulesToSave: ["classifier", "pooler"], parameters: [...linear("classifier", numLabels, hidden), ...linear("bert.pooler.dense", hidden, hidden)] };
