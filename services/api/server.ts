@@ -14,6 +14,7 @@ const prisma = createPrisma(config.databaseUrl);
 const redis = createRedis(config.redisUrl);
 redis.on("error", (error) => logger.warn({ err: error.message }, "redis connection error"));
 const queue = createFineTuneQueue(redis, config.queuePrefix);
+queue.on("error", (error) => logger.warn({ err: error.message }, "queue connection error"));
 let backend: BackendInfo | undefined;
 initBackend(config.trainerBackend, logger).then(
   (info) => (backend = info),

@@ -45,21 +45,30 @@ export function bullPriority(priority: number): number {
 }
 
 /**
- * Adds the job to BullMQ under its database id, so adding it again (a retry, the
- * reconciler) never creates a second copy. Rejects when Redis does not answer in time.
+ * BullMQ waits for a connection rather than failing while Redis is down; callers on a
+ * request path bound that wait and report Redis as unavailable instead.
  */
-export async function enqueueFineTune(
-  queue: Queue<FineTunePayload>,
-  job: { id: string; priority: number },
-  timeoutMs: number,
-): Promise<void> {
+export async function withRedisTimeout<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`redis did not accept the job within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(new Error(`redis did not answer ${what} within ${timeoutMs} ms`)), timeoutMs);
   });
+  work.catch(() => {});
   try {
-    await Promise.race([queue.add(FINE_TUNE_QUEUE, { jobId: job.id }, { jobId: job.id, priority: bullPriority(job.priority) }), timeout]);
+    return await Promise.race([work, timeout]);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Adds the job to BullMQ under its database id, so adding it again (a retry, the
+ * reconciler) never creates a second copy. Rejects when Redis does not answer in time.
+ */
+export async function enqueueFineTune(queue: Queue<FineTunePayload>, job: { id: string; priority: number }, timeoutMs: number): Promise<void> {
+  await withRedisTimeout(
+    queue.add(FINE_TUNE_QUEUE, { jobId: job.id }, { jobId: job.id, priority: bullPriority(job.priority) }),
+    timeoutMs,
+    "the job",
+  );
 }

@@ -237,7 +237,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const finish = () => {
     for (const variable of params.values()) variable.dispose();
     for (const tensor of baseHeadTensors.values()) tensor.dispose();
-    model.dispose();
+    // The base model stays loaded for the next job on it; loadPretrainedShared disposes it.
     optimizer.dispose();
   };
 

@@ -63,6 +63,7 @@ export async function startTestApi(label: string, env: Record<string, string> = 
   const redis = createRedis(redisUrl);
   redis.on("error", () => {});
   const queue = createFineTuneQueue(redis, testQueuePrefix(label));
+  queue.on("error", () => {});
   const store = new ArtifactStore(config.dataDir);
   const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
   const serverErrors: string[] = [];

@@ -24,7 +24,7 @@ export async function trainingFixture(modelsDir: string): Promise<TrainingFixtur
       datasetFile: path.join(fixtures, "sentiment-train.jsonl"),
       validationSplit: 0.2,
       lora: { r: 4, alpha: 8, dropout: 0.1 },
-      hyperparameters: { epochs: 6, batchSize: 8, learningRate: 0.005, warmupRatio: 0.1, weightDecay: 0.01, maxSeqLength: 32, seed: 42, evalEverySteps: 40 },
+      hyperparameters: { epochs: 4, batchSize: 8, learningRate: 0.005, warmupRatio: 0.1, weightDecay: 0.01, maxSeqLength: 32, seed: 42, evalEverySteps: 40 },
     },
   };
 }

@@ -86,7 +86,7 @@ export async function createWorkerTestEnv(label: string, databaseUrl: string, re
       DATA_DIR: dataDir,
       MODELS_DIR: modelsDir,
       TRAINER_BACKEND: process.env.TRAINER_BACKEND ?? "auto",
-      WORKER_LOCK_DURATION_MS: "3000",
+      WORKER_LOCK_DURATION_MS: "2000",
       WORKER_STALLED_INTERVAL_MS: "1000",
       RECONCILE_INTERVAL_MS: "1000",
       SHUTDOWN_TIMEOUT_MS: "25000",

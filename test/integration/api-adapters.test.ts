@@ -21,13 +21,13 @@ async function untar(archive: Buffer): Promise<Record<string, Buffer>> {
   const extract = tar.extract();
   extract.on("entry", (header, stream, next) => {
     const chunks: Buffer[] = [];
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.on("data", (chunk) => chunks.push(chunk as Buffer));
     stream.on("end", () => {
       files[header.name] = Buffer.concat(chunks);
       next();
     });
   });
-  const finished = new Promise((resolve, reject) => extract.on("finish", resolve).on("error", reject));
+  const finished = new Promise((resolve, reject) => extract.on("finish", () => resolve(undefined)).on("error", reject));
   Readable.from([archive]).pipe(createGunzip()).pipe(extract);
   await finished;
   return files;

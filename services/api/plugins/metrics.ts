@@ -5,7 +5,7 @@ import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { PrismaClient } from "../../common/db.ts";
-import type { FineTunePayload } from "../../common/queue.ts";
+import { withRedisTimeout, type FineTunePayload } from "../../common/queue.ts";
 
 const QUEUE_STATES = ["waiting", "prioritized", "active", "delayed", "completed", "failed"] as const;
 const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
@@ -28,7 +28,7 @@ export async function metricsPlugin(app: FastifyInstance, deps: { prisma: Prisma
     registers: [registry],
     async collect() {
       this.reset();
-      const counts = await deps.queue.getJobCounts(...QUEUE_STATES).catch(() => undefined);
+      const counts = await withRedisTimeout(deps.queue.getJobCounts(...QUEUE_STATES), 1000, "the queue counts").catch(() => undefined);
       if (!counts) return;
       for (const state of QUEUE_STATES) this.set({ state }, counts[state] ?? 0);
     },

@@ -7,7 +7,7 @@ import type { FastifyInstance } from "fastify";
 import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
 import type { Job } from "../../common/generated/prisma/client.ts";
 import { DEFAULT_TARGET_MODULES, type ModelRegistry, type Task } from "../../common/models.ts";
-import { DEFAULT_PRIORITY, enqueueFineTune, MAX_PRIORITY, MIN_PRIORITY } from "../../common/queue.ts";
+import { DEFAULT_PRIORITY, enqueueFineTune, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
 import type { AppDeps } from "../app.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -280,7 +280,7 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       if (cancelled.count === 1) {
         await prisma.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
         // If Redis is down the BullMQ job stays; a worker that picks it sees the status and skips it.
-        await queue.remove(id).catch((error: Error) => request.log.warn({ job: id, err: error.message }, "cancelled job not removed from the queue"));
+        await withRedisTimeout(queue.remove(id), config.enqueueTimeoutMs, "the removal").catch((error: Error) => request.log.warn({ job: id, err: error.message }, "cancelled job not removed from the queue"));
       } else {
         await prisma.job.updateMany({ where: { id, tenantId, status: "running" }, data: { status: "cancelling", cancelRequestedAt: now } });
       }

@@ -1,6 +1,6 @@
 // Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
 import { existsSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { ModelConfigError, readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
@@ -81,11 +81,12 @@ const shared = new Map<string, Promise<PretrainedModel>>();
 /**
  * Training reads base weights and never changes them, so jobs on one base model share one
  * load: the least recently used model beyond the capacity is disposed. Keyed by folder and
- * weights file mtime, so a replaced model is loaded afresh.
+ * the newest modification time of its files, so a replaced model is loaded afresh.
  */
 export async function loadPretrainedShared(dir: string): Promise<PretrainedModel> {
-  const { mtimeMs } = await stat(path.join(dir, "model.safetensors"));
-  const key = `${path.resolve(dir)}@${mtimeMs}`;
+  const names = await readdir(dir);
+  const times = await Promise.all(names.map(async (name) => (await stat(path.join(dir, name))).mtimeMs));
+  const key = `${path.resolve(dir)}@${Math.max(0, ...times)}`;
   const entry = shared.get(key) ?? loadPretrained(dir);
   shared.delete(key);
   shared.set(key, entry);
