@@ -8,7 +8,7 @@ import { runGenerate } from "./cli-generate.ts";
 export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts train --model DIR --data FILE.jsonl [--validation FILE] --out DIR [options]
   npx tsx services/trainer/cli.ts predict --model DIR [--adapter DIR] (--text T ... | --file F.jsonl) [--json]
-  npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR
+  npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR   (classifiers and causal LMs)
   npx tsx services/trainer/cli.ts generate --model DIR [--adapter DIR] (--prompt T | --chat T | --messages F.json) [options]
 
 train options (defaults in brackets):

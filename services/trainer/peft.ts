@@ -7,6 +7,8 @@ import { headKey, loraKey, loraScale, parsePeftKey } from "./lora.ts";
 import { readEncoderConfig, sequenceClassificationClass } from "./hf/config.ts";
 import { canonicalName, isHeadParameter, readCheckpoint } from "./model/load.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
+import { mergeCausalAdapter } from "./causal-merge.ts";
+import { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
 
 
 export interface Adapter {
@@ -149,14 +151,16 @@ export function mergedWeights(base: Map<string, NamedArray>, adapter: Adapter): 
   for (const [module, { a, b }] of adapter.lora) {
     const weight = base.get(`${module}.weight`);
     if (!weight) throw new AdapterError(`the base model has no ${module}.weight`);
-    const [out, inFeatures] = weight.shape;
+    // GPT-2's Conv1D stores [in, out] (fan_in_fan_out): the delta B A is added transposed.
+    const fanInFanOut = adapter.fanInFanOut ?? false;
+    const [out, inFeatures] = fanInFanOut ? [weight.shape[1], weight.shape[0]] : weight.shape;
     const r = a.shape[0];
     const data = weight.data.slice();
     for (let i = 0; i < out; i++) {
       for (let k = 0; k < r; k++) {
         const bik = b.data[i * r + k] * scale;
         if (bik === 0) continue;
-        for (let j = 0; j < inFeatures; j++) data[i * inFeatures + j] += bik * a.data[k * inFeatures + j];
+        for (let j = 0; j < inFeatures; j++) data[fanInFanOut ? j * out + i : i * inFeatures + j] += bik * a.data[k * inFeatures + j];
       }
     }
     merged.set(`${module}.weight`, { shape: weight.shape, data });
@@ -167,6 +171,7 @@ export function mergedWeights(base: Map<string, NamedArray>, adapter: Adapter): 
 
 /** Writes a full *ForSequenceClassification Hugging Face folder: base weights with the adapter merged in. */
 export async function mergeAdapter(modelDir: string, adapterDir: string, outDir: string): Promise<void> {
+  if (causalFamilyOf(await readModelConfigJson(modelDir))) return mergeCausalAdapter(modelDir, adapterDir, outDir);
   const config = await readEncoderConfig(modelDir);
   const adapter = await loadAdapter(adapterDir);
   const labels = adapter.labels.length ? adapter.labels : config.labels ?? [];
@@ -185,10 +190,15 @@ export async function mergeAdapter(modelDir: string, adapterDir: string, outDir:
     raw.label2id = Object.fromEntries(labels.map((label, id) => [label, id]));
     await writeFile(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
     await writeSafetensors(path.join(tmp, "model.safetensors"), merged);
-    for (const file of await readdir(modelDir)) {
-      if (/^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|vocab\.json|merges\.txt)$/.test(file)) {
-        await copyFile(path.join(modelDir, file), path.join(tmp, file));
-      }
-    }
+    await copyTokenizerFiles(modelDir, tmp);
   });
+}
+
+/** The tokenizer files of a model folder (and its generation settings), for a merged copy of it. */
+export async function copyTokenizerFiles(modelDir: string, outDir: string): Promise<void> {
+  for (const file of await readdir(modelDir)) {
+    if (/^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|vocab\.json|merges\.txt|generation_config\.json)$/.test(file)) {
+      await copyFile(path.join(modelDir, file), path.join(outDir, file));
+    }
+  }
 }

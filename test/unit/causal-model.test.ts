@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
@@ -16,7 +17,7 @@ import { loadCausalPretrained } from "../../services/trainer/model/load-causal.t
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
 import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
-import { loadAdapter } from "../../services/trainer/peft.ts";
+import { loadAdapter, mergeAdapter } from "../../services/trainer/peft.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import {
   decodeLogits,
@@ -91,6 +92,23 @@ async function compareWith(reference: CausalGolden, checkFixtures: boolean): Pro
 
 test(`logits, bare and with a PEFT adapter on every linear, agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
   for (const line of await compareWith(golden, true)) t.diagnostic(line);
+});
+
+test("an adapter merged into a full model folder gives the reference's adapter logits", async () => {
+  const scratch = await mkdtemp(path.join(tmpdir(), "causal-merge-"));
+  for (const name of ["gpt2-bare", "llama-tiny", "llama3-tiny"]) {
+    const out = path.join(scratch, name);
+    await mergeAdapter(path.join(fixtures, name), path.join(fixtures, REFERENCE_ADAPTERS, name), out);
+    const { model, config } = await loadCausalPretrained(out);
+    assert.ok(["GPT2LMHeadModel", "LlamaForCausalLM"].includes((config.raw.architectures as string[])[0]));
+    for (const sequence of golden.models[name].sequences) {
+      const ids = Int32Array.from(sequence.ids);
+      const got = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
+      const diff = maxAbsDiff(got, decodeLogits(sequence.adapter_logits_f32_base64));
+      assert.ok(diff < TOLERANCE, `${name}: merged logits differ by ${diff}`);
+    }
+    model.dispose();
+  }
 });
 
 const torchAvailable = (() => {
