@@ -42,16 +42,22 @@ describe("causal LM fine-tuning and generation through HTTP", () => {
   });
 
   it("trains a chat adapter from an uploaded dataset and generates the trained replies", async () => {
-    const upload = new FormData();
-    upload.append("file", new Blob([await fs.readFile(path.join(fixtures, "chat-train.jsonl"))]), "chat.jsonl");
-    const dataset = await fetch(`${baseUrl}/v1/datasets`, { method: "POST", headers: { authorization: api.keys.a }, body: upload });
-    assert.equal(dataset.status, 201, await dataset.clone().text());
-    const { id: datasetId, format } = (await dataset.json()) as { id: string; format: string };
-    assert.equal(format, "chat");
+    const uploadDataset = async (file: string) => {
+      const upload = new FormData();
+      upload.append("file", new Blob([await fs.readFile(path.join(fixtures, file))]), file);
+      const dataset = await fetch(`${baseUrl}/v1/datasets`, { method: "POST", headers: { authorization: api.keys.a }, body: upload });
+      assert.equal(dataset.status, 201, await dataset.clone().text());
+      const { id, format } = (await dataset.json()) as { id: string; format: string };
+      assert.equal(format, "chat");
+      return id;
+    };
+    const datasetId = await uploadDataset("chat-train.jsonl");
+    const validationDatasetId = await uploadDataset("chat-validation.jsonl");
 
     const created = await request("POST", "/v1/jobs", {
       baseModel: "tiny-llama",
       trainDatasetId: datasetId,
+      validationDatasetId,
       lora: { r: 8, alpha: 16, dropout: 0 },
       hyperparameters: { epochs: 60, batchSize: 8, learningRate: 0.02, warmupRatio: 0, weightDecay: 0, maxSeqLength: 64, seed: 1 },
     });
@@ -69,6 +75,10 @@ describe("causal LM fine-tuning and generation through HTTP", () => {
       "the causal job to succeed",
     );
     const adapterId = job.adapterId!;
+    const evaluations = await api.db.prisma.evaluation.findMany({ where: { adapterId } });
+    const byMetric = new Map(evaluations.map((row) => [row.metric, row]));
+    for (const metric of ["loss", "perplexity", "next_token_accuracy"]) assert.ok(byMetric.get(metric)?.baselineValue != null, `no ${metric} with a baseline`);
+    assert.ok(byMetric.get("loss")!.value < 0.2 * byMetric.get("loss")!.baselineValue!);
     const adapter = (await (await request("GET", `/v1/adapters/${adapterId}`)).json()) as { task: string };
     assert.equal(adapter.task, "causal_lm");
 
