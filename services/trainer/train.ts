@@ -142,6 +142,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
   const hyper = options.hyper;
   checkHyperparameters(hyper);
+  if (hyper.checkpointEverySteps && !options.checkpointDir) throw new TrainingConfigError("checkpointEverySteps needs a checkpointDir");
   const pretrained = await loadPretrainedShared(options.modelDir);
   const { config, model, tokenizer } = pretrained;
   const settings = resolveLora(options.lora, config.architecture);

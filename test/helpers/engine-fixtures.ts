@@ -11,8 +11,14 @@ export async function engineFixtures(): Promise<string> {
   if (!existsSync(path.join(FIXTURES_DIR, STAMP))) {
     const tmp = `${FIXTURES_DIR}.tmp-${process.pid}`;
     await makeFixtures(tmp);
-    await rm(FIXTURES_DIR, { recursive: true, force: true });
-    await rename(tmp, FIXTURES_DIR);
+    // The stamp file is written last, so a folder without it is an interrupted run's leftover.
+    if (!existsSync(path.join(FIXTURES_DIR, STAMP))) await rm(FIXTURES_DIR, { recursive: true, force: true });
+    try {
+      await rename(tmp, FIXTURES_DIR);
+    } catch {
+      // Another test process generated the same fixtures first.
+      await rm(tmp, { recursive: true, force: true });
+    }
   }
   return FIXTURES_DIR;
 }

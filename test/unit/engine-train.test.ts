@@ -115,6 +115,7 @@ test("validation split and invalid settings", async () => {
   assert.equal(typeof split.metrics.accuracy, "number");
   await assert.rejects(train(options("bad", {}, { batchSize: 0 })), TrainingConfigError);
   await assert.rejects(train(options("bad", {}, { learningRate: -1 })), TrainingConfigError);
+  await assert.rejects(train(options("bad", {}, { checkpointEverySteps: 2 })), /needs a checkpointDir/);
   await assert.rejects(train(options("bad", { lora: { r: 0, alpha: 1, dropout: 0 } })), /lora r/);
   await assert.rejects(train(options("bad", { lora: { r: 2, alpha: 1, dropout: 0, targetModules: ["nothing_here"] } })), /match no linear layer/);
 });
