@@ -18,7 +18,7 @@ const modelsDir = path.resolve(process.env.MODELS_DIR ?? "var/models");
 const outDir = path.resolve(process.env.DEMO_OUT ?? ".");
 const MODEL_ID = "tiny-distilbert";
 const DATASET = path.join(repoRoot, "examples/sentiment.jsonl");
-const SAMPLES = ["the movie was really great and fun", "this plot is boring and the actors are awful"];
+const SAMPLES = ["the movie was excellent", "this film is boring and dull"];
 
 function fail(message: string): never {
   process.stderr.write(`demo: ${message}\n`);
@@ -104,9 +104,24 @@ async function follow(jobId: string): Promise<string> {
   fail("the event stream ended early");
 }
 
+/** Waits up to 30 s for a service that is still starting. */
+async function waitUntilReady(): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const ready = await fetch(`${apiUrl}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
+    if (ready) return;
+    if (Date.now() > deadline) fail(`the service at ${apiUrl} is not ready; start it with \`npm start\``);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
 async function main(): Promise<void> {
   if (!apiKey) fail("set BOOTSTRAP_API_KEY to the key the service was started with");
   await ensureTinyModel();
+  await waitUntilReady();
   const models = await call<{ data: { id: string }[] }>("GET", "/v1/models");
   if (!models.data.some((model) => model.id === MODEL_ID)) {
     // An unknown id makes the service look at its model directory again.

@@ -18,6 +18,7 @@ import type { Logger } from "../common/logger.ts";
 import { ModelRegistry } from "../common/models.ts";
 import type { FineTunePayload } from "../common/queue.ts";
 import type { BackendInfo } from "../trainer/backend.ts";
+import { JobSql } from "./job-sql.ts";
 import { requireApiKey } from "./plugins/auth.ts";
 import { errorsPlugin } from "./plugins/errors.ts";
 import { metricsPlugin } from "./plugins/metrics.ts";
@@ -73,6 +74,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const models = new ModelRegistry(deps.prisma, config.modelsDir, deps.logger);
   const resolver = new ApiKeyResolver(deps.prisma, config.authCacheTtlMs);
+  const jobSql = new JobSql(config.databaseUrl);
+  app.addHook("onClose", async () => jobSql.close());
   await app.register(async (v1) => {
     requireApiKey(v1, resolver);
     // In-process counters per API key; with several API replicas each enforces the limit alone.
@@ -86,7 +89,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(multipart);
     await datasetRoutes(v1, deps);
     await modelRoutes(v1, { models });
-    await jobRoutes(v1, { ...deps, models });
+    await jobRoutes(v1, { ...deps, models, jobSql });
     await adapterRoutes(v1, deps);
     await predictRoutes(v1, deps);
     await generateRoutes(v1, deps);

@@ -91,6 +91,7 @@ export class JobRunner {
       return await run.execute();
     } finally {
       this.active.delete(run);
+      run.end();
       await lease.release();
     }
   }
@@ -125,6 +126,12 @@ class ActiveRun {
       void this.sandbox.terminate();
     }, grace);
     this.forceTimer.unref();
+  }
+
+  /** Nothing of this run may reach the sandbox's next job. */
+  end(): void {
+    clearTimeout(this.forceTimer);
+    this.sandbox.clearStop();
   }
 
   async execute(): Promise<RunOutcome> {
@@ -206,6 +213,7 @@ class ActiveRun {
     } finally {
       clearTimeout(timeoutTimer);
       clearInterval(cancelWatch);
+      // The sandbox has stopped: no reason left to end its thread by force.
       clearTimeout(this.forceTimer);
       await fs.rm(outDir, { recursive: true, force: true });
     }

@@ -51,9 +51,7 @@ export class Sandbox {
   run(options: TrainOptions, listener: SandboxListener): Promise<TrainResult> {
     const thread = (this.thread ??= this.spawn());
     return new Promise<TrainResult>((resolve, reject) => {
-      // A stop requested before the run began still applies to it; the next run starts clean.
       const cleanup = () => {
-        Atomics.store(this.control, 0, StopSignal.none);
         thread.off("message", onMessage);
         thread.off("error", onError);
         thread.off("exit", onExit);
@@ -99,9 +97,14 @@ export class Sandbox {
     });
   }
 
-  /** Asks the engine to stop at its next step boundary. */
+  /** Asks the engine to stop at its next step boundary; a request made before `run` applies to it. */
   requestStop(kind: StopKind): void {
     Atomics.store(this.control, 0, StopSignal[kind]);
+  }
+
+  /** Forgets any stop request, so the next job starts clean. */
+  clearStop(): void {
+    Atomics.store(this.control, 0, StopSignal.none);
   }
 
   /** Ends the thread at once; a running `run` rejects with SandboxLost and the next run starts a fresh thread. */

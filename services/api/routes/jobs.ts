@@ -7,8 +7,9 @@ import type { FastifyInstance } from "fastify";
 import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
 import type { Job } from "../../common/generated/prisma/client.ts";
 import { DEFAULT_TARGET_MODULES, type ModelRegistry, type Task } from "../../common/models.ts";
-import { DEFAULT_PRIORITY, enqueueFineTune, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
+import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
 import type { AppDeps } from "../app.ts";
+import { isUniqueViolation, type JobSql } from "../job-sql.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
@@ -126,9 +127,10 @@ function canonicalHash(value: unknown): string {
 
 const invalidReference = (path: string, message: string) => new AppError(422, "invalid_reference", message, [{ path, message }]);
 
-export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: ModelRegistry }): Promise<void> {
-  const { prisma, queue, config, models } = deps;
+export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: ModelRegistry; jobSql: JobSql }): Promise<void> {
+  const { prisma, queue, config, models, jobSql } = deps;
   const withAdapter = { adapter: { select: { id: true } } } as const;
+  const enqueuer = new EnqueueBatcher(queue, config.enqueueTimeoutMs);
 
   async function replayOrConflict(tenantId: string, key: string, requestHash: string): Promise<JobWithAdapter | undefined> {
     const existing = await prisma.job.findUnique({ where: { tenantId_idempotencyKey: { tenantId, idempotencyKey: key } }, include: withAdapter });
@@ -170,7 +172,7 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       const datasetIds = [body.trainDatasetId, ...(body.validationDatasetId ? [body.validationDatasetId] : [])];
       const [model, datasets] = await Promise.all([
         models.get(body.baseModel),
-        prisma.dataset.findMany({ where: { id: { in: datasetIds }, tenantId, deletedAt: null }, select: { id: true, format: true } }),
+        jobSql.liveDatasets(datasetIds, tenantId),
       ]);
       const problems: ErrorDetail[] = [];
       if (!model) problems.push({ path: "body.baseModel", message: `no base model ${body.baseModel} in the model directory` });
@@ -192,27 +194,24 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
 
       let job: JobWithAdapter;
       try {
-        job = await prisma.job.create({
-          data: {
-            tenantId,
-            task,
-            baseModelId: model!.id,
-            trainDatasetId: body.trainDatasetId,
-            validationDatasetId: body.validationDatasetId ?? null,
-            validationSplit: body.validationSplit ?? null,
-            loraConfig: { ...body.lora, targetModules },
-            hyperparameters: body.hyperparameters as object,
-            priority: body.priority,
-            metadata: body.metadata,
-            idempotencyKey: idempotencyKey ?? null,
-            requestHash,
-            maxAttempts: config.jobMaxAttempts,
-          },
-          include: withAdapter,
+        job = await jobSql.insertJob({
+          tenantId,
+          task,
+          baseModelId: model!.id,
+          trainDatasetId: body.trainDatasetId,
+          validationDatasetId: body.validationDatasetId ?? null,
+          validationSplit: body.validationSplit ?? null,
+          loraConfig: { ...body.lora, targetModules },
+          hyperparameters: body.hyperparameters,
+          priority: body.priority,
+          metadata: body.metadata,
+          idempotencyKey: idempotencyKey ?? null,
+          requestHash,
+          maxAttempts: config.jobMaxAttempts,
         });
       } catch (error) {
         // Two requests with one Idempotency-Key raced: the loser answers as a replay.
-        if (idempotencyKey && (error as { code?: string }).code === "P2002") {
+        if (idempotencyKey && isUniqueViolation(error)) {
           const replay = await replayOrConflict(tenantId, idempotencyKey, requestHash!);
           if (replay) return reply.code(200).send(jobView(replay));
         }
@@ -220,13 +219,12 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       }
 
       try {
-        await enqueueFineTune(queue, job, config.enqueueTimeoutMs);
+        await enqueuer.add(job);
       } catch (error) {
         request.log.warn({ job: job.id, err: (error as Error).message }, "job stored but not queued; the reconciler will queue it");
         return reply.code(202).send(jobView(job));
       }
-      const enqueuedAt = new Date();
-      await prisma.job.updateMany({ where: { id: job.id, enqueuedAt: null }, data: { enqueuedAt } });
+      const enqueuedAt = await jobSql.markEnqueued(job.id);
       return reply.code(201).send(jobView({ ...job, enqueuedAt }));
     },
   );
@@ -251,7 +249,7 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
     { schema: { tags: ["jobs"], summary: "Job status, progress and latest metrics", params: uuidParams, response: { 200: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 429) } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const job = await prisma.job.findFirst({ where: { id, tenantId: tenantOf(request) }, include: withAdapter });
+      const job = await jobSql.jobOfTenant(id, tenantOf(request));
       if (!job) throw notFound("job", id);
       return jobView(job);
     },
