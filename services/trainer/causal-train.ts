@@ -68,6 +68,7 @@ export async function trainCausal(options: TrainOptions, hooks: TrainHooks = {})
   const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
   const hyper = options.hyper;
   checkHyperparameters(hyper);
+  if (hyper.checkpointEverySteps && !options.checkpointDir) throw new TrainingConfigError("checkpointEverySteps needs a checkpointDir");
   const pretrained = await loadCausalPretrained(options.modelDir);
   const { config, model, tokenizer } = pretrained;
   const requested = resolveLora(options.lora, config.family);

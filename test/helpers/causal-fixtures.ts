@@ -13,8 +13,14 @@ export async function causalFixtures(): Promise<string> {
   if (!existsSync(path.join(dir, STAMP))) {
     const tmp = `${dir}.tmp-${process.pid}`;
     await makeCausalFixtures(tmp);
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
+    // The stamp file is written last, so a folder without it is an interrupted run's leftover.
+    if (!existsSync(path.join(dir, STAMP))) await rm(dir, { recursive: true, force: true });
+    try {
+      await rename(tmp, dir);
+    } catch {
+      // Another test process generated the same fixtures first.
+      await rm(tmp, { recursive: true, force: true });
+    }
   }
   return dir;
 }
