@@ -5,7 +5,6 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend, type BackendChoice } from "./backend.ts";
-import { ChatFormatter } from "./chat-template.ts";
 import { causalBatch, encodeChat, encodeCompletion, hasLoss, packExamples, readCausalFile, type CausalExample, type EncodingSettings } from "./data/causal.ts";
 import { epochBatches, splitValidation } from "./data/classification.ts";
 import type { ChatRecord, CompletionRecord } from "./data/records.ts";
@@ -13,7 +12,7 @@ import { crossEntropy } from "./inference.ts";
 import { adapterForwardOptions, initLoraModules, loraKey, matchTargetModules, resolveLora, savedTargetModules } from "./lora.ts";
 import { selectRows, type CausalLM } from "./model/causal.ts";
 import { Dropout, type ForwardOptions } from "./model/encoder.ts";
-import { loadCausalPretrained, specialTokenText, type CausalPretrained } from "./model/load-causal.ts";
+import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
 import { splitAdapterTensors, writeAdapterFiles, writeFolderAtomically, type Adapter } from "./peft.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
@@ -27,14 +26,6 @@ import {
   type TrainOptions,
   type TrainResult,
 } from "./train.ts";
-
-/** The chat formatter of a loaded model: its chat_template, or the documented fallback. */
-export function chatFormatterOf(pretrained: CausalPretrained): ChatFormatter {
-  const { tokenizer, eosIds } = pretrained;
-  const eos = specialTokenText(tokenizer, "eos_token") ?? tokenizer.decode([eosIds[0]], false);
-  const bos = specialTokenText(tokenizer, "bos_token") ?? "";
-  return new ChatFormatter(tokenizer.settings, { bos_token: bos, eos_token: eos });
-}
 
 export function encodeCausalRecords(records: (CompletionRecord | ChatRecord)[], format: "completion" | "chat", pretrained: CausalPretrained, settings: EncodingSettings): CausalExample[] {
   if (format === "completion") return records.map((record) => encodeCompletion(record as CompletionRecord, pretrained.tokenizer, settings));

@@ -3,12 +3,11 @@
 // GeneratorService: one base model in memory, adapters swapped per call without reloading it.
 import * as tf from "@tensorflow/tfjs";
 import { initBackend, type BackendChoice } from "./backend.ts";
-import { chatFormatterOf } from "./causal-train.ts";
 import type { ChatFormatter, ChatMessage } from "./chat-template.ts";
 import { adapterForwardOptions, loraKey } from "./lora.ts";
 import { disposeCache, emptyCache, type CausalLM, type KVCache } from "./model/causal.ts";
 import type { ForwardOptions } from "./model/encoder.ts";
-import { loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
+import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
 import { AdapterError, loadAdapter } from "./peft.ts";
 import { Rng } from "./rng.ts";
 

@@ -2,6 +2,7 @@
 // tokenizer_config.json (chat template, BOS/EOS).
 import { existsSync } from "node:fs";
 import path from "node:path";
+import { ChatFormatter } from "../chat-template.ts";
 import { ModelConfigError } from "../hf/config.ts";
 import { parseCausalConfig, readModelConfigJson, type CausalConfig } from "../hf/causal-config.ts";
 import { TextTokenizer } from "../tokenizer.ts";
@@ -42,4 +43,12 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
   const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
   return { dir, config, model, tokenizer, eosIds };
+}
+
+/** The chat formatter of a loaded model: its chat_template, or the documented fallback. */
+export function chatFormatterOf(pretrained: CausalPretrained): ChatFormatter {
+  const { tokenizer, eosIds } = pretrained;
+  const eos = specialTokenText(tokenizer, "eos_token") ?? tokenizer.decode([eosIds[0]], false);
+  const bos = specialTokenText(tokenizer, "bos_token") ?? "";
+  return new ChatFormatter(tokenizer.settings, { bos_token: bos, eos_token: eos });
 }
