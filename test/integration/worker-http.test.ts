@@ -14,7 +14,7 @@ import tar from "tar-stream";
 import { ClassifierService } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { WorkerProcess } from "../helpers/worker-harness.ts";
+import { waitFor, WorkerProcess } from "../helpers/worker-harness.ts";
 
 interface StreamedEvent {
   id: string;
@@ -166,6 +166,24 @@ describe("fine-tuning through HTTP with a worker", () => {
       local.dispose();
     }
     await fs.rm(unpacked, { recursive: true, force: true });
+  });
+
+  it("cancels a running job through POST /v1/jobs/:id/cancel within 5 s", async () => {
+    const datasetId = (await api.db.prisma.dataset.findFirstOrThrow()).id;
+    const created = await fetch(`${baseUrl}/v1/jobs`, {
+      method: "POST",
+      headers: { authorization: api.keys.a, "content-type": "application/json" },
+      body: JSON.stringify({ baseModel: "tiny-distilbert", trainDatasetId: datasetId, validationSplit: 0.2, hyperparameters: { ...fixture.job.hyperparameters, epochs: 50 } }),
+    });
+    const { id: jobId } = (await created.json()) as { id: string };
+    const getJob = async () => (await (await fetch(`${baseUrl}/v1/jobs/${jobId}`, { headers: { authorization: api.keys.a } })).json()) as { status: string; progress: { step?: number } };
+    await waitFor(async () => (await getJob()).progress.step, 60_000, `the job to make progress\n${worker.log}`);
+    const requestedAt = Date.now();
+    const cancel = await fetch(`${baseUrl}/v1/jobs/${jobId}/cancel`, { method: "POST", headers: { authorization: api.keys.a } });
+    assert.equal(cancel.status, 202);
+    await waitFor(async () => (await getJob()).status === "cancelled", 5000, `the job to be cancelled within 5 s\n${worker.log}`);
+    assert.ok(Date.now() - requestedAt <= 5000);
+    assert.equal(await api.db.prisma.checkpoint.count({ where: { jobId } }), 0);
   });
 
   it("answers predictions of concurrent requests batched together like separate ones", async () => {

@@ -36,6 +36,11 @@ export const eventView = (event: JobEvent) => ({ ...event, id: event.id.toString
 
 export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { prisma, config } = deps;
+  // Open streams end when the server shuts down, so that close() never waits on them.
+  let shuttingDown = false;
+  app.addHook("preClose", async () => {
+    shuttingDown = true;
+  });
 
   const eventsAfter = (jobId: string, after: bigint, take: number) =>
     prisma.jobEvent.findMany({ where: { jobId, id: { gt: after } }, orderBy: { id: "asc" }, take });
@@ -61,7 +66,7 @@ export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     };
     write(`retry: ${Math.max(1000, config.eventsPollIntervalMs)}\n\n`);
     try {
-      while (!closed) {
+      while (!closed && !shuttingDown) {
         const status = await statusOf(jobId);
         const events = await eventsAfter(jobId, after, STREAM_BATCH);
         for (const event of events) {
