@@ -42,7 +42,7 @@ export function evaluateCausal(model: CausalLM, examples: CausalExample[], optio
     const { batch, rows, targets } = causalBatch(examples.slice(start, start + batchSize), padId);
     if (rows.length === 0) continue;
     const [lossSum, hits] = tf.tidy(() => {
-      const logits = model.logits(selectRows(model.hidden(batch, options), rows));
+      const logits = model.logits(selectRows(model.hidden(batch, options), rows, batch.length));
       const sum = crossEntropy(logits, targets).mul(targets.length).dataSync()[0];
       const predicted = logits.argMax(1).dataSync();
       return [sum, targets.filter((target, i) => predicted[i] === target).length];
@@ -189,7 +189,7 @@ export async function trainCausal(options: TrainOptions, hooks: TrainHooks = {})
         stepTokens += examples.reduce((sum, example) => sum + example.ids.length, 0);
         const forward = adapterForwardOptions(params, settings, new Dropout(`${hyper.seed}:${state.step}:${micro}`));
         const { value, grads } = tf.variableGrads(() => {
-          const logits = model.logits(selectRows(model.hidden(batch, forward), rows));
+          const logits = model.logits(selectRows(model.hidden(batch, forward), rows, batch.length));
           return crossEntropy(logits, targets).div(microBatches.length) as tf.Scalar;
         }, [...params.values()]);
         lossSum += value.dataSync()[0] * microBatches.length;

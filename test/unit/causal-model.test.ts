@@ -11,7 +11,7 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
 import { parseCausalConfig } from "../../services/trainer/hf/causal-config.ts";
-import { disposeCache, emptyCache } from "../../services/trainer/model/causal.ts";
+import { disposeCache, emptyCache, selectRows } from "../../services/trainer/model/causal.ts";
 import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
 import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
@@ -197,4 +197,18 @@ test("llama3 rope scaling keeps high frequencies, divides low ones by the factor
     }
   }
   assert.deepEqual([...kinds].sort(), ["blended", "divided", "kept"]);
+});
+
+test("selectRows picks the labelled positions of each sequence and passes gradients back to exactly them", () => {
+  const length = 4;
+  const values = Array.from({ length: 3 * length * 5 }, (_, i) => Math.sin(i));
+  const rows = [1, 2, 5, 9, 10, 11];
+  tf.tidy(() => {
+    const hidden = tf.tensor2d(values, [3 * length, 5]);
+    assert.deepEqual(selectRows(hidden, rows, length).arraySync(), tf.gather(hidden, rows).arraySync());
+    const weights = tf.tensor2d(Array.from({ length: rows.length * 5 }, (_, i) => i + 1), [rows.length, 5]);
+    const gradient = tf.grad((h: tf.Tensor) => selectRows(h as tf.Tensor2D, rows, length).mul(weights).sum())(hidden).arraySync() as number[][];
+    const weightRows = weights.arraySync();
+    gradient.forEach((row, r) => assert.deepEqual(row, rows.includes(r) ? weightRows[rows.indexOf(r)] : [0, 0, 0, 0, 0]));
+  });
 });

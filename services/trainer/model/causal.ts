@@ -134,11 +134,22 @@ export abstract class CausalLM {
 }
 
 /**
- * Rows of a [n, hidden] tensor, as a product with a one-hot selection matrix: its gradient is a plain
- * matmul, where gather's needs UnsortedSegmentSum, which the wasm backend lacks.
+ * Rows of a [batch*length, hidden] tensor (ascending row numbers), as products with one-hot selection
+ * matrices per sequence: their gradients are plain matmuls, where gather's needs UnsortedSegmentSum,
+ * which the wasm backend lacks; per sequence, the selections stay at most length × length.
  */
-export function selectRows(hidden: tf.Tensor2D, rows: number[]): tf.Tensor2D {
-  return tf.oneHot(tf.tensor1d(rows, "int32"), hidden.shape[0]).cast("float32").matMul(hidden) as tf.Tensor2D;
+export function selectRows(hidden: tf.Tensor2D, rows: number[], length: number): tf.Tensor2D {
+  const pieces: tf.Tensor2D[] = [];
+  for (let start = 0; start < rows.length; ) {
+    const sequence = Math.floor(rows[start] / length);
+    let end = start;
+    while (end < rows.length && Math.floor(rows[end] / length) === sequence) end++;
+    const local = rows.slice(start, end).map((row) => row - sequence * length);
+    const selection = tf.oneHot(tf.tensor1d(local, "int32"), length).cast("float32") as tf.Tensor2D;
+    pieces.push(selection.matMul(hidden.slice([sequence * length, 0], [length, hidden.shape[1]])) as tf.Tensor2D);
+    start = end;
+  }
+  return pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
 }
 
 export function emptyCache(): KVCache {
