@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
 import { reconcileQueue } from "../../services/common/reconcile.ts";
@@ -85,5 +87,30 @@ describe("submitting while Redis is down, and the reconciler", () => {
     assert.deepEqual((await reconcileQueue(api.db.prisma, api.queue)).enqueued, []);
     const result = await reconcileQueue(api.db.prisma, api.queue, { statuses: ["running"] });
     assert.deepEqual(result.enqueued, [running]);
+  });
+
+  it("ends open event streams when the server shuts down", async () => {
+    const job = (await submit().expect(201)).body.id;
+    await api.db.prisma.job.update({ where: { id: job }, data: { status: "running" } });
+    await api.app.listen({ port: 0, host: "127.0.0.1" });
+    const { port } = api.app.server.address() as AddressInfo;
+    const ended = new Promise<string>((resolve, reject) => {
+      http
+        .get({ port, host: "127.0.0.1", agent: false, path: `/v1/jobs/${job}/events`, headers: { accept: "text/event-stream", authorization: api.keys.a } }, (response) => {
+          let text = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (text += chunk));
+          response.on("end", () => resolve(text));
+        })
+        .on("error", reject);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    const closed = api.app.close();
+    const text = await ended;
+    assert.ok(Date.now() - started < 3000, `the stream ended ${Date.now() - started} ms after close()`);
+    await closed;
+    assert.match(text, /^retry: /);
+    assert.doesNotMatch(text, /event: end/, "the job did not finish; the stream was cut by the shutdown");
   });
 });
