@@ -5,6 +5,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { Rng } from "../services/trainer/rng.ts";
 import { writeSafetensors, type NamedArray, type StoredDtype } from "../services/trainer/safetensors.ts";
+import { makeCausalFixtures } from "./make-causal-fixtures.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -232,6 +233,7 @@ export async function makeFixtures(outDir: string, seed = 1234): Promise<void> {
     await writeFile(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer.json));
     await writeSafetensors(path.join(dir, "model.safetensors"), modelWeights(spec, config, seed), spec.dtype);
   }
+  await makeCausalFixtures(path.join(outDir, "causal"), seed);
   const toJsonl = (records: object[]) => records.map((r) => JSON.stringify(r)).join("\n") + "\n";
   await writeFile(path.join(outDir, "sentiment-train.jsonl"), toJsonl(sentimentRecords(192, seed)));
   await writeFile(path.join(outDir, "sentiment-validation.jsonl"), toJsonl(sentimentRecords(64, seed + 1)));

@@ -3,11 +3,13 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { ClassifierService, initBackend, mergeAdapter, train, type BackendChoice, type StepReport } from "./index.ts";
+import { runGenerate } from "./cli-generate.ts";
 
 export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts train --model DIR --data FILE.jsonl [--validation FILE] --out DIR [options]
   npx tsx services/trainer/cli.ts predict --model DIR [--adapter DIR] (--text T ... | --file F.jsonl) [--json]
-  npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR
+  npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR   (classifiers and causal LMs)
+  npx tsx services/trainer/cli.ts generate --model DIR [--adapter DIR] (--prompt T | --chat T | --messages F.json) [options]
 
 train options (defaults in brackets):
   --validation-split F     hold out this fraction of --data when no --validation [0]
@@ -17,16 +19,21 @@ train options (defaults in brackets):
   --class-weights balanced  --eval-every N  --checkpoint-every N
   --checkpoint-dir DIR  --resume CHECKPOINT_DIR  --base-model-name NAME
   --lora-r N [8]  --lora-alpha F [16]  --lora-dropout F [0.1]
-  --target-modules a,b [q_lin,v_lin for DistilBERT; query,value for BERT/RoBERTa]  --rslora
+  --target-modules a,b|all-linear [q_lin,v_lin DistilBERT; query,value BERT/RoBERTa; c_attn GPT-2; q_proj,v_proj Llama]  --rslora
+  --train-on-inputs  --packing   (causal LMs: loss on prompts too; pack examples into full blocks)
+generate options:
+  --max-new-tokens N [64]  --temperature F [0 = greedy]  --top-k N  --top-p F  --stop S (repeatable)
+  --seed N [0]  --no-cache  --json
 common:
   --backend auto|tensorflow|wasm|cpu [auto, or TRAINER_BACKEND]
-Data: JSONL lines {"text": "...", "label": "..."}.`;
+Data: JSONL lines {"text": "...", "label": "..."} for classifiers; {"prompt": "...", "completion": "..."}
+or {"messages": [{"role": "user", "content": "..."}, ...]} for GPT-2 / Llama folders.`;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-function numberFlag(values: Record<string, unknown>, name: string, fallback: number): number;
-function numberFlag(values: Record<string, unknown>, name: string): number | undefined;
-function numberFlag(values: Record<string, unknown>, name: string, fallback?: number): number | undefined {
+export function numberFlag(values: Record<string, unknown>, name: string, fallback: number): number;
+export function numberFlag(values: Record<string, unknown>, name: string): number | undefined;
+export function numberFlag(values: Record<string, unknown>, name: string, fallback?: number): number | undefined {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const value = Number(raw);
@@ -34,7 +41,7 @@ function numberFlag(values: Record<string, unknown>, name: string, fallback?: nu
   return value;
 }
 
-function required(values: Record<string, unknown>, name: string): string {
+export function required(values: Record<string, unknown>, name: string): string {
   const value = values[name];
   if (typeof value !== "string" || value === "") throw new UsageError(`--${name} is required`);
   return value;
@@ -69,6 +76,7 @@ async function runTrain(args: string[]): Promise<void> {
       "checkpoint-dir": { type: "string" }, resume: { type: "string" }, "base-model-name": { type: "string" },
       "lora-r": { type: "string" }, "lora-alpha": { type: "string" }, "lora-dropout": { type: "string" },
       "target-modules": { type: "string" }, rslora: { type: "boolean" }, backend: { type: "string" },
+      "train-on-inputs": { type: "boolean" }, packing: { type: "boolean" },
     },
   });
   const scheduler = values.scheduler ?? "linear";
@@ -110,6 +118,8 @@ async function runTrain(args: string[]): Promise<void> {
         classWeights: values["class-weights"] === "balanced" ? "balanced" : null,
         evalEverySteps: numberFlag(values, "eval-every"),
         checkpointEverySteps: numberFlag(values, "checkpoint-every"),
+        trainOnInputs: values["train-on-inputs"] ?? false,
+        packing: values.packing ?? false,
       },
     },
     {
@@ -122,7 +132,8 @@ async function runTrain(args: string[]): Promise<void> {
         }
       },
       onEvaluation({ step, metrics, baseline }) {
-        const line = `eval @${step}: loss ${metrics.loss.toFixed(4)} accuracy ${metrics.accuracy.toFixed(4)} macro_f1 ${metrics.macro_f1.toFixed(4)} (base: accuracy ${baseline.accuracy.toFixed(4)} macro_f1 ${baseline.macro_f1.toFixed(4)})`;
+        const headline = (m: Record<string, number>) => Object.entries(m).filter(([key]) => !key.includes("/")).map(([key, value]) => `${key} ${value.toFixed(4)}`).join(" ");
+        const line = `eval @${step}: ${headline(metrics)} (base: ${headline(baseline)})`;
         process.stderr.write(`${interactive ? "\n" : ""}${line}\n`);
       },
       onCheckpoint({ dir }) {
@@ -188,6 +199,7 @@ export async function main(argv: string[]): Promise<number> {
     if (command === "train") await runTrain(rest);
     else if (command === "predict") await runPredict(rest);
     else if (command === "merge") await runMerge(rest);
+    else if (command === "generate") await runGenerate(rest);
     else {
       process.stderr.write(`${USAGE}\n`);
       return command === undefined || command === "--help" || command === "help" ? 0 : 2;

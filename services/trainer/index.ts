@@ -12,5 +12,14 @@ export {
   type TrainResult,
 } from "./train.ts";
 export { ClassifierService, type Prediction } from "./classifier.ts";
+export {
+  GeneratorService,
+  GenerationError,
+  type GenerationOptions,
+  type GenerationRequest,
+  type GenerationResult,
+} from "./generate.ts";
+export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./chat-template.ts";
+export { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
 export { loadAdapter, mergeAdapter, AdapterError } from "./peft.ts";
 export { ModelConfigError, readEncoderConfig, type EncoderConfig, type Architecture } from "./hf/config.ts";

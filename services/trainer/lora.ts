@@ -1,6 +1,8 @@
 // LoRA with PEFT semantics: target modules by name, A Kaiming-uniform (a = sqrt(5)), B zero.
 import type * as tf from "@tensorflow/tfjs";
+import type { CausalFamily } from "./hf/causal-config.ts";
 import type { Architecture } from "./hf/config.ts";
+import type { LinearModule } from "./model/causal.ts";
 import { encoderLinearModules, type Dropout, type EncoderClassifier, type ForwardOptions, type LoraModule } from "./model/encoder.ts";
 import { Rng } from "./rng.ts";
 import type { NamedArray } from "./safetensors.ts";
@@ -21,11 +23,16 @@ export interface LoraSettings {
   useRslora: boolean;
 }
 
-export const DEFAULT_TARGETS: Record<Architecture, string[]> = {
+export const DEFAULT_TARGETS: Record<Architecture | CausalFamily, string[]> = {
   distilbert: ["q_lin", "v_lin"],
   bert: ["query", "value"],
   roberta: ["query", "value"],
+  gpt2: ["c_attn"],
+  llama: ["q_proj", "v_proj"],
 };
+
+/** PEFT's shorthand for every linear layer of the body (the output head excluded). */
+export const ALL_LINEAR = "all-linear";
 
 export class LoraOptionsError extends Error {
   constructor(message: string) {
@@ -34,7 +41,7 @@ export class LoraOptionsError extends Error {
   }
 }
 
-export function resolveLora(options: LoraOptions, architecture: Architecture): LoraSettings {
+export function resolveLora(options: LoraOptions, architecture: Architecture | CausalFamily): LoraSettings {
   if (!Number.isInteger(options.r) || options.r < 1 || options.r > 256) throw new LoraOptionsError("lora r must be an integer in 1..256");
   if (!(options.alpha > 0)) throw new LoraOptionsError("lora alpha must be positive");
   if (!(options.dropout >= 0 && options.dropout < 1)) throw new LoraOptionsError("lora dropout must be in [0, 1)");
@@ -48,6 +55,7 @@ export function loraScale(settings: Pick<LoraSettings, "r" | "alpha" | "useRslor
 
 /** PEFT's rule for a list of names: a module matches when its path equals a name or ends with "." + name. */
 export function matchTargetModules(modules: string[], targets: string[]): string[] {
+  if (targets.length === 1 && targets[0] === ALL_LINEAR) return modules.slice();
   return modules.filter((module) => targets.some((target) => module === target || module.endsWith(`.${target}`)));
 }
 
@@ -57,15 +65,24 @@ export interface LoraWeights {
 }
 
 export function initLora(model: EncoderClassifier, settings: LoraSettings, seed: number): Map<string, LoraWeights> {
-  const config = model.config;
-  const modules = matchTargetModules(encoderLinearModules(config), settings.targetModules);
+  const modules = encoderLinearModules(model.config).flatMap((name) => {
+    const shape = model.linearShape(name);
+    return shape ? [{ name, inFeatures: shape[1], outFeatures: shape[0] }] : [];
+  });
+  return initLoraModules(modules, settings, seed, model.config.architecture);
+}
+
+/** Fresh LoRA pairs for the linear modules the settings target. */
+export function initLoraModules(linears: LinearModule[], settings: LoraSettings, seed: number, modelKind: string): Map<string, LoraWeights> {
+  const byName = new Map(linears.map((linear) => [linear.name, linear]));
+  const modules = matchTargetModules([...byName.keys()], settings.targetModules);
   if (modules.length === 0) {
-    throw new LoraOptionsError(`target modules ${JSON.stringify(settings.targetModules)} match no linear layer of this ${config.architecture} model`);
+    throw new LoraOptionsError(`target modules ${JSON.stringify(settings.targetModules)} match no linear layer of this ${modelKind} model`);
   }
   const rng = Rng.derive(seed, 0x10a);
   const out = new Map<string, LoraWeights>();
   for (const module of modules) {
-    const [outFeatures, inFeatures] = model.linearShape(module)!;
+    const { inFeatures, outFeatures } = byName.get(module)!;
     // kaiming_uniform_(a=sqrt(5)) on [r, in] has bound gain*sqrt(3/fan_in) = 1/sqrt(in).
     const bound = 1 / Math.sqrt(inFeatures);
     out.set(module, {
@@ -74,6 +91,12 @@ export function initLora(model: EncoderClassifier, settings: LoraSettings, seed:
     });
   }
   return out;
+}
+
+/** target_modules as PEFT saves them: all-linear becomes the distinct last names of the layers it matched. */
+export function savedTargetModules(settings: LoraSettings, matched: Iterable<string>): string[] {
+  if (!(settings.targetModules.length === 1 && settings.targetModules[0] === ALL_LINEAR)) return settings.targetModules;
+  return [...new Set([...matched].map((module) => module.slice(module.lastIndexOf(".") + 1)))].sort();
 }
 
 /** PEFT's saved names: `base_model.model.<module>.lora_A.weight`, and `base_model.model.<param>` for modules_to_save. */

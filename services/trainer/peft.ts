@@ -7,6 +7,8 @@ import { headKey, loraKey, loraScale, parsePeftKey } from "./lora.ts";
 import { readEncoderConfig, sequenceClassificationClass } from "./hf/config.ts";
 import { canonicalName, isHeadParameter, readCheckpoint } from "./model/load.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
+import { mergeCausalAdapter } from "./causal-merge.ts";
+import { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
 
 
 export interface Adapter {
@@ -18,6 +20,10 @@ export interface Adapter {
   /** Labels by class id. */
   labels: string[];
   baseModelName: string;
+  /** PEFT task type; SEQ_CLS when absent. */
+  taskType?: "SEQ_CLS" | "CAUSAL_LM";
+  /** True for GPT-2's Conv1D layers, whose base weights are stored [in, out]. */
+  fanInFanOut?: boolean;
 }
 
 export class AdapterError extends Error {
@@ -30,7 +36,7 @@ export class AdapterError extends Error {
 export function adapterConfig(adapter: Adapter): Record<string, unknown> {
   return {
     peft_type: "LORA",
-    task_type: "SEQ_CLS",
+    task_type: adapter.taskType ?? "SEQ_CLS",
     auto_mapping: null,
     base_model_name_or_path: adapter.baseModelName,
     revision: null,
@@ -39,11 +45,11 @@ export function adapterConfig(adapter: Adapter): Record<string, unknown> {
     lora_alpha: adapter.settings.alpha,
     lora_dropout: adapter.settings.dropout,
     target_modules: adapter.settings.targetModules,
-    fan_in_fan_out: false,
+    fan_in_fan_out: adapter.fanInFanOut ?? false,
     bias: "none",
     use_rslora: adapter.settings.useRslora,
     use_dora: false,
-    modules_to_save: adapter.modulesToSave,
+    modules_to_save: adapter.modulesToSave.length ? adapter.modulesToSave : null,
     init_lora_weights: true,
     layers_to_transform: null,
     layers_pattern: null,
@@ -133,6 +139,8 @@ export async function loadAdapter(dir: string): Promise<Adapter> {
     head,
     labels,
     baseModelName: String(config.base_model_name_or_path ?? ""),
+    taskType: config.task_type === "CAUSAL_LM" ? "CAUSAL_LM" : "SEQ_CLS",
+    fanInFanOut: config.fan_in_fan_out === true,
   };
 }
 
@@ -143,14 +151,16 @@ export function mergedWeights(base: Map<string, NamedArray>, adapter: Adapter): 
   for (const [module, { a, b }] of adapter.lora) {
     const weight = base.get(`${module}.weight`);
     if (!weight) throw new AdapterError(`the base model has no ${module}.weight`);
-    const [out, inFeatures] = weight.shape;
+    // GPT-2's Conv1D stores [in, out] (fan_in_fan_out): the delta B A is added transposed.
+    const fanInFanOut = adapter.fanInFanOut ?? false;
+    const [out, inFeatures] = fanInFanOut ? [weight.shape[1], weight.shape[0]] : weight.shape;
     const r = a.shape[0];
     const data = weight.data.slice();
     for (let i = 0; i < out; i++) {
       for (let k = 0; k < r; k++) {
         const bik = b.data[i * r + k] * scale;
         if (bik === 0) continue;
-        for (let j = 0; j < inFeatures; j++) data[i * inFeatures + j] += bik * a.data[k * inFeatures + j];
+        for (let j = 0; j < inFeatures; j++) data[fanInFanOut ? j * out + i : i * inFeatures + j] += bik * a.data[k * inFeatures + j];
       }
     }
     merged.set(`${module}.weight`, { shape: weight.shape, data });
@@ -161,6 +171,7 @@ export function mergedWeights(base: Map<string, NamedArray>, adapter: Adapter): 
 
 /** Writes a full *ForSequenceClassification Hugging Face folder: base weights with the adapter merged in. */
 export async function mergeAdapter(modelDir: string, adapterDir: string, outDir: string): Promise<void> {
+  if (causalFamilyOf(await readModelConfigJson(modelDir))) return mergeCausalAdapter(modelDir, adapterDir, outDir);
   const config = await readEncoderConfig(modelDir);
   const adapter = await loadAdapter(adapterDir);
   const labels = adapter.labels.length ? adapter.labels : config.labels ?? [];
@@ -179,10 +190,15 @@ export async function mergeAdapter(modelDir: string, adapterDir: string, outDir:
     raw.label2id = Object.fromEntries(labels.map((label, id) => [label, id]));
     await writeFile(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
     await writeSafetensors(path.join(tmp, "model.safetensors"), merged);
-    for (const file of await readdir(modelDir)) {
-      if (/^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|vocab\.json|merges\.txt)$/.test(file)) {
-        await copyFile(path.join(modelDir, file), path.join(tmp, file));
-      }
-    }
+    await copyTokenizerFiles(modelDir, tmp);
   });
+}
+
+/** The tokenizer files of a model folder (and its generation settings), for a merged copy of it. */
+export async function copyTokenizerFiles(modelDir: string, outDir: string): Promise<void> {
+  for (const file of await readdir(modelDir)) {
+    if (/^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|vocab\.json|merges\.txt|generation_config\.json)$/.test(file)) {
+      await copyFile(path.join(modelDir, file), path.join(outDir, file));
+    }
+  }
 }

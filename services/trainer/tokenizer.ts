@@ -25,6 +25,8 @@ export class TextTokenizer {
     private readonly tokenizer: Tokenizer,
     readonly padId: number,
     private readonly usesTypeIds: boolean,
+    /** tokenizer_config.json ({} when absent): chat_template, bos_token, eos_token. */
+    readonly settings: Record<string, unknown>,
   ) {
     this.specialCountSingle = this.postProcess([], null).tokens.length;
     this.specialCountPair = this.postProcess([], []).tokens.length;
@@ -32,13 +34,13 @@ export class TextTokenizer {
 
   static async load(modelDir: string, options: { padId: number; usesTypeIds: boolean }): Promise<TextTokenizer> {
     const json = JSON.parse(await readFile(path.join(modelDir, "tokenizer.json"), "utf8")) as object;
-    let config: object = {};
+    let config: Record<string, unknown> = {};
     try {
-      config = JSON.parse(await readFile(path.join(modelDir, "tokenizer_config.json"), "utf8")) as object;
+      config = JSON.parse(await readFile(path.join(modelDir, "tokenizer_config.json"), "utf8")) as Record<string, unknown>;
     } catch {
       // tokenizer_config.json is optional; tokenizer.json holds everything the encoding needs.
     }
-    return new TextTokenizer(new Tokenizer(json, config), options.padId, options.usesTypeIds);
+    return new TextTokenizer(new Tokenizer(json, config), options.padId, options.usesTypeIds, config);
   }
 
   private postProcess(tokens: string[], pair: string[] | null): { tokens: string[]; typeIds: number[] } {
@@ -54,6 +56,22 @@ export class TextTokenizer {
 
   tokenId(token: string): number | undefined {
     return this.tokenizer.token_to_id(token);
+  }
+
+  /** Ids of a text piece: no special tokens added, no truncation (special tokens written in the text still count). */
+  idsOf(text: string): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /** The special tokens the post-processor puts before a single text (a BOS for Llama, none for GPT-2). */
+  prefixIds(): number[] {
+    return this.tokenizer.encode("", { add_special_tokens: true }).ids;
+  }
+
+  decode(ids: number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return "";
+    // No clean-up of spaces before punctuation: generated text comes back exactly as the tokens spell it.
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 
   /** Ids with special tokens, truncated to maxLength (special tokens included). */

@@ -6,7 +6,9 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend, type BackendChoice } from "./backend.ts";
 import { balancedClassWeights, encodeExamples, epochBatches, readClassificationFile, splitValidation, type Example } from "./data/classification.ts";
 import type { ClassificationRecord } from "./data/records.ts";
+import { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
 import { maxInputLength } from "./hf/config.ts";
+import { trainCausal } from "./causal-train.ts";
 import { crossEntropy, evaluate } from "./inference.ts";
 import { adapterForwardOptions, headKey, initLora, loraKey, resolveLora, type LoraOptions, type LoraSettings } from "./lora.ts";
 import { Dropout } from "./model/encoder.ts";
@@ -30,6 +32,10 @@ export interface Hyperparameters {
   maxGradNorm?: number;
   scheduler?: "linear" | "cosine";
   classWeights?: "balanced" | null;
+  /** Causal LM, completion format: compute the loss on prompt tokens too (default: completion only). */
+  trainOnInputs?: boolean;
+  /** Causal LM: concatenate training examples into full maxSeqLength blocks. */
+  packing?: boolean;
 }
 
 export interface TrainOptions {
@@ -86,7 +92,7 @@ export class TrainingConfigError extends Error {
   }
 }
 
-interface TrainerState {
+export interface TrainerState {
   step: number;
   tokensSeen: number;
   labels: string[];
@@ -107,7 +113,7 @@ function requirePositiveInteger(value: number, name: string): void {
   if (!Number.isInteger(value) || value < 1) throw new TrainingConfigError(`${name} must be a positive integer`);
 }
 
-function checkHyperparameters(h: Hyperparameters): void {
+export function checkHyperparameters(h: Hyperparameters): void {
   requirePositiveInteger(h.epochs, "epochs");
   requirePositiveInteger(h.batchSize, "batchSize");
   requirePositiveInteger(h.maxSeqLength, "maxSeqLength");
@@ -127,11 +133,12 @@ function chooseLabels(records: ClassificationRecord[], checkpointLabels: string[
   return seen.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
 
-function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
+export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
   return new Map([...tensors].map(([name, tensor]) => [name, { shape: tensor.shape, data: (tensor.dataSync() as Float32Array).slice() }]));
 }
 
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
+  if (causalFamilyOf(await readModelConfigJson(options.modelDir))) return trainCausal(options, hooks);
   const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
   const hyper = options.hyper;
   checkHyperparameters(hyper);

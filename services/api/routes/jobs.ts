@@ -30,8 +30,8 @@ const loraSchema = {
       minItems: 1,
       maxItems: 32,
       uniqueItems: true,
-      items: { type: "string", pattern: "^[A-Za-z0-9_.]{1,64}$" },
-      description: "module names as in PEFT; defaults per architecture (DistilBERT q_lin,v_lin; BERT/RoBERTa query,value; GPT-2 c_attn; Llama q_proj,v_proj)",
+      items: { type: "string", pattern: "^([A-Za-z0-9_.]{1,64}|all-linear)$" },
+      description: "module names as in PEFT, or [\"all-linear\"]; defaults per architecture (DistilBERT q_lin,v_lin; BERT/RoBERTa query,value; GPT-2 c_attn; Llama q_proj,v_proj)",
     },
     useRslora: { type: "boolean", default: false },
   },
@@ -55,6 +55,8 @@ const hyperparametersSchema = {
     maxGradNorm: { type: "number", exclusiveMinimum: 0, default: 1 },
     scheduler: { type: "string", enum: ["linear", "cosine"], default: "linear" },
     classWeights: { type: ["string", "null"], enum: ["balanced", null], default: null },
+    trainOnInputs: { type: "boolean", default: false, description: "causal_lm, completion data: compute the loss on prompts too" },
+    packing: { type: "boolean", default: false, description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
   },
 } as const;
 

@@ -7,6 +7,7 @@ import type { PrismaClient } from "../../common/db.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import { AdapterError, ClassifierService, ModelConfigError, type Prediction } from "../../trainer/index.ts";
 import type { AppDeps } from "../app.ts";
+import { BaseModelCache } from "../model-cache.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
 
@@ -22,7 +23,6 @@ interface PendingRequest {
 class LoadedBase {
   private readonly pending = new Map<string, PendingRequest[]>();
   private flushing = false;
-  inFlight = 0;
 
   constructor(
     readonly service: ClassifierService,
@@ -74,48 +74,9 @@ class LoadedBase {
       setImmediate(() => void this.flush());
     }
   }
-}
 
-/** Base models by id, least recently used first; loads of one model are shared. */
-class BaseModelCache {
-  private readonly loaded = new Map<string, Promise<LoadedBase>>();
-
-  constructor(
-    private readonly capacity: number,
-    private readonly maxBatch: number,
-  ) {}
-
-  async acquire(baseModelId: string, modelDir: string): Promise<LoadedBase> {
-    let entry = this.loaded.get(baseModelId);
-    if (entry) {
-      this.loaded.delete(baseModelId);
-    } else {
-      entry = ClassifierService.load(modelDir).then((service) => new LoadedBase(service, this.maxBatch));
-      entry.catch(() => this.loaded.delete(baseModelId));
-    }
-    this.loaded.set(baseModelId, entry);
-    const base = await entry;
-    base.inFlight += 1;
-    this.evict();
-    return base;
-  }
-
-  release(base: LoadedBase): void {
-    base.inFlight -= 1;
-    this.evict();
-  }
-
-  private evict(): void {
-    let excess = this.loaded.size - this.capacity;
-    for (const [id, entry] of this.loaded) {
-      if (excess-- <= 0) return;
-      // Only a model nobody is using right now can be dropped; the next call tries again.
-      void entry.then((base) => {
-        if (base.inFlight > 0 || this.loaded.get(id) !== entry) return;
-        this.loaded.delete(id);
-        base.service.dispose();
-      });
-    }
+  dispose(): void {
+    this.service.dispose();
   }
 }
 
@@ -181,7 +142,7 @@ const predictResponse = {
 
 export async function predictRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { prisma, store, config } = deps;
-  const models = new BaseModelCache(config.predictModelCacheSize, config.predictMaxBatch);
+  const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => ClassifierService.load(modelDir).then((service) => new LoadedBase(service, config.predictMaxBatch)));
   const targets = new AdapterTargets(prisma);
 
   app.post(
@@ -223,7 +184,7 @@ export async function predictRoutes(app: FastifyInstance, deps: AppDeps): Promis
         if (error instanceof AdapterError) throw new AppError(422, "adapter_unusable", error.message);
         throw error;
       } finally {
-        models.release(base);
+        models.release(target.baseModelId);
       }
     },
   );

@@ -33,7 +33,8 @@ export interface ForwardOptions {
   dropout?: Dropout;
 }
 
-function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): LoraBranch | undefined {
+/** PEFT's LoRA term for a linear layer: scale · B A dropout(x). */
+export function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): LoraBranch | undefined {
   return lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
 }
 
@@ -86,7 +87,7 @@ export function encoderLinearModules(config: EncoderConfig): string[] {
   return names;
 }
 
-function activation(name: string, x: tf.Tensor): tf.Tensor {
+export function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
     case "gelu":
       return gelu(x);
@@ -97,6 +98,9 @@ function activation(name: string, x: tf.Tensor): tf.Tensor {
     }
     case "relu":
       return tf.relu(x);
+    case "silu":
+    case "swish":
+      return x.mul(tf.sigmoid(x));
     default:
       throw new Error(`activation "${name}" is not supported`);
   }

@@ -74,21 +74,22 @@ export interface LoraBranch {
 export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
 
 /**
- * y = x·Wᵀ + bias (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
+ * y = x·Wᵀ (+ bias) (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
  * a transposed product, which OpenBLAS runs as fast as a plain one but tfjs's own wasm kernel
  * about ten times slower, so without BLAS the backward transposes first.
  */
-export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor, lora?: LoraBranch): tf.Tensor2D {
+export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch): tf.Tensor2D {
   const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
   const transposed = !("weight" in weight);
-  const trainedWeight = isTrained(stored) || isTrained(bias);
+  const trainedWeight = isTrained(stored) || (bias !== undefined && isTrained(bias));
   if (trainedWeight && transposed) throw new Error("linear: a trained weight must be given as [out, in]");
   const separateLoraInput = lora !== undefined && lora.input !== x;
   const inputs: tf.Tensor[] = [x];
   if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
-  if (trainedWeight) inputs.push(stored, bias);
+  if (trainedWeight) inputs.push(stored, ...(bias ? [bias] : []));
   return custom(inputs, (save) => {
-    let y = (transposed ? x.matMul(stored) : x.matMul(stored, false, true)).add(bias);
+    let y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
+    if (bias) y = y.add(bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
@@ -110,7 +111,7 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor, lo
           else dx = dx.add(dLoraInput);
           grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
         }
-        if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), dyMatrix.sum(0));
+        if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), ...(bias ? [dyMatrix.sum(0)] : []));
         return [dx, ...grads];
       },
     };

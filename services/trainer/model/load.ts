@@ -27,7 +27,8 @@ export function canonicalName(name: string, prefix: string): string {
   return canonical;
 }
 
-function transposed({ shape: [out, inFeatures], data }: NamedArray): tf.Tensor2D {
+/** An [out, in] matrix as a tensor of shape [in, out]. */
+export function transposed({ shape: [out, inFeatures], data }: NamedArray): tf.Tensor2D {
   const result = new Float32Array(out * inFeatures);
   for (let o = 0; o < out; o++) for (let i = 0; i < inFeatures; i++) result[i * out + o] = data[o * inFeatures + i];
   return tf.tensor2d(result, [inFeatures, out], "float32");

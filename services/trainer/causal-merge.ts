@@ -1,0 +1,31 @@
+// Merging a causal LM adapter into a full GPT2LMHeadModel / LlamaForCausalLM folder.
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { parseCausalConfig, readModelConfigJson } from "./hf/causal-config.ts";
+import { canonicalGpt2Name } from "./model/gpt2.ts";
+import { canonicalLlamaName } from "./model/llama.ts";
+import { readCheckpoint } from "./model/load.ts";
+import { AdapterError, copyTokenizerFiles, loadAdapter, mergedWeights, writeFolderAtomically } from "./peft.ts";
+import { writeSafetensors, type NamedArray } from "./safetensors.ts";
+
+const LM_CLASS = { gpt2: "GPT2LMHeadModel", llama: "LlamaForCausalLM" } as const;
+
+/** Base weights (names with their model prefix) plus scale · B A in every adapted linear. */
+export async function mergeCausalAdapter(modelDir: string, adapterDir: string, outDir: string): Promise<void> {
+  const raw = await readModelConfigJson(modelDir);
+  const config = parseCausalConfig(raw);
+  const adapter = await loadAdapter(adapterDir);
+  if (adapter.taskType !== "CAUSAL_LM") throw new AdapterError(`adapter task_type is ${adapter.taskType}, not CAUSAL_LM`);
+  const canonical = config.family === "gpt2" ? canonicalGpt2Name : canonicalLlamaName;
+  const base = new Map<string, NamedArray>();
+  for (const [name, value] of await readCheckpoint(modelDir)) {
+    const renamed = canonical(name);
+    if (renamed) base.set(renamed, value);
+  }
+  const merged = mergedWeights(base, adapter);
+  await writeFolderAtomically(outDir, async (tmp) => {
+    await writeFile(path.join(tmp, "config.json"), JSON.stringify({ ...raw, architectures: [LM_CLASS[config.family]] }, null, 2) + "\n");
+    await writeSafetensors(path.join(tmp, "model.safetensors"), merged);
+    await copyTokenizerFiles(modelDir, tmp);
+  });
+}

@@ -1,0 +1,180 @@
+// Reads a Hugging Face decoder config.json (GPT2LMHeadModel, LlamaForCausalLM) into the numbers the
+// causal forward pass needs. Defaults are the ones transformers' GPT2Config and LlamaConfig use.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { ModelConfigError } from "./config.ts";
+
+export type CausalFamily = "gpt2" | "llama";
+
+/** Rotary scaling types this engine implements (transformers' rope_type names). */
+export type RopeScaling =
+  | { type: "default" }
+  | { type: "linear"; factor: number }
+  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+
+export interface CausalConfig {
+  family: CausalFamily;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  maxPositions: number;
+  normEps: number;
+  activation: string;
+  tieWordEmbeddings: boolean;
+  /** Llama only. */
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  attentionBias: boolean;
+  mlpBias: boolean;
+  /** GPT-2 only: embedding, attention-probability and residual dropout. */
+  embeddingDropout: number;
+  attentionDropout: number;
+  residualDropout: number;
+  bosTokenId?: number;
+  eosTokenIds: number[];
+  padTokenId?: number;
+  raw: Record<string, unknown>;
+}
+
+function declaredClass(raw: Record<string, unknown>): string {
+  return Array.isArray(raw.architectures) ? String(raw.architectures[0] ?? "") : "";
+}
+
+/** The decoder family of a config, or undefined for any other model (e.g. an encoder). */
+export function causalFamilyOf(raw: Record<string, unknown>): CausalFamily | undefined {
+  const modelType = String(raw.model_type ?? "").toLowerCase();
+  const declared = declaredClass(raw);
+  if (modelType === "gpt2" || declared.startsWith("GPT2")) return "gpt2";
+  if (modelType === "llama" || declared.startsWith("Llama")) return "llama";
+  return undefined;
+}
+
+function number(raw: Record<string, unknown>, key: string, fallback?: number): number {
+  const value = raw[key];
+  if (typeof value === "number") return value;
+  if (value == null && fallback !== undefined) return fallback;
+  throw new ModelConfigError(`config.json lacks a numeric "${key}"`);
+}
+
+function optionalId(raw: Record<string, unknown>, key: string): number | undefined {
+  const value = raw[key];
+  return typeof value === "number" ? value : undefined;
+}
+
+function idList(raw: Record<string, unknown>, key: string): number[] {
+  const value = raw[key];
+  if (typeof value === "number") return [value];
+  if (Array.isArray(value)) return value.filter((id): id is number => typeof id === "number");
+  return [];
+}
+
+function parseRopeScaling(raw: Record<string, unknown>): RopeScaling {
+  const scaling = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  if (!scaling) return { type: "default" };
+  // transformers renamed "type" to "rope_type" and still reads the old key.
+  const type = String(scaling.rope_type ?? scaling.type ?? "default");
+  const factor = number(scaling, "factor", 1);
+  switch (type) {
+    case "default":
+      return { type: "default" };
+    case "linear":
+      return { type: "linear", factor };
+    case "llama3":
+      return {
+        type: "llama3",
+        factor,
+        lowFreqFactor: number(scaling, "low_freq_factor"),
+        highFreqFactor: number(scaling, "high_freq_factor"),
+        originalMaxPositions: number(scaling, "original_max_position_embeddings"),
+      };
+    default:
+      throw new ModelConfigError(`rope_scaling type "${type}" is not supported (default, linear, llama3)`);
+  }
+}
+
+export function parseCausalConfig(raw: Record<string, unknown>): CausalConfig {
+  const family = causalFamilyOf(raw);
+  if (!family) throw new ModelConfigError(`unsupported causal model: model_type "${String(raw.model_type)}" (supported: gpt2, llama)`);
+  if (family === "gpt2") {
+    const hidden = number(raw, "n_embd", 768);
+    const heads = number(raw, "n_head", 12);
+    if (raw.scale_attn_by_inverse_layer_idx === true || raw.reorder_and_upcast_attn === true) {
+      throw new ModelConfigError("GPT-2 variants with scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn are not supported");
+    }
+    return {
+      family,
+      vocabSize: number(raw, "vocab_size", 50257),
+      hiddenSize: hidden,
+      numLayers: number(raw, "n_layer", 12),
+      numHeads: heads,
+      numKeyValueHeads: heads,
+      headDim: hidden / heads,
+      intermediateSize: number(raw, "n_inner", 4 * hidden),
+      maxPositions: number(raw, "n_positions", 1024),
+      normEps: number(raw, "layer_norm_epsilon", 1e-5),
+      activation: String(raw.activation_function ?? "gelu_new"),
+      tieWordEmbeddings: raw.tie_word_embeddings !== false,
+      ropeTheta: 0,
+      ropeScaling: { type: "default" },
+      attentionBias: true,
+      mlpBias: true,
+      embeddingDropout: number(raw, "embd_pdrop", 0.1),
+      attentionDropout: number(raw, "attn_pdrop", 0.1),
+      residualDropout: number(raw, "resid_pdrop", 0.1),
+      bosTokenId: optionalId(raw, "bos_token_id") ?? 50256,
+      eosTokenIds: idList(raw, "eos_token_id").length ? idList(raw, "eos_token_id") : [50256],
+      padTokenId: optionalId(raw, "pad_token_id"),
+      raw,
+    };
+  }
+  const hidden = number(raw, "hidden_size", 4096);
+  const heads = number(raw, "num_attention_heads", 32);
+  const headDim = number(raw, "head_dim", hidden / heads);
+  return {
+    family,
+    vocabSize: number(raw, "vocab_size", 32000),
+    hiddenSize: hidden,
+    numLayers: number(raw, "num_hidden_layers", 32),
+    numHeads: heads,
+    numKeyValueHeads: number(raw, "num_key_value_heads", heads),
+    headDim,
+    intermediateSize: number(raw, "intermediate_size", 11008),
+    maxPositions: number(raw, "max_position_embeddings", 2048),
+    normEps: number(raw, "rms_norm_eps", 1e-6),
+    activation: String(raw.hidden_act ?? "silu"),
+    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    ropeTheta: number(raw, "rope_theta", 10000),
+    ropeScaling: parseRopeScaling(raw),
+    attentionBias: raw.attention_bias === true,
+    mlpBias: raw.mlp_bias === true,
+    embeddingDropout: 0,
+    attentionDropout: number(raw, "attention_dropout", 0),
+    residualDropout: 0,
+    bosTokenId: optionalId(raw, "bos_token_id"),
+    eosTokenIds: idList(raw, "eos_token_id"),
+    padTokenId: optionalId(raw, "pad_token_id"),
+    raw,
+  };
+}
+
+export async function readModelConfigJson(modelDir: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path.join(modelDir, "config.json"), "utf8");
+  } catch {
+    throw new ModelConfigError(`no config.json in ${modelDir}`);
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new ModelConfigError(`config.json in ${modelDir} is not valid JSON`);
+  }
+}
+
+export async function readCausalConfig(modelDir: string): Promise<CausalConfig> {
+  return parseCausalConfig(await readModelConfigJson(modelDir));
+}

@@ -1,0 +1,90 @@
+// GPT2LMHeadModel: learned positions, pre-norm blocks with Conv1D layers (weights stored [in, out]),
+// fused q/k/v projection c_attn, the configured activation (gelu_new: the tanh approximation), tied head.
+import * as tf from "@tensorflow/tfjs";
+import type { CausalConfig } from "../hf/causal-config.ts";
+import type { NamedArray } from "../safetensors.ts";
+import { CausalLM, CausalWeightsError, type KVCache, type LinearModule, type TokenBatch } from "./causal.ts";
+import { activation, type ForwardOptions } from "./encoder.ts";
+
+const PREFIX = "transformer";
+
+/** GPT2Model checkpoints omit the "transformer." prefix; the causal-mask buffers are not parameters. */
+export function canonicalGpt2Name(name: string): string | undefined {
+  if (/\.attn\.(bias|masked_bias)$/.test(name)) return undefined;
+  if (/^(wte|wpe|h|ln_f)\./.test(name)) return `${PREFIX}.${name}`;
+  return name;
+}
+
+export class Gpt2LM extends CausalLM {
+  static fromCheckpoint(config: CausalConfig, stored: Map<string, NamedArray>): Gpt2LM {
+    const weights = new Map<string, tf.Tensor>();
+    let lmHead: NamedArray | undefined;
+    for (const [name, array] of stored) {
+      const canonical = canonicalGpt2Name(name);
+      if (canonical === "lm_head.weight") lmHead = array;
+      else if (canonical?.startsWith(`${PREFIX}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
+    }
+    const embedding = weights.get(`${PREFIX}.wte.weight`);
+    if (!embedding) throw new CausalWeightsError("the checkpoint holds no GPT-2 weights (transformer.wte.weight)");
+    const head = !config.tieWordEmbeddings && lmHead ? tf.tensor2d(lmHead.data, [lmHead.shape[0], lmHead.shape[1]]) : embedding;
+    const kernel = tf.tidy(() => (head as tf.Tensor2D).transpose()) as tf.Tensor2D;
+    if (head !== embedding) head.dispose();
+    return new Gpt2LM(config, weights, kernel);
+  }
+
+  linearModules(): LinearModule[] {
+    const { hiddenSize: h, intermediateSize: inner } = this.config;
+    const out: LinearModule[] = [];
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      const p = `${PREFIX}.h.${layer}`;
+      out.push(
+        { name: `${p}.attn.c_attn`, inFeatures: h, outFeatures: 3 * h },
+        { name: `${p}.attn.c_proj`, inFeatures: h, outFeatures: h },
+        { name: `${p}.mlp.c_fc`, inFeatures: h, outFeatures: inner },
+        { name: `${p}.mlp.c_proj`, inFeatures: inner, outFeatures: h },
+      );
+    }
+    return out;
+  }
+
+  defaultTargets(): string[] {
+    return ["c_attn"];
+  }
+
+  embeddingName(): string {
+    return `${PREFIX}.wte`;
+  }
+
+  private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const normalised = x.sub(mean).div(variance.add(this.config.normEps).sqrt());
+    return normalised.mul(this.param(`${module}.weight`, options)).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+  }
+
+  protected embed(batch: TokenBatch, start: number, options: ForwardOptions): tf.Tensor2D {
+    const positions = new Int32Array(batch.batchSize * batch.length);
+    for (let i = 0; i < positions.length; i++) positions[i] = start + (i % batch.length);
+    const sum = tf
+      .gather(this.param(`${PREFIX}.wte.weight`, options), tf.tensor1d(batch.ids, "int32"))
+      .add(tf.gather(this.param(`${PREFIX}.wpe.weight`, options), tf.tensor1d(positions, "int32"))) as tf.Tensor2D;
+    return this.dropout(sum, this.config.embeddingDropout, options);
+  }
+
+  protected block(h: tf.Tensor2D, layer: number, batch: TokenBatch, _start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
+    const p = `${PREFIX}.h.${layer}`;
+    const { numHeads, headDim } = this.config;
+    const { batchSize, length } = batch;
+    const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true);
+    const [q, k, v] = tf.split(qkv, 3, 1).map((x) => x.reshape([batchSize, length, numHeads, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D);
+    const context = this.attend(q, k, v, layer, batch, options, cache);
+    const attended = this.dropout(this.linear(context, `${p}.attn.c_proj`, options, true), this.config.residualDropout, options);
+    const afterAttention = h.add(attended) as tf.Tensor2D;
+    const inner = activation(this.config.activation, this.linear(this.layerNorm(afterAttention, `${p}.ln_2`, options), `${p}.mlp.c_fc`, options, true)) as tf.Tensor2D;
+    const mlp = this.dropout(this.linear(inner, `${p}.mlp.c_proj`, options, true), this.config.residualDropout, options);
+    return afterAttention.add(mlp) as tf.Tensor2D;
+  }
+
+  protected finalNorm(h: tf.Tensor2D, options: ForwardOptions): tf.Tensor2D {
+    return this.layerNorm(h, `${PREFIX}.ln_f`, options);
+  }
+}

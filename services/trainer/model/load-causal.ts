@@ -1,0 +1,54 @@
+// Loads a Hugging Face decoder folder: config.json, model.safetensors (or shards), tokenizer.json and
+// tokenizer_config.json (chat template, BOS/EOS).
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { ChatFormatter } from "../chat-template.ts";
+import { ModelConfigError } from "../hf/config.ts";
+import { parseCausalConfig, readModelConfigJson, type CausalConfig } from "../hf/causal-config.ts";
+import { TextTokenizer } from "../tokenizer.ts";
+import type { CausalLM } from "./causal.ts";
+import { Gpt2LM } from "./gpt2.ts";
+import { LlamaLM } from "./llama.ts";
+import { readCheckpoint } from "./load.ts";
+
+export interface CausalPretrained {
+  dir: string;
+  config: CausalConfig;
+  model: CausalLM;
+  tokenizer: TextTokenizer;
+  /** Token ids that end a sequence: the config's EOS ids plus the tokenizer's eos_token. */
+  eosIds: number[];
+}
+
+function tokenContent(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") return (value as { content: string }).content;
+  return undefined;
+}
+
+/** The text of a special token named in tokenizer_config.json ("bos_token", "eos_token"), plain or as an AddedToken object. */
+export function specialTokenText(tokenizer: TextTokenizer, key: string): string | undefined {
+  return tokenContent(tokenizer.settings[key]);
+}
+
+export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
+  const config = parseCausalConfig(await readModelConfigJson(dir));
+  if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
+  const stored = await readCheckpoint(dir);
+  const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
+  // Decoders rarely define a pad token; padded positions are masked out of the loss, so EOS serves.
+  const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId ?? config.eosTokenIds[0] ?? 0, usesTypeIds: false });
+  const eosText = specialTokenText(tokenizer, "eos_token");
+  const eosFromTokenizer = eosText === undefined ? undefined : tokenizer.tokenId(eosText);
+  const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
+  if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
+  return { dir, config, model, tokenizer, eosIds };
+}
+
+/** The chat formatter of a loaded model: its chat_template, or the documented fallback. */
+export function chatFormatterOf(pretrained: CausalPretrained): ChatFormatter {
+  const { tokenizer, eosIds } = pretrained;
+  const eos = specialTokenText(tokenizer, "eos_token") ?? tokenizer.decode([eosIds[0]], false);
+  const bos = specialTokenText(tokenizer, "bos_token") ?? "";
+  return new ChatFormatter(tokenizer.settings, { bos_token: bos, eos_token: eos });
+}

@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Independent PyTorch reference for GPT2LMHeadModel and LlamaForCausalLM forward passes.
+
+Written from a reading of Hugging Face transformers' modeling_gpt2.py, modeling_llama.py and
+modeling_rope_utils.py (no transformers import, no hub): the same operations in the same order
+and precision (float32). LoRA adapters are applied as PEFT merges them (lora/layer.py):
+W + scale * B @ A for nn.Linear, its transpose for GPT-2's Conv1D (fan_in_fan_out), scale
+alpha / r or alpha / sqrt(r) with use_rslora. It reads our fixture folders (config.json +
+model.safetensors, and a PEFT adapter folder per model) and prints logits of the base model and of
+the model with its adapter, which test/unit/causal-model.test.ts compares the engine against.
+
+Usage: causal_reference.py FIXTURE_DIR ADAPTERS_DIR [PROBE_OFFSET]
+(test/reference/write-causal-goldens.ts runs it to write test/fixtures/golden/causal-logits.json)
+"""
+import hashlib
+import base64
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+torch.set_grad_enabled(False)
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    start = 8 + n
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        chunk = raw[start + begin : start + end]
+        if entry["dtype"] == "F32":
+            array = np.frombuffer(chunk, dtype="<f4").astype(np.float32)
+        elif entry["dtype"] == "F16":
+            array = np.frombuffer(chunk, dtype="<f2").astype(np.float32)
+        elif entry["dtype"] == "BF16":
+            array = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise ValueError(entry["dtype"])
+        out[name] = torch.from_numpy(array.copy()).reshape(entry["shape"])
+    return out
+
+
+def layer_norm(x, weight, bias, eps):
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def gelu_new(x):
+    # NewGELUActivation: the tanh approximation used by GPT-2.
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACTIVATIONS = {"gelu_new": gelu_new, "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu}
+
+
+def causal_softmax(scores):
+    length = scores.shape[-1]
+    keep = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    scores = torch.where(keep, scores, torch.tensor(torch.finfo(scores.dtype).min))
+    return torch.softmax(scores, dim=-1)
+
+
+def gpt2_logits(config, w, ids):
+    prefix = "transformer." if "transformer.wte.weight" in w else ""
+    p = lambda name: w[prefix + name]
+    hidden = config["n_embd"]
+    heads = config["n_head"]
+    head_dim = hidden // heads
+    eps = config.get("layer_norm_epsilon", 1e-5)
+    act = ACTIVATIONS[config.get("activation_function", "gelu_new")]
+    conv1d = lambda x, name: torch.addmm(p(name + ".bias"), x.view(-1, x.shape[-1]), p(name + ".weight")).view(*x.shape[:-1], -1)
+    batch, length = ids.shape
+    h = p("wte.weight")[ids] + p("wpe.weight")[torch.arange(length)][None]
+    for i in range(config["n_layer"]):
+        l = f"h.{i}"
+        a = layer_norm(h, p(l + ".ln_1.weight"), p(l + ".ln_1.bias"), eps)
+        q, k, v = conv1d(a, l + ".attn.c_attn").split(hidden, dim=2)
+        split = lambda t: t.view(batch, length, heads, head_dim).permute(0, 2, 1, 3)
+        q, k, v = split(q), split(k), split(v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / torch.full([], v.size(-1) ** 0.5)
+        context = torch.matmul(causal_softmax(scores), v).permute(0, 2, 1, 3).reshape(batch, length, hidden)
+        h = h + conv1d(context, l + ".attn.c_proj")
+        m = layer_norm(h, p(l + ".ln_2.weight"), p(l + ".ln_2.bias"), eps)
+        h = h + conv1d(act(conv1d(m, l + ".mlp.c_fc")), l + ".mlp.c_proj")
+    h = layer_norm(h, p("ln_f.weight"), p("ln_f.bias"), eps)
+    head = p("wte.weight") if config.get("tie_word_embeddings", True) or "lm_head.weight" not in w else w["lm_head.weight"]
+    return h @ head.T
+
+
+def rope_inverse_frequencies(config, head_dim):
+    base = config.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    scaling = config.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    elif kind != "default":
+        raise ValueError(kind)
+    return inv_freq
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def llama_logits(config, w, ids):
+    prefix = "model." if "model.embed_tokens.weight" in w else ""
+    p = lambda name: w[prefix + name]
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads", heads)
+    head_dim = config.get("head_dim") or hidden // heads
+    eps = config.get("rms_norm_eps", 1e-6)
+    act = ACTIVATIONS[config.get("hidden_act", "silu")]
+    batch, length = ids.shape
+
+    def rms_norm(x, weight):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return weight * (x * torch.rsqrt(variance + eps))
+
+    inv_freq = rope_inverse_frequencies(config, head_dim)
+    positions = torch.arange(length).float()
+    freqs = (inv_freq[:, None] @ positions[None, :]).transpose(0, 1)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+
+    h = p("embed_tokens.weight")[ids]
+    for i in range(config["num_hidden_layers"]):
+        l = f"layers.{i}"
+        a = rms_norm(h, p(l + ".input_layernorm.weight"))
+        shape = lambda t, n: t.view(batch, length, n, head_dim).transpose(1, 2)
+        q = shape(a @ p(l + ".self_attn.q_proj.weight").T, heads)
+        k = shape(a @ p(l + ".self_attn.k_proj.weight").T, kv_heads)
+        v = shape(a @ p(l + ".self_attn.v_proj.weight").T, kv_heads)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        groups = heads // kv_heads
+        k = k[:, :, None].expand(batch, kv_heads, groups, length, head_dim).reshape(batch, heads, length, head_dim)
+        v = v[:, :, None].expand(batch, kv_heads, groups, length, head_dim).reshape(batch, heads, length, head_dim)
+        scores = torch.matmul(q, k.transpose(2, 3)) * head_dim**-0.5
+        context = torch.matmul(causal_softmax(scores), v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+        h = h + context @ p(l + ".self_attn.o_proj.weight").T
+        m = rms_norm(h, p(l + ".post_attention_layernorm.weight"))
+        gated = act(m @ p(l + ".mlp.gate_proj.weight").T) * (m @ p(l + ".mlp.up_proj.weight").T)
+        h = h + gated @ p(l + ".mlp.down_proj.weight").T
+    h = rms_norm(h, p("norm.weight"))
+    head = p("embed_tokens.weight") if config.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return h @ head.T
+
+
+def merge_adapter(weights, adapter_dir):
+    """Weights with a PEFT LoRA adapter merged in; module paths may carry the model prefix the checkpoint lacks."""
+    config = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    r = config["r"]
+    scale = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+    merged = dict(weights)
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[len("base_model.model.") : -len(".lora_A.weight")]
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        name = module + ".weight"
+        if name not in merged:
+            name = module.split(".", 1)[1] + ".weight"
+        delta = scale * (b @ a)
+        merged[name] = merged[name] + (delta.T if config.get("fan_in_fan_out") else delta)
+    return merged
+
+
+def probe_sequences(vocab, offset=0):
+    """Two token sequences of different lengths spread over the vocabulary (the TypeScript side uses the same rule)."""
+    return [[(37 * i + 5 + offset) % vocab for i in range(9)], [(11 * i + 2 + offset) % vocab for i in range(5)]]
+
+
+def encode(logits):
+    return base64.b64encode(logits[0].contiguous().numpy().astype("<f4").tobytes()).decode()
+
+
+def main(fixture_dir, adapters_dir, offset):
+    out = {"generator": "test/reference/causal_reference.py", "torch": torch.__version__, "models": {}}
+    for name in sorted(os.listdir(fixture_dir)):
+        folder = os.path.join(fixture_dir, name)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            continue
+        config = json.load(open(os.path.join(folder, "config.json")))
+        weights = read_safetensors(os.path.join(folder, "model.safetensors"))
+        adapter_dir = os.path.join(adapters_dir, name)
+        adapted = merge_adapter(weights, adapter_dir)
+        forward = gpt2_logits if config["model_type"] == "gpt2" else llama_logits
+        entries = []
+        for sequence in probe_sequences(config["vocab_size"], offset):
+            ids = torch.tensor([sequence])
+            logits = forward(config, weights, ids)
+            entries.append({
+                "ids": sequence,
+                "shape": list(logits.shape[1:]),
+                "logits_f32_base64": encode(logits),
+                "adapter_logits_f32_base64": encode(forward(config, adapted, ids)),
+            })
+        checksum = float(sum(t.double().sum().item() for t in weights.values()))
+        with open(os.path.join(adapter_dir, "adapter_model.safetensors"), "rb") as f:
+            adapter_sha256 = hashlib.sha256(f.read()).hexdigest()
+        out["models"][name] = {"weights_sum": checksum, "adapter_sha256": adapter_sha256, "sequences": entries}
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -1,0 +1,214 @@
+// GPT-2 and Llama forward passes, bare and with PEFT LoRA adapters, against an independent PyTorch
+// implementation (test/reference/causal_reference.py, written from transformers' and PEFT's code):
+// committed goldens always, a live run when torch is importable; and the KV cache.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { before, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../../services/trainer/backend.ts";
+import { parseCausalConfig } from "../../services/trainer/hf/causal-config.ts";
+import { disposeCache, emptyCache, selectRows } from "../../services/trainer/model/causal.ts";
+import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
+import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { readSafetensors } from "../../services/trainer/safetensors.ts";
+import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
+import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
+import { loadAdapter, mergeAdapter } from "../../services/trainer/peft.ts";
+import { causalFixtures } from "../helpers/causal-fixtures.ts";
+import {
+  decodeLogits,
+  probeSequences,
+  PYTHON,
+  readGolden,
+  REFERENCE_ADAPTERS,
+  runCausalReference,
+  writeReferenceAdapters,
+  type CausalGolden,
+} from "../reference/causal-cases.ts";
+
+const TOLERANCE = 1e-4;
+let fixtures: string;
+let golden: CausalGolden;
+
+before(async () => {
+  await initBackend("wasm");
+  fixtures = await causalFixtures();
+  await writeReferenceAdapters(fixtures);
+  golden = await readGolden();
+});
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+const sha256 = async (file: string) => createHash("sha256").update(await readFile(file)).digest("hex");
+
+/** Base and adapter logits of the engine against a reference output, per model; returns the largest differences. */
+async function compareWith(reference: CausalGolden, checkFixtures: boolean): Promise<string[]> {
+  const lines: string[] = [];
+  assert.deepEqual(Object.keys(reference.models).sort(), CAUSAL_SPECS.map((spec) => spec.name).sort());
+  for (const [name, expected] of Object.entries(reference.models)) {
+    const dir = path.join(fixtures, name);
+    const adapterDir = path.join(fixtures, REFERENCE_ADAPTERS, name);
+    if (checkFixtures) {
+      const stored = await readSafetensors(path.join(dir, "model.safetensors"));
+      let sum = 0;
+      for (const { data } of stored.values()) for (const value of data) sum += value;
+      const stale = "fixtures differ from those the goldens were made from: run npx tsx test/reference/write-causal-goldens.ts";
+      assert.ok(Math.abs(sum - expected.weights_sum) < 1e-6 * Math.max(1, Math.abs(sum)), stale);
+      assert.equal(await sha256(path.join(adapterDir, "adapter_model.safetensors")), expected.adapter_sha256, stale);
+    }
+    const { model } = await loadCausalPretrained(dir);
+    const adapter = await loadAdapter(adapterDir);
+    const tensors = new Map<string, tf.Tensor>();
+    for (const [module, { a, b }] of adapter.lora) {
+      tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape));
+      tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape));
+    }
+    const withAdapter = adapterForwardOptions(tensors, adapter.settings);
+    let base = 0;
+    let adapted = 0;
+    for (const sequence of expected.sequences) {
+      const ids = Int32Array.from(sequence.ids);
+      const batch = { ids, batchSize: 1, length: ids.length };
+      base = Math.max(base, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, {})).dataSync()), decodeLogits(sequence.logits_f32_base64)));
+      adapted = Math.max(adapted, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, withAdapter)).dataSync()), decodeLogits(sequence.adapter_logits_f32_base64)));
+    }
+    lines.push(`${name}: max |Δ| logits ${base.toExponential(2)}, with adapter ${adapted.toExponential(2)}`);
+    assert.ok(base < TOLERANCE, `${name}: logits differ by ${base}`);
+    assert.ok(adapted < TOLERANCE, `${name}: adapter logits differ by ${adapted}`);
+    for (const tensor of tensors.values()) tensor.dispose();
+    model.dispose();
+  }
+  return lines;
+}
+
+test(`logits, bare and with a PEFT adapter on every linear, agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
+  for (const line of await compareWith(golden, true)) t.diagnostic(line);
+});
+
+test("an adapter merged into a full model folder gives the reference's adapter logits", async () => {
+  const scratch = await mkdtemp(path.join(tmpdir(), "causal-merge-"));
+  for (const name of ["gpt2-bare", "llama-tiny", "llama3-tiny"]) {
+    const out = path.join(scratch, name);
+    await mergeAdapter(path.join(fixtures, name), path.join(fixtures, REFERENCE_ADAPTERS, name), out);
+    const { model, config } = await loadCausalPretrained(out);
+    assert.ok(["GPT2LMHeadModel", "LlamaForCausalLM"].includes((config.raw.architectures as string[])[0]));
+    for (const sequence of golden.models[name].sequences) {
+      const ids = Int32Array.from(sequence.ids);
+      const got = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
+      const diff = maxAbsDiff(got, decodeLogits(sequence.adapter_logits_f32_base64));
+      assert.ok(diff < TOLERANCE, `${name}: merged logits differ by ${diff}`);
+    }
+    model.dispose();
+  }
+});
+
+const torchAvailable = (() => {
+  try {
+    execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test("logits agree with a live run of the PyTorch reference on other tokens", { skip: torchAvailable ? false : `${PYTHON} cannot import torch` }, async (t) => {
+  const live = await runCausalReference(fixtures, 17);
+  assert.deepEqual(live.models["gpt2-tiny"].sequences[0].ids, probeSequences(golden.models["gpt2-tiny"].sequences[0].shape[1], 17)[0]);
+  for (const line of await compareWith(live, false)) t.diagnostic(line);
+});
+
+for (const name of ["gpt2-tiny", "llama-tiny", "llama3-tiny"]) {
+  test(`${name}: a prompt then one token at a time through the KV cache gives the full-sequence logits`, async () => {
+    const { model } = await loadCausalPretrained(path.join(fixtures, name));
+    const ids = Int32Array.from(golden.models[name].sequences[0].ids);
+    const full = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
+    const vocab = full.length / ids.length;
+    const cache = emptyCache();
+    const prompt = 4;
+    const pieces: Float32Array[] = [tf.tidy(() => model.logits(model.hidden({ ids: ids.slice(0, prompt), batchSize: 1, length: prompt }, {}, cache)).dataSync() as Float32Array)];
+    for (let t = prompt; t < ids.length; t++) {
+      pieces.push(tf.tidy(() => model.logits(model.hidden({ ids: ids.slice(t, t + 1), batchSize: 1, length: 1 }, {}, cache)).dataSync() as Float32Array));
+    }
+    assert.equal(cache.length, ids.length);
+    const incremental = new Float32Array(full.length);
+    let offset = 0;
+    for (const piece of pieces) {
+      incremental.set(piece, offset);
+      offset += piece.length;
+    }
+    assert.equal(offset, ids.length * vocab);
+    assert.ok(maxAbsDiff(incremental, full) < 1e-5);
+    disposeCache(cache);
+    model.dispose();
+  });
+}
+
+test("a right-padded batch gives each row the logits it has alone", async () => {
+  const { model } = await loadCausalPretrained(path.join(fixtures, "llama-tiny"));
+  const [long, short] = golden.models["llama-tiny"].sequences.map((s) => s.ids);
+  const alone = tf.tidy(() => model.logits(model.hidden({ ids: Int32Array.from(short), batchSize: 1, length: short.length }, {})).arraySync());
+  const padded = Int32Array.from([...long, ...short, ...new Array(long.length - short.length).fill(0)]);
+  const batched = tf.tidy(() => model.logits(model.hidden({ ids: padded, batchSize: 2, length: long.length }, {})).arraySync());
+  for (let t = 0; t < short.length; t++) assert.ok(maxAbsDiff(batched[long.length + t], alone[t]) < 1e-5);
+  model.dispose();
+});
+
+test("config parsing: GQA heads, rope scaling types, GPT-2 defaults", () => {
+  const llama = parseCausalConfig({ model_type: "llama", hidden_size: 64, num_attention_heads: 8, num_key_value_heads: 2, num_hidden_layers: 1, intermediate_size: 128, vocab_size: 10, rope_scaling: { type: "linear", factor: 4 } });
+  assert.equal(llama.numKeyValueHeads, 2);
+  assert.equal(llama.headDim, 8);
+  assert.deepEqual(llama.ropeScaling, { type: "linear", factor: 4 });
+  assert.equal(llama.tieWordEmbeddings, false);
+  const gpt2 = parseCausalConfig({ architectures: ["GPT2LMHeadModel"], n_embd: 48, n_head: 3, n_layer: 1, vocab_size: 10 });
+  assert.equal(gpt2.intermediateSize, 192);
+  assert.equal(gpt2.activation, "gelu_new");
+  assert.equal(gpt2.tieWordEmbeddings, true);
+  assert.throws(() => parseCausalConfig({ model_type: "llama", rope_scaling: { rope_type: "yarn", factor: 2 } }), /yarn/);
+  assert.throws(() => parseCausalConfig({ model_type: "mistral" }), /unsupported/);
+});
+
+test("llama3 rope scaling keeps high frequencies, divides low ones by the factor and blends between", () => {
+  const base = { model_type: "llama", hidden_size: 64, num_attention_heads: 2, rope_theta: 500000 };
+  const plain = inverseFrequencies(parseCausalConfig(base));
+  const scaled = inverseFrequencies(
+    parseCausalConfig({ ...base, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 512 } }),
+  );
+  const kinds = new Set<string>();
+  for (let i = 0; i < plain.length; i++) {
+    const wavelength = (2 * Math.PI) / plain[i];
+    if (wavelength < 128) {
+      assert.equal(scaled[i], plain[i]);
+      kinds.add("kept");
+    } else if (wavelength > 512) {
+      assert.ok(Math.abs(scaled[i] - plain[i] / 8) <= 1e-6 * plain[i]);
+      kinds.add("divided");
+    } else {
+      assert.ok(scaled[i] < plain[i] && scaled[i] > plain[i] / 8);
+      kinds.add("blended");
+    }
+  }
+  assert.deepEqual([...kinds].sort(), ["blended", "divided", "kept"]);
+});
+
+test("selectRows picks the labelled positions of each sequence and passes gradients back to exactly them", () => {
+  const length = 4;
+  const values = Array.from({ length: 3 * length * 5 }, (_, i) => Math.sin(i));
+  const rows = [1, 2, 5, 9, 10, 11];
+  tf.tidy(() => {
+    const hidden = tf.tensor2d(values, [3 * length, 5]);
+    assert.deepEqual(selectRows(hidden, rows, length).arraySync(), tf.gather(hidden, rows).arraySync());
+    const weights = tf.tensor2d(Array.from({ length: rows.length * 5 }, (_, i) => i + 1), [rows.length, 5]);
+    const gradient = tf.grad((h: tf.Tensor) => selectRows(h as tf.Tensor2D, rows, length).mul(weights).sum())(hidden).arraySync() as number[][];
+    const weightRows = weights.arraySync();
+    gradient.forEach((row, r) => assert.deepEqual(row, rows.includes(r) ? weightRows[rows.indexOf(r)] : [0, 0, 0, 0, 0]));
+  });
+});
