@@ -1,8 +1,8 @@
 // The CLI's `generate` command: text from a GPT-2 / Llama folder, optionally with a LoRA adapter.
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { numberFlag, required, UsageError } from "./cli.ts";
-import { GeneratorService, initBackend, type BackendChoice, type ChatMessage, type GenerationRequest } from "./index.ts";
+import { backendChoice, numberFlag, required, UsageError } from "./cli.ts";
+import { GeneratorService, initBackend, type ChatMessage, type GenerationRequest } from "./index.ts";
 
 async function request(values: { prompt?: string; chat?: string; messages?: string }): Promise<GenerationRequest> {
   const given = [values.prompt, values.chat, values.messages].filter((value) => value !== undefined).length;
@@ -29,7 +29,7 @@ export async function runGenerate(args: string[]): Promise<void> {
     },
   });
   const input = await request(values);
-  await initBackend((values.backend ?? process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+  await initBackend(backendChoice(values.backend));
   const service = await GeneratorService.load(required(values, "model"));
   try {
     const result = await service.generate(

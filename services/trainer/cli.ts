@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { ClassifierService, initBackend, mergeAdapter, train, type BackendChoice, type StepReport } from "./index.ts";
 import { runGenerate } from "./cli-generate.ts";
+import { BACKENDS } from "../common/config.ts";
 
 export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts train --model DIR --data FILE.jsonl [--validation FILE] --out DIR [options]
@@ -25,11 +26,17 @@ generate options:
   --max-new-tokens N [64]  --temperature F [0 = greedy]  --top-k N  --top-p F  --stop S (repeatable)
   --seed N [0]  --no-cache  --json
 common:
-  --backend auto|tensorflow|wasm|cpu [auto, or TRAINER_BACKEND]
+  --backend auto|tensorflow|wasm-blas|wasm|cpu [auto, or TRAINER_BACKEND]
 Data: JSONL lines {"text": "...", "label": "..."} for classifiers; {"prompt": "...", "completion": "..."}
 or {"messages": [{"role": "user", "content": "..."}, ...]} for GPT-2 / Llama folders.`;
 
 export class UsageError extends Error {}
+
+export function backendChoice(flag: string | undefined): BackendChoice {
+  const choice = flag ?? process.env.TRAINER_BACKEND ?? "auto";
+  if (!(BACKENDS as readonly string[]).includes(choice)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${choice}"`);
+  return choice as BackendChoice;
+}
 
 export function numberFlag(values: Record<string, unknown>, name: string, fallback: number): number;
 export function numberFlag(values: Record<string, unknown>, name: string): number | undefined;
@@ -82,7 +89,7 @@ async function runTrain(args: string[]): Promise<void> {
   const scheduler = values.scheduler ?? "linear";
   if (scheduler !== "linear" && scheduler !== "cosine") throw new UsageError("--scheduler must be linear or cosine");
   if (values["class-weights"] !== undefined && values["class-weights"] !== "balanced") throw new UsageError("--class-weights accepts only balanced");
-  const backend = await initBackend((values.backend ?? process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+  const backend = await initBackend(backendChoice(values.backend));
   process.stderr.write(`backend: ${backend.name}${backend.notes.length ? ` (${backend.notes.join("; ")})` : ""}\n`);
   const interactive = process.stderr.isTTY;
   let lastPrinted = 0;
@@ -170,7 +177,7 @@ async function runPredict(args: string[]): Promise<void> {
   });
   const texts = [...(values.text ?? []), ...(values.file ? await readTexts(values.file) : [])];
   if (texts.length === 0) throw new UsageError("give --text (repeatable) or --file");
-  await initBackend((values.backend ?? process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+  await initBackend(backendChoice(values.backend));
   const service = await ClassifierService.load(required(values, "model"));
   try {
     const predictions = await service.predict(texts, values.adapter);

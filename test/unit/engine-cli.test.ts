@@ -48,4 +48,5 @@ test("usage errors exit with status 2 and a message", async () => {
   await assert.rejects(cli("predict", "--model", fixtureModel("bert-cls")), (error: { code: number; stderr: string }) => error.code === 2 && /--text/.test(error.stderr));
   await assert.rejects(cli("frobnicate"), (error: { code: number; stderr: string }) => error.code === 2 && /Usage:/.test(error.stderr));
   await assert.rejects(cli("train", "--model", fixtureModel("bert-cls"), "--data", "x", "--out", work, "--epochs", "many"), (error: { code: number; stderr: string }) => error.code === 2 && /--epochs needs a number/.test(error.stderr));
+  await assert.rejects(cli("predict", "--model", fixtureModel("bert-cls"), "--text", "hi", "--backend", "gpu"), (error: { code: number; stderr: string }) => error.code === 2 && /--backend must be one of auto, tensorflow, wasm-blas, wasm, cpu/.test(error.stderr));
 });
