@@ -3,7 +3,7 @@
 // the event stream, downloads the adapter and prints its evaluation and a prediction.
 // Environment: API_URL (default http://127.0.0.1:8080), BOOTSTRAP_API_KEY (required),
 // MODELS_DIR (where the service looks for models; the tiny model is created there if
-// missing), DEMO_OUT (where the adapter is saved; default the current directory).
+// missing), DEMO_OUT (where the adapter is saved; default var/demo).
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
@@ -15,7 +15,7 @@ const repoRoot = path.resolve(import.meta.dirname, "..");
 const apiUrl = (process.env.API_URL ?? "http://127.0.0.1:8080").replace(/\/$/, "");
 const apiKey = process.env.BOOTSTRAP_API_KEY;
 const modelsDir = path.resolve(process.env.MODELS_DIR ?? "var/models");
-const outDir = path.resolve(process.env.DEMO_OUT ?? ".");
+const outDir = path.resolve(process.env.DEMO_OUT ?? "var/demo");
 const MODEL_ID = "tiny-distilbert";
 const DATASET = path.join(repoRoot, "examples/sentiment.jsonl");
 const SAMPLES = ["the movie was excellent", "this film is boring and dull"];

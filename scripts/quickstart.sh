@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-export BOOTSTRAP_API_KEY="${BOOTSTRAP_API_KEY:-local-dev-key}"
+export BOOTSTRAP_API_KEY="${BOOTSTRAP_API_KEY:-local-dev-api-key}"
 export PORT="${PORT:-8080}"
 export API_URL="${API_URL:-http://127.0.0.1:$PORT}"
 mkdir -p var
@@ -18,8 +18,13 @@ else
 fi
 for _ in $(seq 1 60); do
   if curl -fs "$API_URL/readyz" >/dev/null 2>&1; then break; fi
+  kill -0 "$(cat var/service.pid)" 2>/dev/null || break
   sleep 1
 done
-curl -fs "$API_URL/readyz" >/dev/null || { echo "[quickstart] service did not become ready; see var/service.log"; exit 1; }
+if ! curl -fs "$API_URL/readyz" >/dev/null 2>&1; then
+  echo "[quickstart] the service did not become ready; the end of var/service.log:"
+  tail -20 var/service.log
+  exit 1
+fi
 npm run --silent demo
 echo "[quickstart] the service keeps running at $API_URL (API key: $BOOTSTRAP_API_KEY); stop it with: kill \$(cat var/service.pid)"
