@@ -13,7 +13,8 @@ if [ -f var/service.pid ] && kill -0 "$(cat var/service.pid)" 2>/dev/null; then
   echo "[quickstart] service already running (pid $(cat var/service.pid))"
 else
   echo "[quickstart] starting API and worker; logs in var/service.log"
-  nohup npm start >var/service.log 2>&1 &
+  # node itself (not npm) holds the pid, so `kill` reaches the process that stops API and worker.
+  nohup node --import tsx services/start.ts >var/service.log 2>&1 &
   echo $! >var/service.pid
 fi
 for _ in $(seq 1 60); do

@@ -34,8 +34,15 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 fi
 
-log "npm ci"
-npm ci --no-audit --no-fund --loglevel=error
+# A re-run skips the reinstall when the lock file has not changed since the last one.
+lock_stamp=node_modules/.installed-lock-sha256
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$(sha256sum package-lock.json | cut -d' ' -f1)" ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  sha256sum package-lock.json | cut -d' ' -f1 >"$lock_stamp"
+else
+  log "npm packages up to date"
+fi
 log "generating the Prisma client"
 bash scripts/prisma.sh generate >/dev/null
 log "building the OpenBLAS addon (the engine falls back to plain wasm without it)"
