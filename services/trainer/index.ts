@@ -1,8 +1,8 @@
 // The engine's public API; the worker, the API and the CLI import only from here.
 export { initBackend, type BackendInfo, type BackendChoice } from "./backend.ts";
 export type { LoraOptions } from "./lora.ts";
+export { train } from "./train.ts";
 export {
-  train,
   TrainingConfigError,
   type Hyperparameters,
   type TrainOptions,
@@ -10,7 +10,7 @@ export {
   type EvaluationReport,
   type TrainHooks,
   type TrainResult,
-} from "./train.ts";
+} from "./loop.ts";
 export { ClassifierService, type Prediction } from "./classifier.ts";
 export {
   GeneratorService,

@@ -9,9 +9,14 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Queue } from "bullmq";
+import type { Redis } from "ioredis";
 import { ArtifactStore } from "../../services/common/artifacts.ts";
 import type { PrismaClient } from "../../services/common/db.ts";
-import { enqueueFineTune, type FineTunePayload } from "../../services/common/queue.ts";
+import type { Job } from "../../services/common/generated/prisma/client.ts";
+import { createFineTuneQueue, createRedis, enqueueFineTune, type FineTunePayload } from "../../services/common/queue.ts";
+import { freePort, PrivateRedis } from "./redis-server.ts";
+import { createTestDatabase, testQueuePrefix, type TestDatabase } from "./services.ts";
+import { trainingFixture, type TrainingFixture } from "./training-fixture.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
@@ -64,32 +69,68 @@ export class WorkerProcess {
   }
 }
 
-export interface WorkerTestEnv {
-  dataDir: string;
-  modelsDir: string;
+/** One test file's world for real worker processes: its database, a private Redis and queue, DATA_DIR and MODELS_DIR, the training fixture, and every worker it started. */
+export interface WorkerSuite {
+  db: TestDatabase;
+  redis: Redis;
+  queue: Queue<FineTunePayload>;
   store: ArtifactStore;
-  /** Environment for a worker process of this test file. */
-  env: Record<string, string>;
+  fixture: TrainingFixture;
+  /** Starts a worker with this file's environment plus `env`; `close` kills it if it still runs. */
+  startWorker(env?: Record<string, string>): WorkerProcess;
+  /** A `waitFor` probe that yields the job once it has succeeded, failed or been cancelled. */
+  finished(jobId: string): () => Promise<Job | undefined>;
+  /** Everything every started worker logged, for assertion messages. */
+  logs(): string;
+  close(): Promise<void>;
 }
 
-export async function createWorkerTestEnv(label: string, databaseUrl: string, redisUrl: string, queuePrefix: string): Promise<WorkerTestEnv> {
+/** `label` names the database (worker_<label>), the queue prefix and the temporary folders. */
+export async function createWorkerSuite(label: string): Promise<WorkerSuite> {
+  const db = await createTestDatabase(`worker_${label}`);
+  const redisServer = new PrivateRedis(await freePort());
+  await redisServer.start();
+  const redis = createRedis(redisServer.url, { forWorker: true });
+  const queuePrefix = testQueuePrefix(label);
+  const queue = createFineTuneQueue(redis, queuePrefix);
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-data-`));
   const modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-models-`));
+  const fixture = await trainingFixture(modelsDir);
+  const suiteEnv = {
+    DATABASE_URL: db.url,
+    REDIS_URL: redisServer.url,
+    QUEUE_PREFIX: queuePrefix,
+    DATA_DIR: dataDir,
+    MODELS_DIR: modelsDir,
+    TRAINER_BACKEND: process.env.TRAINER_BACKEND ?? "auto",
+    WORKER_LOCK_DURATION_MS: "2000",
+    WORKER_STALLED_INTERVAL_MS: "1000",
+    RECONCILE_INTERVAL_MS: "1000",
+    SHUTDOWN_TIMEOUT_MS: "25000",
+  };
+  const workers: WorkerProcess[] = [];
   return {
-    dataDir,
-    modelsDir,
+    db,
+    redis,
+    queue,
     store: new ArtifactStore(dataDir),
-    env: {
-      DATABASE_URL: databaseUrl,
-      REDIS_URL: redisUrl,
-      QUEUE_PREFIX: queuePrefix,
-      DATA_DIR: dataDir,
-      MODELS_DIR: modelsDir,
-      TRAINER_BACKEND: process.env.TRAINER_BACKEND ?? "auto",
-      WORKER_LOCK_DURATION_MS: "2000",
-      WORKER_STALLED_INTERVAL_MS: "1000",
-      RECONCILE_INTERVAL_MS: "1000",
-      SHUTDOWN_TIMEOUT_MS: "25000",
+    fixture,
+    startWorker: (env = {}) => {
+      const worker = WorkerProcess.start({ ...suiteEnv, ...env });
+      workers.push(worker);
+      return worker;
+    },
+    finished: (jobId) => async () => {
+      const job = await db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+      return ["succeeded", "failed", "cancelled"].includes(job.status) ? job : undefined;
+    },
+    logs: () => workers.map((worker) => worker.log).join("\n"),
+    close: async () => {
+      await Promise.all(workers.map((worker) => worker.stop()));
+      await queue.close();
+      redis.disconnect();
+      await redisServer.stop();
+      await db.drop();
     },
   };
 }

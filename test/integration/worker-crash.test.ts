@@ -3,47 +3,21 @@
 // job out of attempts fails with a clear error.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
-import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
-import { freePort, PrivateRedis } from "../helpers/redis-server.ts";
-import { createTestDatabase, testQueuePrefix, type TestDatabase } from "../helpers/services.ts";
-import { createWorkerTestEnv, submitJob, waitFor, WorkerProcess, type WorkerTestEnv } from "../helpers/worker-harness.ts";
-import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
+import { createWorkerSuite, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
 
 describe("worker crash recovery", () => {
-  let db: TestDatabase;
-  let redisServer: PrivateRedis;
-  let redis: Redis;
-  let queue: Queue<FineTunePayload>;
-  let env: WorkerTestEnv;
-  let fixture: TrainingFixture;
-  const workers: WorkerProcess[] = [];
-
+  let suite: WorkerSuite;
   before(async () => {
-    db = await createTestDatabase("worker_crash");
-    redisServer = new PrivateRedis(await freePort());
-    await redisServer.start();
-    redis = createRedis(redisServer.url, { forWorker: true });
-    const prefix = testQueuePrefix("crash");
-    queue = createFineTuneQueue(redis, prefix);
-    env = await createWorkerTestEnv("crash", db.url, redisServer.url, prefix);
-    fixture = await trainingFixture(env.modelsDir);
+    suite = await createWorkerSuite("crash");
   });
-
-  after(async () => {
-    await Promise.all(workers.map((worker) => worker.stop()));
-    await queue.close();
-    redis.disconnect();
-    await redisServer.stop();
-    await db.drop();
-  });
+  after(() => suite.close());
 
   it("resumes a killed worker's job from its checkpoint to the same final metrics, and fails a job out of attempts", async () => {
-    const first = WorkerProcess.start({ ...env.env, WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
-    workers.push(first);
-    const resumed = await submitJob(db.prisma, env.store, queue, fixture.job);
-    const exhausted = await submitJob(db.prisma, env.store, queue, { ...fixture.job, maxAttempts: 1 });
+    const { db, store, queue, fixture } = suite;
+    const workerEnv = { WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) };
+    const first = suite.startWorker(workerEnv);
+    const resumed = await submitJob(db.prisma, store, queue, fixture.job);
+    const exhausted = await submitJob(db.prisma, store, queue, { ...fixture.job, maxAttempts: 1 });
 
     const checkpoint = await waitFor(
       () => db.prisma.checkpoint.findFirst({ where: { jobId: resumed }, orderBy: { step: "desc" } }),
@@ -55,16 +29,11 @@ describe("worker crash recovery", () => {
     await first.exited;
     assert.equal((await db.prisma.job.findUniqueOrThrow({ where: { id: resumed } })).status, "running");
 
-    const uninterrupted = await submitJob(db.prisma, env.store, queue, fixture.job);
-    const second = WorkerProcess.start({ ...env.env, WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
-    workers.push(second);
-    const done = (id: string) => async () => {
-      const job = await db.prisma.job.findUniqueOrThrow({ where: { id } });
-      return ["succeeded", "failed", "cancelled"].includes(job.status) ? job : undefined;
-    };
-    const resumedJob = await waitFor(done(resumed), 80_000, `the resumed job to finish\n${second.log}`);
-    const exhaustedJob = await waitFor(done(exhausted), 10_000, "the job out of attempts to fail");
-    const uninterruptedJob = await waitFor(done(uninterrupted), 80_000, `the uninterrupted job to finish\n${second.log}`);
+    const uninterrupted = await submitJob(db.prisma, store, queue, fixture.job);
+    const second = suite.startWorker(workerEnv);
+    const resumedJob = await waitFor(suite.finished(resumed), 80_000, `the resumed job to finish\n${second.log}`);
+    const exhaustedJob = await waitFor(suite.finished(exhausted), 10_000, "the job out of attempts to fail");
+    const uninterruptedJob = await waitFor(suite.finished(uninterrupted), 80_000, `the uninterrupted job to finish\n${second.log}`);
 
     assert.equal(resumedJob.status, "succeeded", JSON.stringify(resumedJob.error));
     assert.equal(resumedJob.attempts, 2);

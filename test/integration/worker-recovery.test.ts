@@ -2,56 +2,20 @@
 // every job still ends succeeded, and no job ever has two runs at once.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
-import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
-import { freePort, PrivateRedis } from "../helpers/redis-server.ts";
-import { createTestDatabase, testQueuePrefix, type TestDatabase } from "../helpers/services.ts";
-import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { createWorkerTestEnv, submitJob, waitFor, WorkerProcess, type WorkerTestEnv } from "../helpers/worker-harness.ts";
+import { createWorkerSuite, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
 
 describe("worker recovery", () => {
-  let db: TestDatabase;
-  let redisServer: PrivateRedis;
-  let redis: Redis;
-  let queue: Queue<FineTunePayload>;
-  let env: WorkerTestEnv;
-  let fixture: TrainingFixture;
-  const workers: WorkerProcess[] = [];
-
-  const startWorker = () => {
-    const worker = WorkerProcess.start({ ...env.env, CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
-    workers.push(worker);
-    return worker;
-  };
-  const finished = (id: string) => async () => {
-    const job = await db.prisma.job.findUniqueOrThrow({ where: { id } });
-    return ["succeeded", "failed", "cancelled"].includes(job.status) ? job : undefined;
-  };
-  const logs = () => workers.map((worker) => worker.log).join("\n");
-
+  let suite: WorkerSuite;
+  const startWorker = () => suite.startWorker({ CHECKPOINT_EVERY_STEPS: String(suite.fixture.checkpointEverySteps) });
   before(async () => {
-    db = await createTestDatabase("worker_recovery");
-    redisServer = new PrivateRedis(await freePort());
-    await redisServer.start();
-    redis = createRedis(redisServer.url, { forWorker: true });
-    const prefix = testQueuePrefix("recovery");
-    queue = createFineTuneQueue(redis, prefix);
-    env = await createWorkerTestEnv("recovery", db.url, redisServer.url, prefix);
-    fixture = await trainingFixture(env.modelsDir);
+    suite = await createWorkerSuite("recovery");
   });
-
-  after(async () => {
-    await Promise.all(workers.map((worker) => worker.stop()));
-    await queue.close();
-    redis.disconnect();
-    await redisServer.stop();
-    await db.drop();
-  });
+  after(() => suite.close());
 
   it("finishes every job exactly once across two workers after FLUSHALL mid-run", async () => {
+    const { db, redis, queue, logs } = suite;
     const jobIds: string[] = [];
-    for (let index = 0; index < 3; index += 1) jobIds.push(await submitJob(db.prisma, env.store, queue, fixture.job));
+    for (let index = 0; index < 3; index += 1) jobIds.push(await submitJob(db.prisma, suite.store, queue, suite.fixture.job));
     const [first, second] = [startWorker(), startWorker()];
     await waitFor(() => db.prisma.checkpoint.findFirst({ where: { jobId: { in: jobIds } } }), 60_000, `a first checkpoint\n${logs()}`);
     const runningBefore = await db.prisma.job.findMany({ where: { status: "running" }, select: { id: true } });
@@ -61,7 +25,7 @@ describe("worker recovery", () => {
     assert.equal(await queue.getJobCountByTypes("wait", "active", "delayed", "prioritized"), 0);
 
     for (const id of jobIds) {
-      const job = await waitFor(finished(id), 80_000, `job ${id} to finish\n${logs()}`);
+      const job = await waitFor(suite.finished(id), 80_000, `job ${id} to finish\n${logs()}`);
       assert.equal(job.status, "succeeded", JSON.stringify(job.error));
       assert.equal(job.attempts, 1, `job ${id} ran ${job.attempts} times`);
       assert.equal(await db.prisma.jobEvent.count({ where: { jobId: id, type: "started" } }), 1);
@@ -76,7 +40,8 @@ describe("worker recovery", () => {
   });
 
   it("hands a running job back on SIGTERM within 30 s, and another worker resumes it", async () => {
-    const jobId = await submitJob(db.prisma, env.store, queue, fixture.job);
+    const { db } = suite;
+    const jobId = await submitJob(db.prisma, suite.store, suite.queue, suite.fixture.job);
     const leaving = startWorker();
     await waitFor(
       async () => ((await db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).progress as { step?: number }).step,
@@ -97,7 +62,7 @@ describe("worker recovery", () => {
     assert.equal(newest.step, handBackStep);
 
     const successor = startWorker();
-    const job = await waitFor(finished(jobId), 80_000, `the handed-back job to finish\n${successor.log}`);
+    const job = await waitFor(suite.finished(jobId), 80_000, `the handed-back job to finish\n${successor.log}`);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     assert.equal(job.attempts, 1);
     const starts = await db.prisma.jobEvent.findMany({ where: { jobId, type: "started" }, orderBy: { id: "asc" } });

@@ -1,0 +1,313 @@
+// The training loop every task shares: seeded data order, gradient accumulation and clipping, AdamW on a
+// warmup-then-decay schedule, evaluation and checkpoints on a step cadence, checkpoints that resume the
+// same curve, and the final adapter. A task (classification, causal LM) says what the examples are, which
+// parameters train, how a micro-batch's loss and the validation metrics are computed, and what the adapter is.
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { epochBatches } from "./data/classification.ts";
+import { adapterForwardOptions, type LoraOptions, type LoraSettings } from "./lora.ts";
+import { Dropout, type ForwardOptions } from "./model/encoder.ts";
+import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
+import { writeAdapterFiles, writeFolderAtomically, type Adapter } from "./peft.ts";
+import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
+
+export interface Hyperparameters {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  warmupRatio: number;
+  weightDecay: number;
+  maxSeqLength: number;
+  seed: number;
+  evalEverySteps?: number;
+  checkpointEverySteps?: number;
+  maxSteps?: number;
+  gradientAccumulationSteps?: number;
+  maxGradNorm?: number;
+  scheduler?: "linear" | "cosine";
+  classWeights?: "balanced" | null;
+  /** Causal LM, completion format: compute the loss on prompt tokens too (default: completion only). */
+  trainOnInputs?: boolean;
+  /** Causal LM: concatenate training examples into full maxSeqLength blocks. */
+  packing?: boolean;
+}
+
+export interface TrainOptions {
+  modelDir: string;
+  trainFile: string;
+  validationFile?: string;
+  validationSplit?: number;
+  outDir: string;
+  lora: LoraOptions;
+  hyper: Hyperparameters;
+  checkpointDir?: string;
+  resumeFrom?: string;
+  baseModelName?: string;
+}
+
+export interface StepReport {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  learningRate: number;
+  tokensPerSecond: number;
+  tokensSeen: number;
+  elapsedMs: number;
+  etaMs: number;
+}
+
+export interface EvaluationReport {
+  step: number;
+  metrics: Record<string, number>;
+  baseline: Record<string, number>;
+}
+
+export interface TrainHooks {
+  onStep?(report: StepReport): void;
+  onEvaluation?(report: EvaluationReport): void;
+  onCheckpoint?(checkpoint: { step: number; dir: string }): void | Promise<void>;
+  stopRequested?(): "none" | "cancel" | "checkpoint";
+}
+
+export interface TrainResult {
+  outcome: "completed" | "cancelled" | "checkpointed";
+  step: number;
+  adapterDir?: string;
+  metrics: Record<string, number>;
+  baseline: Record<string, number>;
+  lastCheckpoint?: { step: number; dir: string };
+}
+
+export class TrainingConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TrainingConfigError";
+  }
+}
+
+export interface TrainerState {
+  step: number;
+  tokensSeen: number;
+  labels: string[];
+  lora: LoraSettings;
+  /** The hyperparameters that fix the data order and step count; a resumed run must match them. */
+  schedule: Record<string, unknown>;
+  lossCurve: LossPoint[];
+  evaluations: EvaluationReport[];
+}
+
+interface LossPoint {
+  step: number;
+  loss: number;
+  learning_rate: number;
+}
+
+/** What the loop needs from a task. Examples are batched by token count, so each has its ids. */
+export interface TrainingTask<E extends { ids: number[] }> {
+  trainExamples: E[];
+  validationCount: number;
+  /** Class labels by id; empty for causal LMs. */
+  labels: string[];
+  lora: LoraSettings;
+  /** Task settings that fix the training data, added to the checkpoint's schedule. */
+  schedule: Record<string, unknown>;
+  /** Trainable parameters by PEFT key, before the first step. */
+  initialParams: Map<string, NamedArray>;
+  /** Mean loss of one micro-batch. */
+  loss(examples: E[], forward: ForwardOptions): tf.Scalar;
+  /** Validation metrics under these forward options; asked only when there are validation examples. */
+  evaluate(forward: ForwardOptions): Record<string, number>;
+  /** Forward options of the untouched base model, the baseline for the adapter's metrics. */
+  baseForward: ForwardOptions;
+  adapter(params: Map<string, NamedArray>): Adapter;
+  /** The adapter's metrics.json names the task; classification adapters predate the name and carry none. */
+  name?: "causal_lm";
+  /** Records dropped because truncation left them no target token. */
+  examplesWithoutTargets?: number;
+  dispose(): void;
+}
+
+function requirePositiveInteger(value: number, name: string): void {
+  if (!Number.isInteger(value) || value < 1) throw new TrainingConfigError(`${name} must be a positive integer`);
+}
+
+export function checkHyperparameters(h: Hyperparameters): void {
+  requirePositiveInteger(h.epochs, "epochs");
+  requirePositiveInteger(h.batchSize, "batchSize");
+  requirePositiveInteger(h.maxSeqLength, "maxSeqLength");
+  requirePositiveInteger(h.gradientAccumulationSteps ?? 1, "gradientAccumulationSteps");
+  if (h.maxSteps !== undefined) requirePositiveInteger(h.maxSteps, "maxSteps");
+  if (!(h.learningRate > 0)) throw new TrainingConfigError("learningRate must be positive");
+  if (!(h.warmupRatio >= 0 && h.warmupRatio < 1)) throw new TrainingConfigError("warmupRatio must be in [0, 1)");
+  if (!(h.weightDecay >= 0)) throw new TrainingConfigError("weightDecay must be non-negative");
+  if (!Number.isInteger(h.seed)) throw new TrainingConfigError("seed must be an integer");
+}
+
+export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
+  return new Map([...tensors].map(([name, tensor]) => [name, { shape: tensor.shape, data: (tensor.dataSync() as Float32Array).slice() }]));
+}
+
+/** Trains the task's parameters; always disposes them, the optimizer and the task. */
+export async function runTraining<E extends { ids: number[] }>(task: TrainingTask<E>, options: TrainOptions, hooks: TrainHooks, backend: string): Promise<TrainResult> {
+  const hyper = options.hyper;
+  const examples = task.trainExamples;
+  const accumulation = hyper.gradientAccumulationSteps ?? 1;
+  const batchesPerEpoch = Math.ceil(examples.length / hyper.batchSize);
+  const stepsPerEpoch = Math.ceil(batchesPerEpoch / accumulation);
+  const totalSteps = Math.min(hyper.maxSteps ?? Infinity, stepsPerEpoch * hyper.epochs);
+  const warmup = warmupSteps(totalSteps, hyper.warmupRatio);
+  const schedule = { seed: hyper.seed, batchSize: hyper.batchSize, epochs: hyper.epochs, accumulation, totalSteps, trainExamples: examples.length, ...task.schedule };
+
+  const optimizer = new AdamW({ ...ADAMW_DEFAULTS, weightDecay: hyper.weightDecay });
+  const params = new Map<string, tf.Variable>();
+  try {
+    let state: TrainerState = { step: 0, tokensSeen: 0, labels: task.labels, lora: task.lora, schedule, lossCurve: [], evaluations: [] };
+    let initial = task.initialParams;
+    let savedMoments: Map<string, NamedArray> | undefined;
+    if (options.resumeFrom) {
+      const saved = JSON.parse(await readFile(path.join(options.resumeFrom, "trainer_state.json"), "utf8")) as TrainerState;
+      if (JSON.stringify(saved.schedule) !== JSON.stringify(schedule) || JSON.stringify(saved.labels) !== JSON.stringify(task.labels) || JSON.stringify(saved.lora) !== JSON.stringify(task.lora)) {
+        const settings = task.labels.length ? "labels, LoRA settings" : "LoRA settings";
+        throw new TrainingConfigError(`the checkpoint was made with other data, ${settings} or schedule; it cannot be resumed with these`);
+      }
+      state = saved;
+      initial = await readSafetensors(path.join(options.resumeFrom, "adapter_model.safetensors"));
+      savedMoments = await readSafetensors(path.join(options.resumeFrom, "optimizer.safetensors"));
+    }
+
+    const keyOfVariable = new Map<string, string>();
+    for (const [key, { shape, data }] of initial) {
+      const variable = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
+      params.set(key, variable);
+      keyOfVariable.set(variable.name, key);
+    }
+    if (savedMoments) {
+      for (const key of params.keys()) {
+        const m = savedMoments.get(`exp_avg/${key}`);
+        const v = savedMoments.get(`exp_avg_sq/${key}`);
+        if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
+      }
+    }
+    const baseline = task.validationCount ? task.evaluate(task.baseForward) : {};
+    const evaluateAdapter = () => (task.validationCount ? task.evaluate(adapterForwardOptions(params, task.lora)) : {});
+
+    let lastCheckpoint: { step: number; dir: string } | undefined;
+    const saveCheckpoint = async () => {
+      if (!options.checkpointDir) throw new TrainingConfigError("a checkpoint was requested but no checkpointDir was given");
+      const dir = path.join(options.checkpointDir, `step-${state.step}`);
+      const moments = new Map<string, NamedArray>();
+      for (const [key, { m, v }] of optimizer.moments) {
+        moments.set(`exp_avg/${key}`, { shape: m.shape, data: (m.dataSync() as Float32Array).slice() });
+        moments.set(`exp_avg_sq/${key}`, { shape: v.shape, data: (v.dataSync() as Float32Array).slice() });
+      }
+      await writeFolderAtomically(dir, async (tmp) => {
+        await writeAdapterFiles(tmp, task.adapter(toArrays(params)), { step: state.step });
+        await writeSafetensors(path.join(tmp, "optimizer.safetensors"), moments);
+        await writeFile(path.join(tmp, "trainer_state.json"), JSON.stringify(state) + "\n");
+      });
+      lastCheckpoint = { step: state.step, dir };
+      await hooks.onCheckpoint?.(lastCheckpoint);
+    };
+
+    const started = Date.now();
+    const firstStep = state.step;
+    let tokensThisRun = 0;
+    const epochCache = new Map<number, number[][]>();
+    const lengths = examples.map((example) => example.ids.length);
+    const maxGradNorm = hyper.maxGradNorm ?? 1;
+    while (state.step < totalSteps) {
+      const stop = hooks.stopRequested?.() ?? "none";
+      if (stop === "cancel") return { outcome: "cancelled", step: state.step, metrics: {}, baseline, lastCheckpoint };
+      if (stop === "checkpoint") {
+        await saveCheckpoint();
+        return { outcome: "checkpointed", step: state.step, metrics: {}, baseline, lastCheckpoint };
+      }
+      const epoch = Math.floor(state.step / stepsPerEpoch);
+      if (!epochCache.has(epoch)) {
+        epochCache.clear();
+        epochCache.set(epoch, epochBatches(lengths, hyper.batchSize, hyper.seed, epoch));
+      }
+      const withinEpoch = state.step % stepsPerEpoch;
+      const microBatches = epochCache.get(epoch)!.slice(withinEpoch * accumulation, (withinEpoch + 1) * accumulation);
+
+      const gradients = new Map<string, tf.Tensor>();
+      let lossSum = 0;
+      let stepTokens = 0;
+      microBatches.forEach((indices, micro) => {
+        const batch = indices.map((i) => examples[i]);
+        stepTokens += batch.reduce((sum, example) => sum + example.ids.length, 0);
+        const forward = adapterForwardOptions(params, task.lora, new Dropout(`${hyper.seed}:${state.step}:${micro}`));
+        const { value, grads } = tf.variableGrads(() => task.loss(batch, forward).div(microBatches.length) as tf.Scalar, [...params.values()]);
+        lossSum += value.dataSync()[0] * microBatches.length;
+        value.dispose();
+        for (const [name, grad] of Object.entries(grads)) {
+          const key = keyOfVariable.get(name)!;
+          const previous = gradients.get(key);
+          if (previous) {
+            gradients.set(key, previous.add(grad));
+            previous.dispose();
+            grad.dispose();
+          } else gradients.set(key, grad);
+        }
+      });
+      if (maxGradNorm > 0) clipByGlobalNorm(gradients, maxGradNorm);
+      const learningRate = hyper.learningRate * scheduleFactor(state.step, totalSteps, warmup, hyper.scheduler ?? "linear");
+      optimizer.apply(params, gradients, learningRate, state.step + 1);
+      for (const grad of gradients.values()) grad.dispose();
+
+      state.step += 1;
+      const loss = lossSum / microBatches.length;
+      state.tokensSeen += stepTokens;
+      tokensThisRun += stepTokens;
+      state.lossCurve.push({ step: state.step, loss, learning_rate: learningRate });
+      const elapsedMs = Date.now() - started;
+      hooks.onStep?.({
+        step: state.step,
+        totalSteps,
+        epoch: epoch + (withinEpoch + 1) / stepsPerEpoch,
+        loss,
+        learningRate,
+        tokensPerSecond: elapsedMs > 0 ? (tokensThisRun * 1000) / elapsedMs : 0,
+        tokensSeen: state.tokensSeen,
+        elapsedMs,
+        etaMs: (elapsedMs / (state.step - firstStep)) * (totalSteps - state.step),
+      });
+      if (hyper.evalEverySteps && state.step % hyper.evalEverySteps === 0 && state.step < totalSteps && task.validationCount) {
+        const report = { step: state.step, metrics: evaluateAdapter(), baseline };
+        state.evaluations.push(report);
+        hooks.onEvaluation?.(report);
+      }
+      if (hyper.checkpointEverySteps && state.step % hyper.checkpointEverySteps === 0 && state.step < totalSteps) await saveCheckpoint();
+    }
+
+    const metrics = evaluateAdapter();
+    if (task.validationCount) {
+      const report = { step: state.step, metrics, baseline };
+      state.evaluations.push(report);
+      hooks.onEvaluation?.(report);
+    }
+    await writeFolderAtomically(options.outDir, (tmp) =>
+      writeAdapterFiles(tmp, task.adapter(toArrays(params)), {
+        task: task.name,
+        metrics,
+        baseline,
+        steps: state.step,
+        epochs: hyper.epochs,
+        train_examples: examples.length,
+        train_examples_without_targets: task.examplesWithoutTargets,
+        validation_examples: task.validationCount,
+        tokens_seen: state.tokensSeen,
+        backend,
+        evaluations: state.evaluations,
+        loss_curve: state.lossCurve,
+      }),
+    );
+    return { outcome: "completed", step: state.step, adapterDir: options.outDir, metrics, baseline, lastCheckpoint };
+  } finally {
+    for (const variable of params.values()) variable.dispose();
+    optimizer.dispose();
+    task.dispose();
+  }
+}
