@@ -84,12 +84,17 @@ describe("authentication, tenants and the keys CLI", () => {
   it("limits each key's request rate with a 429 in the error shape", async () => {
     const { key } = await createApiKey(api.db.prisma, "tenant-a", "busy");
     const statuses: number[] = [];
+    const remaining: string[] = [];
     let limited: request.Response | undefined;
     for (let index = 0; index < 26; index += 1) {
       const response = await request(api.app.server).get("/v1/models").set("authorization", `Bearer ${key}`);
       statuses.push(response.status);
+      remaining.push(response.headers["x-ratelimit-remaining"]);
       if (response.status === 429) limited = response;
     }
+    assert.deepEqual(remaining.slice(0, 3), ["24", "23", "22"]);
+    assert.deepEqual(remaining.slice(-2), ["0", "0"]);
+    assert.equal(limited!.headers["x-ratelimit-limit"], "25");
     assert.deepEqual(statuses, [...Array(25).fill(200), 429]);
     assert.equal(limited!.body.error.code, "rate_limited");
     assert.ok(limited!.headers["retry-after"]);

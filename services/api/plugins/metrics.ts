@@ -44,9 +44,18 @@ export async function metricsPlugin(app: FastifyInstance, deps: { prisma: Prisma
     },
   });
 
-  app.addHook("onResponse", async (request, reply) => {
+  // Resolving a labelled child hashes its labels; each (method, route, status) is resolved once.
+  const children = new Map<string, ReturnType<typeof durations.labels>>();
+  app.addHook("onResponse", (request, reply, done) => {
     const route = request.routeOptions.url ?? "unmatched";
-    durations.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    const key = `${request.method} ${route} ${reply.statusCode}`;
+    let child = children.get(key);
+    if (!child) {
+      child = durations.labels(request.method, route, String(reply.statusCode));
+      children.set(key, child);
+    }
+    child.observe(reply.elapsedTime / 1000);
+    done();
   });
 
   app.get(

@@ -1,0 +1,37 @@
+// A fixed one-minute window of requests per API key, counted in this process (with several API
+// replicas each enforces the limit alone). Synchronous on purpose: it runs on every /v1 request.
+import type { FastifyInstance } from "fastify";
+import { AppError } from "../../common/errors.ts";
+
+const WINDOW_MS = 60_000;
+const PRUNE_ABOVE_KEYS = 10_000;
+
+interface Window {
+  startedAt: number;
+  count: number;
+}
+
+export function limitRequestsPerKey(app: FastifyInstance, maxPerMinute: number): void {
+  const windows = new Map<string, Window>();
+
+  app.addHook("preHandler", (request, reply, done) => {
+    const now = Date.now();
+    const key = request.principal.keyId;
+    let window = windows.get(key);
+    if (!window || now - window.startedAt >= WINDOW_MS) {
+      if (!window && windows.size >= PRUNE_ABOVE_KEYS) {
+        for (const [staleKey, stale] of windows) if (now - stale.startedAt >= WINDOW_MS) windows.delete(staleKey);
+      }
+      window = { startedAt: now, count: 0 };
+      windows.set(key, window);
+    }
+    window.count += 1;
+    const resetSeconds = Math.ceil((window.startedAt + WINDOW_MS - now) / 1000);
+    reply.header("x-ratelimit-limit", maxPerMinute);
+    reply.header("x-ratelimit-remaining", Math.max(0, maxPerMinute - window.count));
+    reply.header("x-ratelimit-reset", resetSeconds);
+    if (window.count <= maxPerMinute) return done();
+    reply.header("retry-after", resetSeconds);
+    done(new AppError(429, "rate_limited", `rate limit of ${maxPerMinute} requests a minute exceeded; retry in ${resetSeconds} s`));
+  });
+}
