@@ -10,6 +10,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { makeFixtures } from "./make-fixtures.ts";
+import { serverSentEvents } from "./sse.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
 const apiUrl = (process.env.API_URL ?? "http://127.0.0.1:8080").replace(/\/$/, "");
@@ -69,36 +70,27 @@ async function follow(jobId: string): Promise<string> {
   const response = await fetch(`${apiUrl}/v1/jobs/${jobId}/events`, { headers: { authorization: `Bearer ${apiKey}`, accept: "text/event-stream" } });
   if (!response.ok || !response.body) fail(`the event stream answered ${response.status}`);
   const interactive = process.stdout.isTTY;
-  let buffer = "";
   let barShown = false;
   const say = (line: string) => {
     process.stdout.write(`${barShown && interactive ? "\r\x1b[2K" : ""}${line}\n`);
     barShown = false;
   };
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += Buffer.from(chunk).toString("utf8");
-    let boundary: number;
-    while ((boundary = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, boundary);
-      buffer = buffer.slice(boundary + 2);
-      const name = /^event: (.*)$/m.exec(block)?.[1];
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (!data) continue;
-      if (name === "end") {
-        if (barShown) process.stdout.write("\n");
-        return (JSON.parse(data) as { status: string }).status;
-      }
-      const event = JSON.parse(data) as JobEvent;
-      if (event.type === "step" && event.data) {
-        const { step, totalSteps, loss, etaMs, tokensPerSecond } = event.data;
-        const line = `${progressBar(step, totalSteps)} step ${step}/${totalSteps}  loss ${loss.toFixed(4)}  ${tokensPerSecond} tok/s  eta ${Math.ceil(etaMs / 1000)} s`;
-        if (interactive) {
-          process.stdout.write(`\r\x1b[2K${line}`);
-          barShown = true;
-        } else say(line);
-      } else if (event.type !== "checkpoint") {
-        say(`• ${event.type}: ${event.message}`);
-      }
+  for await (const { event: name, data } of serverSentEvents(response.body)) {
+    if (!data) continue;
+    if (name === "end") {
+      if (barShown) process.stdout.write("\n");
+      return (JSON.parse(data) as { status: string }).status;
+    }
+    const event = JSON.parse(data) as JobEvent;
+    if (event.type === "step" && event.data) {
+      const { step, totalSteps, loss, etaMs, tokensPerSecond } = event.data;
+      const line = `${progressBar(step, totalSteps)} step ${step}/${totalSteps}  loss ${loss.toFixed(4)}  ${tokensPerSecond} tok/s  eta ${Math.ceil(etaMs / 1000)} s`;
+      if (interactive) {
+        process.stdout.write(`\r\x1b[2K${line}`);
+        barShown = true;
+      } else say(line);
+    } else if (event.type !== "checkpoint") {
+      say(`• ${event.type}: ${event.message}`);
     }
   }
   fail("the event stream ended early");

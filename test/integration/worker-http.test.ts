@@ -15,6 +15,7 @@ import { ClassifierService } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { waitFor, WorkerProcess } from "../helpers/worker-harness.ts";
+import { serverSentEvents } from "../../scripts/sse.ts";
 
 interface StreamedEvent {
   id: string;
@@ -29,19 +30,9 @@ async function streamEvents(baseUrl: string, key: string, jobId: string): Promis
   assert.equal(response.status, 200);
   assert.match(response.headers.get("content-type") ?? "", /text\/event-stream/);
   const events: StreamedEvent[] = [];
-  let buffer = "";
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += Buffer.from(chunk).toString("utf8");
-    let boundary: number;
-    while ((boundary = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, boundary);
-      buffer = buffer.slice(boundary + 2);
-      const name = /^event: (.*)$/m.exec(block)?.[1];
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (!data) continue;
-      if (name === "end") return { events, end: JSON.parse(data) as { status: string } };
-      events.push(JSON.parse(data) as StreamedEvent);
-    }
+  for await (const { event, data } of serverSentEvents(response.body!)) {
+    if (event === "end") return { events, end: JSON.parse(data) as { status: string } };
+    events.push(JSON.parse(data) as StreamedEvent);
   }
   assert.fail("the event stream closed without an end event");
 }
