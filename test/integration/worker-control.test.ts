@@ -37,7 +37,9 @@ describe("worker cancel and timeout", () => {
   it("fails a job that runs past JOB_TIMEOUT_MS with a timeout error", async () => {
     const { db, fixture } = suite;
     const worker = suite.startWorker({ JOB_TIMEOUT_MS: "1500" });
-    const jobId = await submitJob(db.prisma, suite.store, suite.queue, { ...fixture.job, hyperparameters: { ...fixture.job.hyperparameters, maxSteps: 1000 } });
+    // Far more steps than any machine runs in 1.5 s, so the job can only end by timing out.
+    const longJob = { ...fixture.job, hyperparameters: { ...fixture.job.hyperparameters, epochs: 1000, maxSteps: 100_000 } };
+    const jobId = await submitJob(db.prisma, suite.store, suite.queue, longJob);
     const job = await waitFor(suite.finished(jobId), 60_000, `the job to time out\n${worker.log}`);
     assert.equal(job.status, "failed");
     assert.deepEqual(job.error, { code: "job_timeout", message: "the job ran longer than the maximum of 1500 ms (JOB_TIMEOUT_MS)" });
