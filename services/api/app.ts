@@ -47,6 +47,8 @@ const SECURITY_HEADERS = {
   "x-xss-protection": "0",
 } as const;
 
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export interface AppDeps {
   config: Config;
   logger: Logger;
@@ -65,7 +67,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: config.maxJsonBodyBytes,
     requestIdHeader: "x-request-id",
     genReqId: () => randomUUID(),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: true } },
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: true },
+      // ajv-formats' uuid also takes "urn:uuid:…", which Postgres rejects: only the canonical form passes.
+      onCreate: (ajv) => ajv.addFormat("uuid", CANONICAL_UUID),
+    },
   });
   // One synchronous hook for the request id and the security headers: on the job-status path,
   // helmet's middleware chain and an async onSend hook cost more than the route itself.
@@ -94,8 +100,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (v1) => {
     requireApiKey(v1, resolver);
     limitRequestsPerKey(v1, config.rateLimitPerMinute);
-    await v1.register(multipart);
-    await datasetRoutes(v1, deps);
+    // Only the dataset routes take uploads; multipart's hooks would otherwise run on every /v1 request.
+    await v1.register(async (uploads) => {
+      await uploads.register(multipart);
+      await datasetRoutes(uploads, deps);
+    });
     await modelRoutes(v1, { models });
     await jobRoutes(v1, { ...deps, models, jobSql });
     await adapterRoutes(v1, deps);

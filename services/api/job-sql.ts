@@ -15,7 +15,11 @@ const types = {
       : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
-const JOB_WITH_ADAPTER = `SELECT j.*, a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = $1 AND j."tenantId" = $2`;
+// xmin changes with every update of the row, whoever makes it: with the adapter id it
+// versions everything the job view shows.
+const JOB_WITH_ADAPTER = `SELECT j.*, j.xmin::text AS "rowVersion", a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = $1 AND j."tenantId" = $2`;
+const JOB_VERSIONS = `SELECT j.id, j."tenantId", j.xmin::text AS "rowVersion", a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = ANY($1::uuid[])`;
+const MAX_VERSION_BATCH = 1000;
 const LIVE_DATASETS = `SELECT id, format::text FROM "Dataset" WHERE id = ANY($1::uuid[]) AND "tenantId" = $2 AND "deletedAt" IS NULL`;
 const INSERT_COLUMNS = 14;
 const MAX_INSERT_BATCH = 100;
@@ -30,6 +34,39 @@ const insertJobs = (rows: number) => {
   VALUES ${tuples.join(", ")} RETURNING *`;
 };
 const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
+const MAX_MARK_BATCH = 1000;
+
+/**
+ * Serves the calls made in one event-loop turn with one `run` over all their inputs: one SQL
+ * statement, not one per request. `run` answers each input, in order, with a value or a
+ * promise of one; if `run` itself fails, every call of the batch fails with it.
+ */
+class PerTurnBatcher<I, O> {
+  private pending: { input: I; resolve: (output: O | PromiseLike<O>) => void; reject: (error: unknown) => void }[] = [];
+
+  constructor(
+    private readonly run: (inputs: I[]) => Promise<(O | PromiseLike<O>)[]>,
+    private readonly maxInputs: number,
+  ) {}
+
+  add(input: I): Promise<O> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ input, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+      else if (this.pending.length === this.maxInputs) this.flush();
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    this.run(batch.map((entry) => entry.input)).then(
+      (outputs) => batch.forEach((entry, index) => entry.resolve(outputs[index])),
+      (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+    );
+  }
+}
 
 export interface NewJob {
   tenantId: string;
@@ -48,62 +85,97 @@ export interface NewJob {
 }
 
 type JobRow = Omit<JobWithAdapter, "adapter"> & { adapterId: string | null };
+interface VersionColumns {
+  rowVersion: string;
+  adapterId: string | null;
+}
+
+/** A job with its version: a string that changes whenever anything the job view shows changes. */
+export interface VersionedJob {
+  job: JobWithAdapter;
+  version: string;
+}
 
 const withAdapter = ({ adapterId, ...row }: JobRow): JobWithAdapter => ({ ...row, adapter: adapterId ? { id: adapterId } : null });
+const versionOf = ({ rowVersion, adapterId }: VersionColumns) => `${rowVersion}/${adapterId ?? ""}`;
 
 /** True for a unique-constraint violation, from pg ("23505") or Prisma ("P2002"). */
 export const isUniqueViolation = (error: unknown) => ["23505", "P2002"].includes((error as { code?: string }).code ?? "");
 
 export class JobSql {
   private readonly pool: pg.Pool;
-  private readonly inFlight = new Map<string, Promise<JobWithAdapter | undefined>>();
-  private toMark: string[] = [];
-  private toInsert: { job: NewJob; resolve: (job: JobWithAdapter) => void; reject: (error: unknown) => void }[] = [];
-  private marking: Promise<Date> | undefined;
+  private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly versions: PerTurnBatcher<{ id: string; tenantId: string }, string | undefined>;
+  private readonly inserts: PerTurnBatcher<NewJob, JobWithAdapter>;
+  private readonly enqueueMarks: PerTurnBatcher<string, Date>;
 
   constructor(databaseUrl: string, maxConnections = 10) {
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: maxConnections, types });
+    this.versions = new PerTurnBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH);
+    this.inserts = new PerTurnBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);
+    this.enqueueMarks = new PerTurnBatcher((ids) => this.markJobsEnqueued(ids), MAX_MARK_BATCH);
+  }
+
+  /** The job's current version (see VersionedJob), undefined if the tenant has no such job. */
+  jobVersion(id: string, tenantId: string): Promise<string | undefined> {
+    return this.shared(`version/${tenantId}/${id}`, () => this.versions.add({ id, tenantId }));
+  }
+
+  jobOfTenant(id: string, tenantId: string): Promise<VersionedJob | undefined> {
+    return this.shared(`job/${tenantId}/${id}`, async () => {
+      const { rows } = await this.pool.query<JobRow & VersionColumns>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] });
+      if (!rows[0]) return undefined;
+      const { rowVersion: _version, ...job } = rows[0];
+      return { job: withAdapter(job), version: versionOf(rows[0]) };
+    });
   }
 
   /**
-   * Requests for the same job that arrive while its query is in flight share that query:
-   * many clients polling one job cost one round trip, and no answer is older than the
-   * request that received it by more than one query's duration.
+   * Reads of the same row that arrive while one is in flight share it: many clients polling
+   * one job cost one round trip, and no answer is older than the request that received it
+   * by more than one query's duration.
    */
-  jobOfTenant(id: string, tenantId: string): Promise<JobWithAdapter | undefined> {
-    const key = `${tenantId}/${id}`;
-    let query = this.inFlight.get(key);
-    if (!query) {
-      query = this.pool
-        .query<JobRow>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] })
-        .then((result) => result.rows[0] && withAdapter(result.rows[0]))
-        .finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, query);
+  private shared<T>(key: string, read: () => Promise<T>): Promise<T> {
+    let inFlight = this.inFlight.get(key) as Promise<T> | undefined;
+    if (!inFlight) {
+      inFlight = read().finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, inFlight);
     }
-    return query;
+    return inFlight;
   }
 
   async liveDatasets(ids: string[], tenantId: string): Promise<{ id: string; format: string }[]> {
     return (await this.pool.query<{ id: string; format: string }>({ name: "live-datasets", text: LIVE_DATASETS, values: [ids, tenantId] })).rows;
   }
 
-  /**
-   * Inserts the jobs submitted in the same event-loop turn with one statement. If that
-   * fails (an Idempotency-Key race), each is inserted alone so only its own caller fails.
-   */
+  /** Inserts the jobs submitted in the same event-loop turn with one statement. */
   insertJob(job: NewJob): Promise<JobWithAdapter> {
-    return new Promise((resolve, reject) => {
-      this.toInsert.push({ job, resolve, reject });
-      if (this.toInsert.length === 1) setImmediate(() => this.flushInserts());
-      else if (this.toInsert.length === MAX_INSERT_BATCH) this.flushInserts();
+    return this.inserts.add(job);
+  }
+
+  /** Records enqueuedAt for the jobs queued in the same event-loop turn with one UPDATE. */
+  markEnqueued(id: string): Promise<Date> {
+    return this.enqueueMarks.add(id);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async readVersions(keys: { id: string; tenantId: string }[]): Promise<(string | undefined)[]> {
+    // Postgres answers ids in lower case, whatever case they were asked in.
+    const ids = [...new Set(keys.map((key) => key.id.toLowerCase()))];
+    const { rows } = await this.pool.query<VersionColumns & { id: string; tenantId: string }>({ name: "job-versions", text: JOB_VERSIONS, values: [ids] });
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return keys.map(({ id, tenantId }) => {
+      const row = byId.get(id.toLowerCase());
+      return row?.tenantId === tenantId ? versionOf(row) : undefined;
     });
   }
 
-  private flushInserts(): void {
-    const batch = this.toInsert;
-    if (batch.length === 0) return;
-    this.toInsert = [];
-    const rows = batch.map(({ job }) => [
+  /** If the shared INSERT fails (an Idempotency-Key race), each job is inserted alone so only its own caller fails. */
+  private async insertJobs(jobs: NewJob[]): Promise<(JobWithAdapter | Promise<JobWithAdapter>)[]> {
+    const rows = jobs.map((job) => [
       randomUUID(),
       job.tenantId,
       job.task,
@@ -119,35 +191,19 @@ export class JobSql {
       job.requestHash,
       job.maxAttempts,
     ]);
-    const insert = (values: unknown[][]) =>
-      this.pool.query<JobRow>({ name: `insert-jobs-${values.length}`, text: insertJobs(values.length), values: values.flat() });
-    insert(rows).then(
-      (result) => {
-        const byId = new Map(result.rows.map((row) => [row.id, row]));
-        batch.forEach((entry, index) => entry.resolve({ ...byId.get(rows[index][0] as string)!, adapter: null }));
-      },
-      () =>
-        batch.forEach((entry, index) =>
-          insert([rows[index]]).then((result) => entry.resolve({ ...result.rows[0], adapter: null }), entry.reject),
-        ),
-    );
+    const insert = async (values: unknown[][]) =>
+      (await this.pool.query<JobRow>({ name: `insert-jobs-${values.length}`, text: insertJobs(values.length), values: values.flat() })).rows;
+    try {
+      const byId = new Map((await insert(rows)).map((row) => [row.id, row]));
+      return rows.map(([id]) => ({ ...byId.get(id as string)!, adapter: null }));
+    } catch {
+      return rows.map(async (row) => ({ ...(await insert([row]))[0], adapter: null }));
+    }
   }
 
-  /** Records enqueuedAt for the jobs queued in the same event-loop turn with one UPDATE. */
-  markEnqueued(id: string): Promise<Date> {
-    this.toMark.push(id);
-    this.marking ??= new Promise((resolve) => setImmediate(resolve)).then(async () => {
-      const ids = this.toMark;
-      this.toMark = [];
-      this.marking = undefined;
-      const at = new Date();
-      await this.pool.query({ name: "mark-enqueued", text: MARK_ENQUEUED, values: [ids, at.toISOString().replace("T", " ").replace("Z", "")] });
-      return at;
-    });
-    return this.marking;
-  }
-
-  async close(): Promise<void> {
-    await this.pool.end();
+  private async markJobsEnqueued(ids: string[]): Promise<Date[]> {
+    const at = new Date();
+    await this.pool.query({ name: "mark-enqueued", text: MARK_ENQUEUED, values: [ids, at.toISOString().replace("T", " ").replace("Z", "")] });
+    return ids.map(() => at);
   }
 }

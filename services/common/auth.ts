@@ -81,6 +81,7 @@ export interface Principal {
 /**
  * Resolves bearer keys to tenants with a short-lived cache, so a busy client costs one
  * query per TTL rather than one per request. A revocation takes effect within the TTL.
+ * The cache is keyed by the key itself: a hit costs a map lookup, not a sha256.
  */
 export class ApiKeyResolver {
   private readonly cache = new Map<string, { principal: Principal; expiresAt: number }>();
@@ -92,18 +93,23 @@ export class ApiKeyResolver {
     private readonly touchEveryMs = 60_000,
   ) {}
 
+  /** The principal of a key resolved within the TTL, without touching the database. */
+  cached(key: string): Principal | undefined {
+    const entry = this.cache.get(key);
+    return entry && entry.expiresAt > Date.now() ? entry.principal : undefined;
+  }
+
   async resolve(key: string): Promise<Principal | undefined> {
-    const hash = hashApiKey(key);
+    const hit = this.cached(key);
+    if (hit) return hit;
     const now = Date.now();
-    const cached = this.cache.get(hash);
-    if (cached && cached.expiresAt > now) return cached.principal;
-    const row = await this.prisma.apiKey.findUnique({ where: { keyHash: hash }, select: { id: true, tenantId: true, revokedAt: true } });
+    const row = await this.prisma.apiKey.findUnique({ where: { keyHash: hashApiKey(key) }, select: { id: true, tenantId: true, revokedAt: true } });
     if (!row || row.revokedAt) {
-      this.cache.delete(hash);
+      this.cache.delete(key);
       return undefined;
     }
     const principal = { keyId: row.id, tenantId: row.tenantId };
-    if (this.ttlMs > 0) this.cache.set(hash, { principal, expiresAt: now + this.ttlMs });
+    if (this.ttlMs > 0) this.cache.set(key, { principal, expiresAt: now + this.ttlMs });
     this.touch(row.id, now);
     return principal;
   }

@@ -3,6 +3,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
+import { JobSql } from "../../services/api/job-sql.ts";
 import { bullPriority } from "../../services/common/queue.ts";
 import { classificationRecords, jsonl, startTestApi, type TestApi } from "../helpers/api.ts";
 
@@ -160,6 +161,69 @@ describe("jobs API", () => {
     await get(`/v1/jobs/${job.id}`, api.keys.b).expect(404);
     await get("/v1/jobs/00000000-0000-4000-8000-000000000000").expect(404);
     await get("/v1/jobs/123").expect(400);
+  });
+
+  it("answers every poll with the row as it is now, whoever changed it and however", async () => {
+    const job = (await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification, metadata: { poll: "me" } }).expect(201)).body;
+    const first = (await get(`/v1/jobs/${job.id}`).expect(200)).body;
+    assert.equal((await get(`/v1/jobs/${job.id}`).expect(200)).text, JSON.stringify(first), "an unchanged job answers the same bytes");
+    const listed = (await get("/v1/jobs?limit=100").expect(200)).body.data.find((item: { id: string }) => item.id === job.id);
+    assert.deepEqual(first, listed, "the status route serializes exactly as the list does");
+
+    // A write that bypasses Prisma and leaves updatedAt alone, as a raw SQL client might.
+    await api.db.prisma.$executeRaw`UPDATE "Job" SET status = 'running', progress = ${JSON.stringify({ step: 7, totalSteps: 9 })}::jsonb WHERE id = ${job.id}::uuid`;
+    const running = (await get(`/v1/jobs/${job.id}`).expect(200)).body;
+    assert.equal(running.status, "running");
+    assert.deepEqual(running.progress, { step: 7, totalSteps: 9 });
+    assert.equal(running.updatedAt, first.updatedAt);
+
+    // The adapter lives in its own table: creating it does not touch the job row.
+    const tenantId = (await api.db.prisma.job.findUniqueOrThrow({ where: { id: job.id } })).tenantId;
+    const adapter = await api.db.prisma.adapter.create({
+      data: {
+        tenantId,
+        jobId: job.id,
+        baseModelId: "tiny-distilbert",
+        task: "classification",
+        rank: 8,
+        alpha: 16,
+        targetModules: ["q_lin"],
+        files: [],
+        sizeBytes: 1n,
+        sha256: "0".repeat(64),
+        storageKey: "adapters/none",
+        metrics: {},
+      },
+    });
+    assert.equal((await get(`/v1/jobs/${job.id}`).expect(200)).body.adapterId, adapter.id);
+    await api.db.prisma.adapter.delete({ where: { id: adapter.id } });
+    assert.equal((await get(`/v1/jobs/${job.id}`).expect(200)).body.adapterId, null);
+    await get(`/v1/jobs/${job.id}`, api.keys.b).expect(404);
+
+    // Lookups made in one event-loop turn go to Postgres as one statement; each still gets its own tenant's answer.
+    const other = (await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification }).expect(201)).body;
+    const tenantB = (await api.db.prisma.dataset.findUniqueOrThrow({ where: { id: otherTenantDataset } })).tenantId;
+    const jobSql = new JobSql(api.db.url);
+    try {
+      const lookups = [
+        [job.id, tenantId],
+        [job.id, tenantB],
+        [other.id, tenantId],
+        [job.id.toUpperCase(), tenantId],
+        ["00000000-0000-4000-8000-000000000000", tenantId],
+      ] as const;
+      const versions = await Promise.all(lookups.map(([id, tenant]) => jobSql.jobVersion(id, tenant)));
+      assert.deepEqual(versions.map((version) => version !== undefined), [true, false, true, true, false]);
+      assert.equal(versions[0], versions[3]);
+      assert.notEqual(versions[0], versions[2]);
+      assert.equal(versions[0], (await jobSql.jobOfTenant(job.id, tenantId))?.version);
+    } finally {
+      await jobSql.close();
+    }
+    assert.equal((await get(`/v1/jobs/${job.id.toUpperCase()}`).expect(200)).body.id, job.id, "ids are case-insensitive");
+    const urn = await get(`/v1/jobs/urn:uuid:${job.id}`).expect(400);
+    assert.equal(urn.body.error.code, "validation_failed");
+    await submit({ baseModel: "tiny-distilbert", trainDatasetId: `urn:uuid:${classification}` }).expect(400);
   });
 
   it("cancels queued jobs at once, running ones via cancelling, and 409s finished ones", async () => {

@@ -16,6 +16,8 @@ import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
 import { eventRoutes } from "./events.ts";
 
 export const TERMINAL_STATUSES = ["succeeded", "failed", "cancelled"] as const;
+/** About 1.5 KB each: 10,000 jobs polled at once cost some 15 MB. */
+const SERVED_VIEWS_CAPACITY = 10_000;
 const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
 
 const loraSchema = {
@@ -114,6 +116,28 @@ export function jobView(job: JobWithAdapter) {
   return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null };
 }
 
+/**
+ * Serialized job views by job id, each valid for one version of its row. Pollers mostly read
+ * jobs that have not changed since the last poll: they then cost a two-column query, and no
+ * full row to parse, no view to build and serialize. Least recently stored first out.
+ */
+class SerializedJobViews {
+  private readonly bodies = new Map<string, { version: string; body: string }>();
+
+  constructor(private readonly capacity: number) {}
+
+  get(id: string, version: string): string | undefined {
+    const entry = this.bodies.get(id);
+    return entry?.version === version ? entry.body : undefined;
+  }
+
+  set(id: string, version: string, body: string): void {
+    this.bodies.delete(id);
+    this.bodies.set(id, { version, body });
+    if (this.bodies.size > this.capacity) this.bodies.delete(this.bodies.keys().next().value!);
+  }
+}
+
 /** The same request always hashes the same, whatever order its keys came in. */
 function canonicalHash(value: unknown): string {
   const canonical = (item: unknown): unknown =>
@@ -131,6 +155,7 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
   const { prisma, queue, config, models, jobSql } = deps;
   const withAdapter = { adapter: { select: { id: true } } } as const;
   const enqueuer = new EnqueueBatcher(queue, config.enqueueTimeoutMs);
+  const servedViews = new SerializedJobViews(SERVED_VIEWS_CAPACITY);
 
   async function replayOrConflict(tenantId: string, key: string, requestHash: string): Promise<JobWithAdapter | undefined> {
     const existing = await prisma.job.findUnique({ where: { tenantId_idempotencyKey: { tenantId, idempotencyKey: key } }, include: withAdapter });
@@ -247,11 +272,20 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
   app.get(
     "/v1/jobs/:id",
     { schema: { tags: ["jobs"], summary: "Job status, progress and latest metrics", params: uuidParams, response: { 200: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 429) } } },
-    async (request) => {
+    async (request, reply) => {
       const { id } = request.params as { id: string };
-      const job = await jobSql.jobOfTenant(id, tenantOf(request));
-      if (!job) throw notFound("job", id);
-      return jobView(job);
+      const tenantId = tenantOf(request);
+      const version = await jobSql.jobVersion(id, tenantId);
+      if (version === undefined) throw notFound("job", id);
+      let body = servedViews.get(id, version);
+      if (body === undefined) {
+        const found = await jobSql.jobOfTenant(id, tenantId);
+        if (!found) throw notFound("job", id);
+        // The route's own response serializer, so the cached body is exactly what the schema allows.
+        body = reply.serialize(jobView(found.job)) as string;
+        servedViews.set(id, found.version, body);
+      }
+      return reply.type("application/json; charset=utf-8").send(body);
     },
   );
 
