@@ -102,10 +102,17 @@ describe("authentication, tenants and the keys CLI", () => {
   });
 
   it("sets security headers and limits JSON bodies", async () => {
-    const response = await request(api.app.server).get("/healthz").expect(200);
-    assert.equal(response.headers["x-content-type-options"], "nosniff");
-    assert.equal(response.headers["x-frame-options"], "SAMEORIGIN");
-    assert.ok(response.headers["strict-transport-security"]);
+    for (const path of ["/healthz", "/v1/jobs", "/v1/jobs/00000000-0000-4000-8000-000000000000"]) {
+      const response = await request(api.app.server).get(path).set("authorization", api.keys.a);
+      assert.equal(response.headers["content-security-policy"], "default-src 'none'; frame-ancestors 'none'", path);
+      assert.equal(response.headers["x-content-type-options"], "nosniff", path);
+      assert.equal(response.headers["x-frame-options"], "DENY", path);
+      assert.equal(response.headers["cross-origin-resource-policy"], "same-site", path);
+      assert.match(response.headers["strict-transport-security"], /^max-age=\d+/, path);
+    }
+    const docs = await request(api.app.server).get("/docs/").expect(200);
+    assert.match(docs.text, /swagger/i);
+    assert.match(docs.headers["content-security-policy"], /script-src 'self'/, "swagger-ui's own policy lets /docs run");
     const big = await request(api.app.server)
       .post("/v1/jobs")
       .set("authorization", api.keys.b)
