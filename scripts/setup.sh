@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(libopenblas-dev)
+# python3-torch (Debian's; PyPI is out of reach) runs the PyTorch references that the
+# engine's numerics are tested against live, beside the committed goldens.
+apt_packages=(libopenblas-dev python3-torch)
 command -v psql >/dev/null || apt_packages+=(postgresql)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 missing=()
