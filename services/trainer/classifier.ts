@@ -6,7 +6,7 @@ import { adapterForwardOptions, headKey, loraKey } from "./lora.ts";
 import type { ForwardOptions } from "./model/encoder.ts";
 import { loadPretrained, type PretrainedModel } from "./model/load.ts";
 import { maxInputLength } from "./hf/config.ts";
-import { AdapterError, loadAdapter } from "./peft.ts";
+import { AdapterError, assertAdapterFits, loadAdapter } from "./peft.ts";
 
 export interface Prediction {
   label: string;
@@ -44,9 +44,12 @@ export class ClassifierService {
     const cached = this.adapters.get(dir);
     if (cached) return cached;
     const adapter = await loadAdapter(dir);
+    assertAdapterFits(adapter, (module) => {
+      const shape = this.pretrained.model.linearShape(module);
+      return shape && { outFeatures: shape[0], inFeatures: shape[1] };
+    });
     const tensors = new Map<string, tf.Tensor>();
     for (const [module, { a, b }] of adapter.lora) {
-      if (!this.pretrained.model.linearShape(module)) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
       tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape, "float32"));
       tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape, "float32"));
     }

@@ -8,7 +8,7 @@ import { adapterForwardOptions, loraKey } from "./lora.ts";
 import { disposeCache, emptyCache, type CausalLM, type KVCache } from "./model/causal.ts";
 import type { ForwardOptions } from "./model/encoder.ts";
 import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
-import { AdapterError, loadAdapter } from "./peft.ts";
+import { AdapterError, assertAdapterFits, loadAdapter } from "./peft.ts";
 import { Rng } from "./rng.ts";
 
 export interface GenerationOptions {
@@ -171,12 +171,10 @@ export class GeneratorService {
     if (cached) return cached;
     const adapter = await loadAdapter(dir);
     if (adapter.taskType !== "CAUSAL_LM") throw new AdapterError(`adapter task_type is ${adapter.taskType}, not CAUSAL_LM`);
-    const shapes = new Map(this.pretrained.model.linearModules().map((linear) => [linear.name, linear]));
+    const linears = new Map(this.pretrained.model.linearModules().map((linear) => [linear.name, linear]));
+    assertAdapterFits(adapter, (module) => linears.get(module));
     const tensors = new Map<string, tf.Tensor>();
     for (const [module, { a, b }] of adapter.lora) {
-      const linear = shapes.get(module);
-      if (!linear) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
-      if (a.shape[1] !== linear.inFeatures || b.shape[0] !== linear.outFeatures) throw new AdapterError(`adapter shapes for ${module} do not fit this base model`);
       tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape, "float32"));
       tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape, "float32"));
     }

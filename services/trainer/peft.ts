@@ -33,6 +33,20 @@ export class AdapterError extends Error {
   }
 }
 
+/**
+ * Throws unless each LoRA pair of the adapter targets a linear layer of the base model, with
+ * A as [r, in] and B as [out, r] for that layer. `linearOf` describes the base model's layers.
+ */
+export function assertAdapterFits(adapter: Adapter, linearOf: (module: string) => { inFeatures: number; outFeatures: number } | undefined): void {
+  for (const [module, { a, b }] of adapter.lora) {
+    const linear = linearOf(module);
+    if (!linear) throw new AdapterError(`adapter targets ${module}, which this base model does not have`);
+    if (a.shape[1] !== linear.inFeatures || b.shape[0] !== linear.outFeatures || a.shape[0] !== b.shape[1]) {
+      throw new AdapterError(`adapter shapes for ${module} (A ${a.shape.join("×")}, B ${b.shape.join("×")}) do not fit this base model`);
+    }
+  }
+}
+
 export function adapterConfig(adapter: Adapter): Record<string, unknown> {
   return {
     peft_type: "LORA",

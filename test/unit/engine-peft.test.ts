@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
 import { ClassifierService, initBackend, loadAdapter, mergeAdapter, train } from "../../services/trainer/index.ts";
-import { readSafetensors } from "../../services/trainer/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../../services/trainer/safetensors.ts";
 import { engineFixtures, fixtureModel, FIXTURES_DIR } from "../helpers/engine-fixtures.ts";
 
 let work: string;
@@ -114,5 +114,15 @@ test("the classifier service swaps adapters on one base model", async () => {
   assert.deepEqual(plainAgain.logits, plain.logits);
   assert.notDeepEqual(adapted.logits, plain.logits);
   assert.ok(["negative", "positive"].includes(adapted.label));
+
+  // The same adapter with one B matrix made for a wider layer is refused with its shapes, not run.
+  const misfit = path.join(work, "misfit-adapter");
+  await cp(first, misfit, { recursive: true });
+  const weightsFile = path.join(misfit, "adapter_model.safetensors");
+  const tensors = await readSafetensors(weightsFile);
+  const [bKey, b] = [...tensors].find(([name]) => name.endsWith("lora_B.weight"))!;
+  tensors.set(bKey, { shape: [2 * b.shape[0], b.shape[1]], data: new Float32Array(2 * b.data.length) });
+  await writeSafetensors(weightsFile, tensors);
+  await assert.rejects(service.predict(["the plot was awful"], misfit), { name: "AdapterError", message: /B 64×2\) do not fit this base model/ });
   service.dispose();
 });
