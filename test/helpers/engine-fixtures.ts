@@ -5,22 +5,27 @@ import path from "node:path";
 import { makeFixtures } from "../../scripts/make-fixtures.ts";
 
 export const FIXTURES_DIR = path.join(import.meta.dirname, "..", "fixtures", "generated");
-const STAMP = "sentiment-validation.jsonl";
 
-export async function engineFixtures(): Promise<string> {
-  if (!existsSync(path.join(FIXTURES_DIR, STAMP))) {
-    const tmp = `${FIXTURES_DIR}.tmp-${process.pid}`;
-    await makeFixtures(tmp);
-    // The stamp file is written last, so a folder without it is an interrupted run's leftover.
-    if (!existsSync(path.join(FIXTURES_DIR, STAMP))) await rm(FIXTURES_DIR, { recursive: true, force: true });
-    try {
-      await rename(tmp, FIXTURES_DIR);
-    } catch {
-      // Another test process generated the same fixtures first.
-      await rm(tmp, { recursive: true, force: true });
-    }
+/**
+ * Makes `dir` with `make` unless it is complete already. `make` writes `stamp` last, so a folder
+ * without it is an interrupted run's leftover; concurrent test processes may race, and one wins.
+ */
+export async function generateOnce(dir: string, stamp: string, make: (dir: string) => Promise<void>): Promise<string> {
+  if (existsSync(path.join(dir, stamp))) return dir;
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await make(tmp);
+  if (!existsSync(path.join(dir, stamp))) await rm(dir, { recursive: true, force: true });
+  try {
+    await rename(tmp, dir);
+  } catch {
+    // Another test process generated the same fixtures first.
+    await rm(tmp, { recursive: true, force: true });
   }
-  return FIXTURES_DIR;
+  return dir;
+}
+
+export function engineFixtures(): Promise<string> {
+  return generateOnce(FIXTURES_DIR, "sentiment-validation.jsonl", makeFixtures);
 }
 
 export function fixtureModel(name: string): string {

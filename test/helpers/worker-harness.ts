@@ -14,6 +14,7 @@ import { ArtifactStore } from "../../services/common/artifacts.ts";
 import type { PrismaClient } from "../../services/common/db.ts";
 import type { Job } from "../../services/common/generated/prisma/client.ts";
 import { createFineTuneQueue, createRedis, enqueueFineTune, type FineTunePayload } from "../../services/common/queue.ts";
+import type { TestApi } from "./api.ts";
 import { freePort, PrivateRedis } from "./redis-server.ts";
 import { createTestDatabase, testQueuePrefix, type TestDatabase } from "./services.ts";
 import { trainingFixture, type TrainingFixture } from "./training-fixture.ts";
@@ -70,6 +71,21 @@ export class WorkerProcess {
 }
 
 /** One test file's world for real worker processes: its database, a private Redis and queue, DATA_DIR and MODELS_DIR, the training fixture, and every worker it started. */
+/** Serves the test API on a free local port and starts a worker process on its database, queue, data and models. */
+export async function serveWithWorker(api: TestApi, env: Record<string, string> = {}): Promise<{ baseUrl: string; worker: WorkerProcess }> {
+  await api.app.listen({ host: "127.0.0.1", port: 0 });
+  const baseUrl = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}`;
+  const worker = WorkerProcess.start({
+    DATABASE_URL: api.db.url,
+    REDIS_URL: api.config.redisUrl,
+    QUEUE_PREFIX: String(api.queue.opts.prefix),
+    DATA_DIR: api.config.dataDir,
+    MODELS_DIR: api.modelsDir,
+    ...env,
+  });
+  return { baseUrl, worker };
+}
+
 export interface WorkerSuite {
   db: TestDatabase;
   redis: Redis;

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { chatRecords, PATTERN_PAIRS } from "../../scripts/make-causal-fixtures.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
-import { waitFor, WorkerProcess } from "../helpers/worker-harness.ts";
+import { serveWithWorker, waitFor, type WorkerProcess } from "../helpers/worker-harness.ts";
 
 describe("causal LM fine-tuning and generation through HTTP", () => {
   let api: TestApi;
@@ -25,15 +25,7 @@ describe("causal LM fine-tuning and generation through HTTP", () => {
     fixtures = await causalFixtures();
     api = await startTestApi("causal_http");
     await fs.cp(path.join(fixtures, "llama-tiny"), path.join(api.modelsDir, "tiny-llama"), { recursive: true });
-    await api.app.listen({ host: "127.0.0.1", port: 0 });
-    baseUrl = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}`;
-    worker = WorkerProcess.start({
-      DATABASE_URL: api.db.url,
-      REDIS_URL: api.config.redisUrl,
-      QUEUE_PREFIX: String(api.queue.opts.prefix),
-      DATA_DIR: api.config.dataDir,
-      MODELS_DIR: api.modelsDir,
-    });
+    ({ baseUrl, worker } = await serveWithWorker(api));
   });
 
   after(async () => {

@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
-import { WorkerProcess } from "../helpers/worker-harness.ts";
+import { serveWithWorker, type WorkerProcess } from "../helpers/worker-harness.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
@@ -22,16 +22,8 @@ describe("npm run demo", () => {
     api = await startTestApi("worker_demo");
     // The API's test models hold only config.json: the demo must create the real tiny model.
     await fs.rm(path.join(api.modelsDir, "tiny-distilbert"), { recursive: true, force: true });
-    await api.app.listen({ host: "127.0.0.1", port: 0 });
-    apiUrl = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}`;
     outDir = await fs.mkdtemp(path.join(os.tmpdir(), "lora-demo-out-"));
-    worker = WorkerProcess.start({
-      DATABASE_URL: api.db.url,
-      REDIS_URL: api.config.redisUrl,
-      QUEUE_PREFIX: String(api.queue.opts.prefix),
-      DATA_DIR: api.config.dataDir,
-      MODELS_DIR: api.modelsDir,
-    });
+    ({ baseUrl: apiUrl, worker } = await serveWithWorker(api));
   });
 
   after(async () => {

@@ -14,7 +14,7 @@ import tar from "tar-stream";
 import { ClassifierService } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { waitFor, WorkerProcess } from "../helpers/worker-harness.ts";
+import { serveWithWorker, waitFor, type WorkerProcess } from "../helpers/worker-harness.ts";
 import { serverSentEvents } from "../../scripts/sse.ts";
 
 interface StreamedEvent {
@@ -64,17 +64,7 @@ describe("fine-tuning through HTTP with a worker", () => {
   before(async () => {
     api = await startTestApi("worker_http");
     fixture = await trainingFixture(api.modelsDir);
-    await api.app.listen({ host: "127.0.0.1", port: 0 });
-    const address = api.app.server.address() as { port: number };
-    baseUrl = `http://127.0.0.1:${address.port}`;
-    worker = WorkerProcess.start({
-      DATABASE_URL: api.db.url,
-      REDIS_URL: api.config.redisUrl,
-      QUEUE_PREFIX: String(api.queue.opts.prefix),
-      DATA_DIR: api.config.dataDir,
-      MODELS_DIR: api.modelsDir,
-      CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps),
-    });
+    ({ baseUrl, worker } = await serveWithWorker(api, { CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) }));
   });
 
   after(async () => {

@@ -9,10 +9,10 @@ import type { LoraWeights } from "../../services/trainer/lora.ts";
 import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
 import { saveAdapter } from "../../services/trainer/peft.ts";
 import { Rng } from "../../services/trainer/rng.ts";
+import { PYTHON } from "./python.ts";
 
 export const CAUSAL_GOLDEN_FILE = path.join(import.meta.dirname, "..", "fixtures", "golden", "causal-logits.json");
 export const REFERENCE_ADAPTERS = "reference-adapters";
-export const PYTHON = process.env.REFERENCE_PYTHON ?? "/usr/bin/python3";
 
 export interface GoldenSequence {
   ids: number[];

@@ -17,37 +17,13 @@ import base64
 import json
 import math
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 
+from safetensors_io import read_safetensors
+
 torch.set_grad_enabled(False)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    start = 8 + n
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]
-        chunk = raw[start + begin : start + end]
-        if entry["dtype"] == "F32":
-            array = np.frombuffer(chunk, dtype="<f4").astype(np.float32)
-        elif entry["dtype"] == "F16":
-            array = np.frombuffer(chunk, dtype="<f2").astype(np.float32)
-        elif entry["dtype"] == "BF16":
-            array = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            raise ValueError(entry["dtype"])
-        out[name] = torch.from_numpy(array.copy()).reshape(entry["shape"])
-    return out
 
 
 def layer_norm(x, weight, bias, eps):

@@ -12,29 +12,11 @@ import hashlib
 import json
 import math
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    (header_length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + header_length])
-    start = 8 + header_length
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        data = bytearray(raw[start + begin : start + end])
-        tensor = torch.frombuffer(data, dtype=DTYPES[info["dtype"]]) if data else torch.empty(0, dtype=DTYPES[info["dtype"]])
-        tensors[name] = tensor.reshape(info["shape"]).to(torch.float32)
-    return tensors
+from safetensors_io import read_safetensors
 
 
 def canonical_weights(tensors, prefix):

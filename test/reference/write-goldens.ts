@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { engineFixtures } from "../helpers/engine-fixtures.ts";
 import { buildReferenceCases } from "./cases.ts";
+import { PYTHON } from "./python.ts";
 
 export const GOLDEN_FILE = path.join(import.meta.dirname, "..", "fixtures", "golden", "hf-reference.json");
-export const PYTHON = process.env.REFERENCE_PYTHON ?? "/usr/bin/python3";
 
 /** Runs hf_reference.py on the cases and returns its parsed output. */
 export async function runReference(fixturesDir: string, cases: object): Promise<{ torch: string; cases: Record<string, unknown> }> {

@@ -2,7 +2,6 @@
 // implementation (test/reference/causal_reference.py, written from transformers' and PEFT's code):
 // committed goldens always, a live run when torch is importable; and the KV cache.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -22,13 +21,13 @@ import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import {
   decodeLogits,
   probeSequences,
-  PYTHON,
   readGolden,
   REFERENCE_ADAPTERS,
   runCausalReference,
   writeReferenceAdapters,
   type CausalGolden,
 } from "../reference/causal-cases.ts";
+import { liveReferenceSkip } from "../reference/python.ts";
 
 const TOLERANCE = 1e-4;
 let fixtures: string;
@@ -111,16 +110,7 @@ test("an adapter merged into a full model folder gives the reference's adapter l
   }
 });
 
-const torchAvailable = (() => {
-  try {
-    execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-test("logits agree with a live run of the PyTorch reference on other tokens", { skip: torchAvailable ? false : `${PYTHON} cannot import torch` }, async (t) => {
+test("logits agree with a live run of the PyTorch reference on other tokens", { skip: liveReferenceSkip }, async (t) => {
   const live = await runCausalReference(fixtures, 17);
   assert.deepEqual(live.models["gpt2-tiny"].sequences[0].ids, probeSequences(golden.models["gpt2-tiny"].sequences[0].shape[1], 17)[0]);
   for (const line of await compareWith(live, false)) t.diagnostic(line);

@@ -1,7 +1,6 @@
 // The engine against an independent PyTorch implementation of Hugging Face's forward passes
 // (test/reference/hf_reference.py): committed goldens always, a live run when torch is importable.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
@@ -9,7 +8,8 @@ import { before, test } from "node:test";
 import { initBackend } from "../../services/trainer/backend.ts";
 import { engineFixtures } from "../helpers/engine-fixtures.ts";
 import { buildReferenceCases, engineOutputs, maxAbsDiff, type ReferenceResult } from "../reference/cases.ts";
-import { GOLDEN_FILE, PYTHON, runReference } from "../reference/write-goldens.ts";
+import { liveReferenceSkip } from "../reference/python.ts";
+import { GOLDEN_FILE, runReference } from "../reference/write-goldens.ts";
 
 const TOLERANCE = 1e-4;
 let fixtures: string;
@@ -46,16 +46,7 @@ test("engine outputs match the committed PyTorch reference within 1e-4", async (
   }
 });
 
-const torchAvailable = (() => {
-  try {
-    execFileSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-test("engine outputs match a live run of the PyTorch reference on other inputs", { skip: torchAvailable ? false : `${PYTHON} cannot import torch` }, async (t) => {
+test("engine outputs match a live run of the PyTorch reference on other inputs", { skip: liveReferenceSkip }, async (t) => {
   const texts = ["Hello, world!", "我 love this film ... or do i?", "x"];
   const output = await runReference(fixtures, await buildReferenceCases(fixtures, texts, 12));
   for (const [name, reference] of Object.entries(output.cases as Record<string, ReferenceResult>)) await compare(name, reference, (m) => t.diagnostic(m));
