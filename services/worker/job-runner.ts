@@ -101,6 +101,7 @@ type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs
 
 class ActiveRun {
   private stopReason: StopReason | undefined;
+  private ended = false;
   private forceTimer: NodeJS.Timeout | undefined;
   private writes: Promise<void> = Promise.resolve();
   private lastStepReportAt = 0;
@@ -116,7 +117,8 @@ class ActiveRun {
   }
 
   stop(reason: StopReason): void {
-    if (this.stopReason) return;
+    // A cancel poll still in flight when the run ended must not reach the sandbox's next job.
+    if (this.stopReason || this.ended) return;
     this.stopReason = reason;
     this.sandbox.requestStop(reason === "shutdown" ? "checkpoint" : "cancel");
     // A shutdown may wait for its checkpoint almost as long as the deploy allows.
@@ -130,6 +132,7 @@ class ActiveRun {
 
   /** Nothing of this run may reach the sandbox's next job. */
   end(): void {
+    this.ended = true;
     clearTimeout(this.forceTimer);
     this.sandbox.clearStop();
   }
@@ -220,10 +223,14 @@ class ActiveRun {
   }
 
   private async afterTraining(result: TrainResult, outDir: string): Promise<RunOutcome> {
-    if (result.outcome === "completed") {
+    if (result.outcome === "completed" && this.stopReason !== "lease_lost") {
       if (await this.finishSucceeded(result, outDir)) return { kind: "final", status: "succeeded" };
-      await this.finishCancelled("cancelled as it finished");
-      return { kind: "final", status: "cancelled" };
+      if (await this.cancelRequested()) {
+        await this.finishCancelled("cancelled as it finished");
+        return { kind: "final", status: "cancelled" };
+      }
+      // The row is no longer ours to finish: another worker holds the job now.
+      return { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS };
     }
     return this.afterStop(result.step);
   }
@@ -249,7 +256,7 @@ class ActiveRun {
 
   private async afterError(error: unknown, attempt: number, maxAttempts: number): Promise<RunOutcome> {
     const { logger } = this.deps;
-    if (error instanceof SandboxLost && this.stopReason) return this.afterStop(undefined);
+    if ((error instanceof SandboxLost && this.stopReason) || this.stopReason === "lease_lost") return this.afterStop(undefined);
     if (error instanceof TrainingFailed) {
       logger.warn({ jobId: this.jobId, err: error }, "training failed");
       await this.finishFailed({ code: "training_failed", message: error.message });
@@ -270,10 +277,15 @@ class ActiveRun {
     return { kind: "requeue", delayMs: RETRY_BACKOFF_MS * attempt };
   }
 
+  /** True when the job was cancelled or deleted under this run. */
+  private async cancelRequested(): Promise<boolean> {
+    const row = await this.deps.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true } });
+    return !row || row.status === "cancelling" || row.cancelRequestedAt !== null;
+  }
+
   private async watchForCancel(): Promise<void> {
     try {
-      const row = await this.deps.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true } });
-      if (!row || row.status === "cancelling" || row.cancelRequestedAt) this.stop("cancel");
+      if (await this.cancelRequested()) this.stop("cancel");
     } catch (error) {
       this.deps.logger.warn({ jobId: this.jobId, err: error }, "could not look for a cancel request");
     }
