@@ -1,7 +1,8 @@
 // Merging a causal LM adapter into a full GPT2LMHeadModel / LlamaForCausalLM folder.
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { parseCausalConfig, readModelConfigJson } from "./hf/causal-config.ts";
+import { parseCausalConfig } from "./hf/causal-config.ts";
+import { readModelConfigJson } from "./hf/config.ts";
 import { canonicalGpt2Name } from "./model/gpt2.ts";
 import { canonicalLlamaName } from "./model/llama.ts";
 import { readCheckpoint } from "./model/load.ts";

@@ -43,8 +43,18 @@ export function evaluateCausal(model: CausalLM, examples: CausalExample[], optio
 }
 
 export async function causalTask(options: TrainOptions): Promise<TrainingTask<CausalExample>> {
-  const hyper = options.hyper;
   const pretrained = await loadCausalPretrained(options.modelDir);
+  try {
+    return await causalTaskOn(pretrained, options);
+  } catch (error) {
+    // Bad options or data are found after the weights are on the device; a sandbox lives on for the next job.
+    pretrained.model.dispose();
+    throw error;
+  }
+}
+
+async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions): Promise<TrainingTask<CausalExample>> {
+  const hyper = options.hyper;
   const { config, model, tokenizer } = pretrained;
   const requested = resolveLora(options.lora, config.family);
   const linears = model.linearModules();

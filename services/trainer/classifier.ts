@@ -6,7 +6,7 @@ import { adapterForwardOptions, headKey, loraKey } from "./lora.ts";
 import type { ForwardOptions } from "./model/encoder.ts";
 import { loadPretrained, type PretrainedModel } from "./model/load.ts";
 import { maxInputLength } from "./hf/config.ts";
-import { AdapterError, assertAdapterFits, loadAdapter } from "./peft.ts";
+import { AdapterError, assertAdapterFits, loadAdapter, loadOnce } from "./peft.ts";
 
 export interface Prediction {
   label: string;
@@ -24,7 +24,7 @@ interface LoadedAdapter {
 const PREDICT_BATCH = 16;
 
 export class ClassifierService {
-  private readonly adapters = new Map<string, LoadedAdapter>();
+  private readonly adapters = new Map<string, Promise<LoadedAdapter>>();
   private readonly baseOptions: ForwardOptions;
   private readonly baseHeadTensors: tf.Tensor[];
 
@@ -40,9 +40,12 @@ export class ClassifierService {
     return new ClassifierService(await loadPretrained(modelDir));
   }
 
-  private async adapter(dir: string): Promise<LoadedAdapter> {
-    const cached = this.adapters.get(dir);
-    if (cached) return cached;
+  /** Concurrent first uses of one adapter share its load: the tensors are made once. */
+  private adapter(dir: string): Promise<LoadedAdapter> {
+    return loadOnce(this.adapters, dir, () => this.loadAdapterTensors(dir));
+  }
+
+  private async loadAdapterTensors(dir: string): Promise<LoadedAdapter> {
     const adapter = await loadAdapter(dir);
     assertAdapterFits(adapter, (module) => {
       const shape = this.pretrained.model.linearShape(module);
@@ -55,9 +58,7 @@ export class ClassifierService {
     }
     for (const [name, { shape, data }] of adapter.head) tensors.set(headKey(name), tf.tensor(data, shape, "float32"));
     const labels = adapter.labels.length ? adapter.labels : this.pretrained.config.labels ?? [];
-    const loaded = { options: adapterForwardOptions(tensors, adapter.settings), tensors: [...tensors.values()], labels };
-    this.adapters.set(dir, loaded);
-    return loaded;
+    return { options: adapterForwardOptions(tensors, adapter.settings), tensors: [...tensors.values()], labels };
   }
 
   async predict(texts: string[], adapterDir?: string): Promise<Prediction[]> {
@@ -79,7 +80,7 @@ export class ClassifierService {
   }
 
   dispose(): void {
-    for (const adapter of this.adapters.values()) for (const tensor of adapter.tensors) tensor.dispose();
+    for (const loading of this.adapters.values()) void loading.then((adapter) => adapter.tensors.forEach((tensor) => tensor.dispose()), () => {});
     this.adapters.clear();
     for (const tensor of this.baseHeadTensors) tensor.dispose();
     this.pretrained.model.dispose();

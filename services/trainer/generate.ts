@@ -8,7 +8,7 @@ import { adapterForwardOptions, loraKey } from "./lora.ts";
 import { disposeCache, emptyCache, type CausalLM, type KVCache } from "./model/causal.ts";
 import type { ForwardOptions } from "./model/encoder.ts";
 import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
-import { AdapterError, assertAdapterFits, loadAdapter } from "./peft.ts";
+import { AdapterError, assertAdapterFits, loadAdapter, loadOnce } from "./peft.ts";
 import { Rng } from "./rng.ts";
 
 export interface GenerationOptions {
@@ -127,6 +127,8 @@ export function generateTokens(
       }
       ids.push(token);
       generated.push(token);
+      // Only stop sequences need the text along the way; otherwise it is decoded once, at the end.
+      if (options.stop.length === 0) continue;
       text = detokenizer.decode(generated);
       const stopAt = Math.min(...options.stop.map((s) => text.indexOf(s)).filter((i) => i >= 0));
       if (Number.isFinite(stopAt)) {
@@ -138,6 +140,7 @@ export function generateTokens(
   } finally {
     if (cache) disposeCache(cache);
   }
+  if (finishReason !== "stop") text = detokenizer.decode(generated);
   return { text, tokenIds: generated, promptTokens: promptIds.length, finishReason };
 }
 
@@ -154,7 +157,7 @@ interface LoadedAdapter {
 }
 
 export class GeneratorService {
-  private readonly adapters = new Map<string, LoadedAdapter>();
+  private readonly adapters = new Map<string, Promise<LoadedAdapter>>();
   private readonly formatter: ChatFormatter;
 
   private constructor(private readonly pretrained: CausalPretrained) {
@@ -166,9 +169,12 @@ export class GeneratorService {
     return new GeneratorService(await loadCausalPretrained(modelDir));
   }
 
-  private async adapter(dir: string): Promise<LoadedAdapter> {
-    const cached = this.adapters.get(dir);
-    if (cached) return cached;
+  /** Concurrent first uses of one adapter share its load: the tensors are made once. */
+  private adapter(dir: string): Promise<LoadedAdapter> {
+    return loadOnce(this.adapters, dir, () => this.loadAdapterTensors(dir));
+  }
+
+  private async loadAdapterTensors(dir: string): Promise<LoadedAdapter> {
     const adapter = await loadAdapter(dir);
     if (adapter.taskType !== "CAUSAL_LM") throw new AdapterError(`adapter task_type is ${adapter.taskType}, not CAUSAL_LM`);
     const linears = new Map(this.pretrained.model.linearModules().map((linear) => [linear.name, linear]));
@@ -178,9 +184,7 @@ export class GeneratorService {
       tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape, "float32"));
       tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape, "float32"));
     }
-    const loaded = { options: adapterForwardOptions(tensors, adapter.settings), tensors: [...tensors.values()] };
-    this.adapters.set(dir, loaded);
-    return loaded;
+    return { options: adapterForwardOptions(tensors, adapter.settings), tensors: [...tensors.values()] };
   }
 
   promptIds(request: GenerationRequest): number[] {
@@ -196,16 +200,9 @@ export class GeneratorService {
     return generateTokens(model, this.promptIds(request), forward, eosIds, { decode: (ids) => tokenizer.decode(ids) }, options);
   }
 
-  /** Forgets a cached adapter (e.g. after it was deleted). */
-  evict(adapterDir: string): void {
-    const loaded = this.adapters.get(adapterDir);
-    if (!loaded) return;
-    for (const tensor of loaded.tensors) tensor.dispose();
-    this.adapters.delete(adapterDir);
-  }
-
   dispose(): void {
-    for (const dir of [...this.adapters.keys()]) this.evict(dir);
+    for (const loading of this.adapters.values()) void loading.then((adapter) => adapter.tensors.forEach((tensor) => tensor.dispose()), () => {});
+    this.adapters.clear();
     this.pretrained.model.dispose();
   }
 }

@@ -20,6 +20,6 @@ export {
   type GenerationResult,
 } from "./generate.ts";
 export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./chat-template.ts";
-export { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
+export { causalFamilyOf } from "./hf/causal-config.ts";
 export { loadAdapter, mergeAdapter, AdapterError } from "./peft.ts";
-export { ModelConfigError, readEncoderConfig, type EncoderConfig, type Architecture } from "./hf/config.ts";
+export { ModelConfigError, readEncoderConfig, readModelConfigJson, type EncoderConfig, type Architecture } from "./hf/config.ts";

@@ -4,11 +4,11 @@ import { copyFile, mkdir, readFile, readdir, rename, rm, writeFile } from "node:
 import path from "node:path";
 import type { LoraSettings, LoraWeights } from "./lora.ts";
 import { headKey, loraKey, loraScale, parsePeftKey } from "./lora.ts";
-import { readEncoderConfig, sequenceClassificationClass } from "./hf/config.ts";
+import { readEncoderConfig, readModelConfigJson, sequenceClassificationClass } from "./hf/config.ts";
 import { canonicalName, isHeadParameter, readCheckpoint } from "./model/load.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
 import { mergeCausalAdapter } from "./causal-merge.ts";
-import { causalFamilyOf, readModelConfigJson } from "./hf/causal-config.ts";
+import { causalFamilyOf } from "./hf/causal-config.ts";
 
 
 export interface Adapter {
@@ -31,6 +31,17 @@ export class AdapterError extends Error {
     super(message);
     this.name = "AdapterError";
   }
+}
+
+/** `load()` once per key: concurrent first uses share it, and a failed load is forgotten so the next use retries. */
+export function loadOnce<T>(loads: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
+  let loading = loads.get(key);
+  if (!loading) {
+    loading = load();
+    loads.set(key, loading);
+    loading.catch(() => loads.delete(key));
+  }
+  return loading;
 }
 
 /**

@@ -4,6 +4,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
+import * as tf from "@tensorflow/tfjs";
 import { GenerationError, GeneratorService, initBackend } from "../../services/trainer/index.ts";
 import { sampleToken } from "../../services/trainer/generate.ts";
 import { matchTargetModules, type LoraWeights } from "../../services/trainer/lora.ts";
@@ -113,6 +114,18 @@ test("adapters swap over one loaded base; the base answers unchanged between the
   const llamaAdapter = await randomAdapter("llama-tiny", ["q_proj"], 13);
   await assert.rejects(service.generate(request, {}, llamaAdapter), AdapterError);
   service.dispose();
+});
+
+test("concurrent first uses of an adapter load it once, and dispose frees every tensor", async () => {
+  const adapter = await randomAdapter("gpt2-tiny", ["c_fc"], 14);
+  const tensorsBefore = tf.memory().numTensors;
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const request = { prompt: "colour blue" };
+  const [first, second] = await Promise.all([service.generate(request, { maxNewTokens: 4 }, adapter), service.generate(request, { maxNewTokens: 4 }, adapter)]);
+  assert.deepEqual(first, second);
+  service.dispose();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(tf.memory().numTensors, tensorsBefore);
 });
 
 test("bad generation options are refused with GenerationError", async () => {

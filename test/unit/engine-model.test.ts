@@ -54,4 +54,6 @@ test("missing weights or tokenizer give a clear model error", async () => {
   await copyFile(path.join(fixtureModel("bert-cls"), "tokenizer.json"), path.join(dir, "tokenizer.json"));
   await assert.rejects(ClassifierService.load(dir), (error: Error) => error instanceof ModelConfigError && /model\.safetensors/.test(error.message));
   await assert.rejects(ClassifierService.load(path.join(dir, "nope")), ModelConfigError);
+  await writeFile(path.join(dir, "config.json"), "{ not json");
+  await assert.rejects(ClassifierService.load(dir), (error: Error) => error instanceof ModelConfigError && /not valid JSON/.test(error.message));
 });

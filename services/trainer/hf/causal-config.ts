@@ -1,8 +1,6 @@
 // Reads a Hugging Face decoder config.json (GPT2LMHeadModel, LlamaForCausalLM) into the numbers the
 // causal forward pass needs. Defaults are the ones transformers' GPT2Config and LlamaConfig use.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
-import { ModelConfigError } from "./config.ts";
+import { ModelConfigError, readModelConfigJson } from "./config.ts";
 
 export type CausalFamily = "gpt2" | "llama";
 
@@ -159,20 +157,6 @@ export function parseCausalConfig(raw: Record<string, unknown>): CausalConfig {
     padTokenId: optionalId(raw, "pad_token_id"),
     raw,
   };
-}
-
-export async function readModelConfigJson(modelDir: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path.join(modelDir, "config.json"), "utf8");
-  } catch {
-    throw new ModelConfigError(`no config.json in ${modelDir}`);
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    throw new ModelConfigError(`config.json in ${modelDir} is not valid JSON`);
-  }
 }
 
 export async function readCausalConfig(modelDir: string): Promise<CausalConfig> {

@@ -119,14 +119,22 @@ export function parseEncoderConfig(raw: Record<string, unknown>): EncoderConfig 
   };
 }
 
-export async function readEncoderConfig(modelDir: string): Promise<EncoderConfig> {
+export async function readModelConfigJson(modelDir: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path.join(modelDir, "config.json"), "utf8");
   } catch {
     throw new ModelConfigError(`no config.json in ${modelDir}`);
   }
-  return parseEncoderConfig(JSON.parse(text) as Record<string, unknown>);
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new ModelConfigError(`config.json in ${modelDir} is not valid JSON`);
+  }
+}
+
+export async function readEncoderConfig(modelDir: string): Promise<EncoderConfig> {
+  return parseEncoderConfig(await readModelConfigJson(modelDir));
 }
 
 /** Longest input the position table allows; RoBERTa's positions start after padding_idx. */

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { ChatFormatter } from "../chat-template.ts";
 import { ModelConfigError } from "../hf/config.ts";
-import { parseCausalConfig, readModelConfigJson, type CausalConfig } from "../hf/causal-config.ts";
+import { readCausalConfig, type CausalConfig } from "../hf/causal-config.ts";
 import { TextTokenizer } from "../tokenizer.ts";
 import type { CausalLM } from "./causal.ts";
 import { Gpt2LM } from "./gpt2.ts";
@@ -32,16 +32,17 @@ export function specialTokenText(tokenizer: TextTokenizer, key: string): string 
 }
 
 export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
-  const config = parseCausalConfig(await readModelConfigJson(dir));
+  const config = await readCausalConfig(dir);
   if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
-  const stored = await readCheckpoint(dir);
-  const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
   // Decoders rarely define a pad token; padded positions are masked out of the loss, so EOS serves.
   const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId ?? config.eosTokenIds[0] ?? 0, usesTypeIds: false });
   const eosText = specialTokenText(tokenizer, "eos_token");
   const eosFromTokenizer = eosText === undefined ? undefined : tokenizer.tokenId(eosText);
   const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
+  // Weights go to the device last, once nothing else can refuse the folder.
+  const stored = await readCheckpoint(dir);
+  const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
   return { dir, config, model, tokenizer, eosIds };
 }
 

@@ -55,22 +55,22 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   const config = await readEncoderConfig(dir);
   const prefix = config.architecture;
   if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
-  const stored = await readCheckpoint(dir);
+  const stored = new Map([...(await readCheckpoint(dir))].map(([name, array]) => [canonicalName(name, prefix), array]));
+  if (!stored.has(`${prefix}.embeddings.word_embeddings.weight`)) {
+    throw new ModelConfigError(`${dir}: the checkpoint holds no ${prefix} encoder weights`);
+  }
+  const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
+  // Weights go to the device last, once nothing else can refuse the folder.
   const weights = new Map<string, tf.Tensor>();
   const linearWeights = new Map<string, tf.Tensor2D>();
   const linearModules = new Set([...encoderLinearModules(config), `${prefix}.pooler.dense`]);
   const checkpointHead = new Map<string, NamedArray>();
-  for (const [name, array] of stored) {
-    const canonical = canonicalName(name, prefix);
+  for (const [canonical, array] of stored) {
     const module = canonical.replace(/\.weight$/, "");
     if (isHeadParameter(canonical)) checkpointHead.set(canonical, array);
     else if (canonical.endsWith(".weight") && linearModules.has(module)) linearWeights.set(module, transposed(array));
     else if (canonical.startsWith(`${prefix}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
   }
-  if (!weights.has(`${prefix}.embeddings.word_embeddings.weight`)) {
-    throw new ModelConfigError(`${dir}: the checkpoint holds no ${prefix} encoder weights`);
-  }
-  const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
   return { dir, config, model: new EncoderClassifier(config, weights, linearWeights), tokenizer, checkpointHead };
 }
 
