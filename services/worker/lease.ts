@@ -24,8 +24,15 @@ export class JobLease {
 
   /** The lease, or undefined when another run holds it. */
   static async tryAcquire(databaseUrl: string, jobId: string): Promise<JobLease | undefined> {
-    const client = new pg.Client({ connectionString: databaseUrl, application_name: "lora-worker-lease" });
-    // A dropped connection means the lock is gone too; the run notices through `lost`.
+    const client = new pg.Client({
+      connectionString: databaseUrl,
+      application_name: "lora-worker-lease",
+      // The lock lives as long as Postgres believes this idle session alive: with TCP keepalives
+      // a vanished worker host frees its jobs in about a minute, not the kernel's two hours.
+      keepAlive: true,
+      options: "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+    });
+    // A dropped connection means the lock is gone too; the run notices through `whenLost`.
     client.on("error", () => {});
     await client.connect();
     try {
