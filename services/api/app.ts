@@ -10,7 +10,7 @@ import type { Redis } from "ioredis";
 import type { ArtifactStore } from "../common/artifacts.ts";
 import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
 import type { Config } from "../common/config.ts";
-import type { PrismaClient } from "../common/db.ts";
+import { CANONICAL_UUID, type PrismaClient } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import { ModelRegistry } from "../common/models.ts";
 import type { FineTunePayload } from "../common/queue.ts";
@@ -42,8 +42,6 @@ const SECURITY_HEADERS = {
   "x-content-type-options": "nosniff",
   "x-frame-options": "DENY",
 } as const;
-
-const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface AppDeps {
   config: Config;

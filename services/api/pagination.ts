@@ -1,5 +1,6 @@
 // Opaque cursors for lists ordered newest first by (createdAt, id): stable while rows are
 // added, because a page continues strictly after the last row it returned.
+import { CANONICAL_UUID } from "../common/db.ts";
 import { AppError } from "../common/errors.ts";
 
 export interface Cursor {
@@ -23,7 +24,9 @@ export function decodeCursor(cursor: string): Cursor {
   }
   if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== "string" || typeof parsed[1] !== "string") throw invalidCursor();
   const createdAt = new Date(parsed[0]);
-  if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalidCursor();
+  // Only what Postgres can compare: a timestamp within years 1–9999 and a canonical UUID.
+  const year = createdAt.getUTCFullYear();
+  if (Number.isNaN(year) || year < 1 || year > 9999 || !CANONICAL_UUID.test(parsed[1])) throw invalidCursor();
   return { createdAt, id: parsed[1] };
 }
 

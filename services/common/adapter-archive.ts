@@ -49,13 +49,18 @@ export async function packAdapterFolder(store: ArtifactStore, storageKey: string
   const output = new PassThrough();
   const written = store.writeScratch("adapter-archive", output);
   const gzipped = pipeline(pack, createGzip({ level: 9 }), output);
-  for (const file of files) {
-    const entry = pack.entry({ name: file.name, size: file.sizeBytes, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: "", gname: "" });
-    await pipeline(createReadStream(path.join(folder, file.name)), entry);
-  }
-  pack.finalize();
-  await gzipped;
-  const { scratch, sha256, sizeBytes } = await written;
+  const added = (async () => {
+    for (const file of files) {
+      const entry = pack.entry({ name: file.name, size: file.sizeBytes, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: "", gname: "" });
+      await pipeline(createReadStream(path.join(folder, file.name)), entry);
+    }
+    pack.finalize();
+  })().catch((error: unknown) => {
+    pack.destroy(error as Error);
+    throw error;
+  });
+  // Awaited together: a failure in any of the three must not leave another one's rejection unhandled.
+  const [, , { scratch, sha256, sizeBytes }] = await Promise.all([added, gzipped, written]);
   const archiveKey = archiveKeyOf(storageKey);
   await store.commit(scratch, archiveKey);
   return { archiveKey, sha256, sizeBytes, files };

@@ -29,8 +29,11 @@ export class ArtifactStore {
     return path.join(dir, `${label}-${randomUUID()}`);
   }
 
-  /** Streams into a scratch file, hashing on the way; returns the scratch path and digest. */
-  async writeScratch(label: string, source: Readable): Promise<StoredObject & { scratch: string }> {
+  /**
+   * Streams `source` through `transforms` into a scratch file, hashing on the way; returns the
+   * scratch path and digest. One pipeline: an error in any stream fails it once and is handled.
+   */
+  async writeScratch(label: string, source: Readable, ...transforms: Transform[]): Promise<StoredObject & { scratch: string }> {
     const scratch = await this.scratchPath(label);
     const hash = createHash("sha256");
     let sizeBytes = 0;
@@ -42,7 +45,7 @@ export class ArtifactStore {
       },
     });
     try {
-      await pipeline(source, meter, createWriteStream(scratch));
+      await pipeline([source, ...transforms, meter, createWriteStream(scratch)]);
     } catch (error) {
       await fs.rm(scratch, { force: true });
       throw error;

@@ -1,7 +1,7 @@
 // API keys: random secrets shown once, stored only as sha256, each bound to a tenant.
 // Used by the API (authentication, bootstrap key) and by the keys CLI.
 import { createHash, randomBytes } from "node:crypto";
-import type { PrismaClient } from "./db.ts";
+import { CANONICAL_UUID, type PrismaClient } from "./db.ts";
 
 export const DEFAULT_TENANT = "default";
 const KEY_PREFIX = "lora_";
@@ -65,7 +65,7 @@ export async function listApiKeys(prisma: PrismaClient, tenantName?: string): Pr
 
 /** Revokes by id or by the shown prefix; returns how many keys were revoked. */
 export async function revokeApiKey(prisma: PrismaClient, idOrPrefix: string): Promise<number> {
-  const isUuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(idOrPrefix);
+  const isUuid = CANONICAL_UUID.test(idOrPrefix);
   const result = await prisma.apiKey.updateMany({
     where: { revokedAt: null, ...(isUuid ? { id: idOrPrefix } : { prefix: idOrPrefix }) },
     data: { revokedAt: new Date() },

@@ -87,7 +87,9 @@ describe("authentication, tenants and the keys CLI", () => {
     const remaining: string[] = [];
     let limited: request.Response | undefined;
     for (let index = 0; index < 26; index += 1) {
-      const response = await request(api.app.server).get("/v1/models").set("authorization", `Bearer ${key}`);
+      // Every tenth request is invalid: those count against the limit too.
+      const path = index % 10 === 9 ? "/v1/jobs?limit=0" : "/v1/models";
+      const response = await request(api.app.server).get(path).set("authorization", `Bearer ${key}`);
       statuses.push(response.status);
       remaining.push(response.headers["x-ratelimit-remaining"]);
       if (response.status === 429) limited = response;
@@ -95,7 +97,7 @@ describe("authentication, tenants and the keys CLI", () => {
     assert.deepEqual(remaining.slice(0, 3), ["24", "23", "22"]);
     assert.deepEqual(remaining.slice(-2), ["0", "0"]);
     assert.equal(limited!.headers["x-ratelimit-limit"], "25");
-    assert.deepEqual(statuses, [...Array(25).fill(200), 429]);
+    assert.deepEqual(statuses, [...[...Array(25).keys()].map((index) => (index % 10 === 9 ? 400 : 200)), 429]);
     assert.equal(limited!.body.error.code, "rate_limited");
     assert.ok(limited!.headers["retry-after"]);
     await request(api.app.server).get("/v1/models").set("authorization", api.keys.b).expect(200);

@@ -120,6 +120,19 @@ describe("datasets API", () => {
     assert.equal(badFormat.body.error.details[0].path, "body.format");
   });
 
+  it("answers 400 for a multipart body without a boundary or cut off before its end, and stores nothing", async () => {
+    const before = await api.db.prisma.dataset.count();
+    const post = (contentType: string, body: string) =>
+      request(api.app.server).post("/v1/datasets").set("authorization", api.keys.a).set("content-type", contentType).send(body);
+    const noBoundary = await post("multipart/form-data", "hello").expect(400);
+    assert.equal(noBoundary.body.error.code, "invalid_body");
+    const head = 'Content-Disposition: form-data; name="file"; filename="d.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n';
+    const cutOff = await post("multipart/form-data; boundary=XX", `--XX\r\n${head}{"text":"a","label":"b"}\n`).expect(400);
+    assert.equal(cutOff.body.error.code, "invalid_body");
+    assert.match(cutOff.body.error.message, /malformed multipart body/);
+    assert.equal(await api.db.prisma.dataset.count(), before);
+  });
+
   it("lists newest first with a stable cursor and rejects bad cursors", async () => {
     const ids: string[] = [];
     for (let index = 0; index < 3; index += 1) ids.push((await upload(jsonl([{ text: `row ${index}`, label: "l" }]), {}, api.keys.b).expect(201)).body.id);

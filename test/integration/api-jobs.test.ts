@@ -134,6 +134,15 @@ describe("jobs API", () => {
     assert.deepEqual(failed.body.data.map((job: { id: string }) => job.id), [all[0].id]);
     assert.equal((await get("/v1/jobs?status=exploded").expect(400)).body.error.details[0].path, "querystring.status");
     assert.equal((await get("/v1/jobs?cursor=eyJ4IjoxfQ").expect(400)).body.error.code, "invalid_cursor");
+    // Well-formed cursors whose values Postgres would refuse are the client's error too, not a 500.
+    const forged = (createdAt: string, id: string) => Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
+    for (const [createdAt, id] of [
+      ["2026-01-01T00:00:00.000Z", "-".repeat(36)],
+      ["2026-01-01T00:00:00.000Z", `urn:uuid:${all[0].id}`.slice(0, 36)],
+      ["-271821-04-20T00:00:00.000Z", all[0].id],
+    ]) {
+      assert.equal((await get(`/v1/jobs?cursor=${forged(createdAt, id)}`).expect(400)).body.error.code, "invalid_cursor", `${createdAt} ${id}`);
+    }
     await get("/v1/jobs?limit=0").expect(400);
     await get("/v1/jobs?limit=101").expect(400);
     const foreign = (await get("/v1/jobs?limit=100", api.keys.b).expect(200)).body.data;

@@ -6,6 +6,7 @@ import { Redis } from "ioredis";
 import { buildApp } from "../../services/api/app.ts";
 import { ArtifactStore } from "../../services/common/artifacts.ts";
 import { loadConfig } from "../../services/common/config.ts";
+import { createPrisma } from "../../services/common/db.ts";
 import { createLogger } from "../../services/common/logger.ts";
 import { createFineTuneQueue, createRedis } from "../../services/common/queue.ts";
 import { createTestDatabase, testQueuePrefix, type TestDatabase } from "../helpers/services.ts";
@@ -77,6 +78,30 @@ describe("health and readiness", () => {
 
     await redisServer.start();
     await waitFor(async () => (await request(app.server).get("/readyz")).status === 200, 10_000);
+  });
+
+  it("keeps serving /metrics while Postgres is unreachable, without the database gauge", async () => {
+    const unreachable = createPrisma(`postgresql://postgres@127.0.0.1:${await freePort()}/nowhere`);
+    const offline = await buildApp({
+      config: loadConfig({ DATABASE_URL: db.url, REDIS_URL: redisServer.url, LOG_LEVEL: "silent" }),
+      logger: createLogger("silent", "test"),
+      prisma: unreachable,
+      redis,
+      queue: createFineTuneQueue(redis, testQueuePrefix("health_offline")),
+      store: new ArtifactStore("/tmp/lora-test-health"),
+      backend: () => undefined,
+    });
+    await offline.ready();
+    try {
+      const metrics = await request(offline.server).get("/metrics").expect(200);
+      assert.match(metrics.text, /process_cpu_seconds_total/);
+      assert.match(metrics.text, /lora_queue_jobs\{state="waiting"\}/);
+      assert.doesNotMatch(metrics.text, /lora_jobs\{/);
+      assert.equal((await request(offline.server).get("/readyz").expect(503)).body.checks.postgres.ok, false);
+    } finally {
+      await offline.close();
+      await unreachable.$disconnect();
+    }
   });
 
   it("answers unknown routes with the error shape, not a stack trace", async () => {

@@ -35,11 +35,13 @@ export async function metricsPlugin(app: FastifyInstance, deps: { prisma: Prisma
   });
   new Gauge({
     name: "lora_jobs",
-    help: "fine-tune jobs in the database by status",
+    help: "fine-tune jobs in the database by status (absent while Postgres is down)",
     labelNames: ["status"],
     registers: [registry],
     async collect() {
-      const groups = await deps.prisma.job.groupBy({ by: ["status"], _count: { _all: true } });
+      this.reset();
+      const groups = await deps.prisma.job.groupBy({ by: ["status"], _count: { _all: true } }).catch(() => undefined);
+      if (!groups) return;
       for (const status of JOB_STATUSES) this.set({ status }, groups.find((group) => group.status === status)?._count._all ?? 0);
     },
   });

@@ -14,7 +14,9 @@ interface Window {
 export function limitRequestsPerKey(app: FastifyInstance, maxPerMinute: number): void {
   const windows = new Map<string, Window>();
 
-  app.addHook("preHandler", (request, reply, done) => {
+  // onRequest, right after the key is resolved: requests that fail parsing or validation count too,
+  // and a limited client's body is never read.
+  app.addHook("onRequest", (request, reply, done) => {
     const now = Date.now();
     const key = request.principal.keyId;
     let window = windows.get(key);

@@ -32,6 +32,16 @@ const uploadBody = {
   },
 } as const;
 
+/**
+ * busboy reports a multipart body it cannot parse (no boundary, cut off before the closing
+ * boundary) as a plain Error: that is the client's 400. Errors that carry a status or a system
+ * code (a full disk) keep their own meaning.
+ */
+function asMalformedMultipart(error: unknown): never {
+  if (error instanceof AppError || (error as { statusCode?: number }).statusCode || (error as { code?: string }).code) throw error;
+  throw new AppError(400, "invalid_body", `malformed multipart body: ${(error as Error).message}`);
+}
+
 export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { prisma, store, config } = deps;
 
@@ -54,7 +64,9 @@ export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promis
         throw new AppError(413, "payload_too_large", `uploads are limited to ${config.maxUploadBytes} bytes`);
       }
       if (!request.isMultipart()) throw new AppError(415, "unsupported_media_type", "upload the file as multipart/form-data");
-      const part = await request.file({ limits: { fileSize: config.maxUploadBytes, files: 1, fields: 4, fieldSize: 1024 }, throwFileSizeLimit: false });
+      const part = await request
+        .file({ limits: { fileSize: config.maxUploadBytes, files: 1, fields: 4, fieldSize: 1024 }, throwFileSizeLimit: false })
+        .catch(asMalformedMultipart);
       if (!part) throw new AppError(400, "missing_file", "the multipart body has no file part");
       const fieldValue = (name: string): string | undefined => {
         const field = part.fields[name];
@@ -74,8 +86,7 @@ export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promis
           done(null, chunk);
         },
       });
-      part.file.on("error", (error) => validating.destroy(error));
-      const stored = await store.writeScratch("upload", part.file.pipe(validating));
+      const stored = await store.writeScratch("upload", part.file, validating).catch(asMalformedMultipart);
       const discard = () => fs.rm(stored.scratch, { force: true });
       if (part.file.truncated) {
         await discard();
