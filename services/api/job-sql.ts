@@ -37,34 +37,51 @@ const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uui
 const MAX_MARK_BATCH = 1000;
 
 /**
- * Serves the calls made in one event-loop turn with one `run` over all their inputs: one SQL
- * statement, not one per request. `run` answers each input, in order, with a value or a
- * promise of one; if `run` itself fails, every call of the batch fails with it.
+ * Serves many calls with one `run` over all their inputs: one SQL statement, not one per
+ * request. A batch goes out at the end of the event-loop turn its first call came in, or at
+ * once when `maxInputs` wait. With `maxRunning`, calls made while that many batches are out wait
+ * for one to come back: under load a batch then grows with the load instead of the statements.
+ * Every batch is sent after all its calls were made. `run` answers each input, in order, with
+ * a value or a promise of one; if `run` fails, each call of the batch fails with it.
  */
-class PerTurnBatcher<I, O> {
+class StatementBatcher<I, O> {
   private pending: { input: I; resolve: (output: O | PromiseLike<O>) => void; reject: (error: unknown) => void }[] = [];
+  private running = 0;
+  private scheduled = false;
 
   constructor(
     private readonly run: (inputs: I[]) => Promise<(O | PromiseLike<O>)[]>,
     private readonly maxInputs: number,
+    private readonly maxRunning = Infinity,
   ) {}
 
   add(input: I): Promise<O> {
     return new Promise((resolve, reject) => {
       this.pending.push({ input, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
-      else if (this.pending.length === this.maxInputs) this.flush();
+      if (this.pending.length >= this.maxInputs) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.flush();
+        });
+      }
     });
   }
 
   private flush(): void {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
-    this.run(batch.map((entry) => entry.input)).then(
-      (outputs) => batch.forEach((entry, index) => entry.resolve(outputs[index])),
-      (error: unknown) => batch.forEach((entry) => entry.reject(error)),
-    );
+    if (this.pending.length === 0 || this.running >= this.maxRunning) return;
+    const batch = this.pending.splice(0, this.maxInputs);
+    this.running += 1;
+    this.run(batch.map((entry) => entry.input))
+      .then(
+        (outputs) => batch.forEach((entry, index) => entry.resolve(outputs[index])),
+        (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+      )
+      .finally(() => {
+        this.running -= 1;
+        this.flush();
+      });
   }
 }
 
@@ -105,24 +122,32 @@ export const isUniqueViolation = (error: unknown) => ["23505", "P2002"].includes
 export class JobSql {
   private readonly pool: pg.Pool;
   private readonly inFlight = new Map<string, Promise<unknown>>();
-  private readonly versions: PerTurnBatcher<{ id: string; tenantId: string }, string | undefined>;
-  private readonly inserts: PerTurnBatcher<NewJob, JobWithAdapter>;
-  private readonly enqueueMarks: PerTurnBatcher<string, Date>;
+  private readonly versions: StatementBatcher<{ id: string; tenantId: string }, string | undefined>;
+  private readonly inserts: StatementBatcher<NewJob, JobWithAdapter>;
+  private readonly enqueueMarks: StatementBatcher<string, Date>;
 
   constructor(databaseUrl: string, maxConnections = 10) {
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: maxConnections, types });
-    this.versions = new PerTurnBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH);
-    this.inserts = new PerTurnBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);
-    this.enqueueMarks = new PerTurnBatcher((ids) => this.markJobsEnqueued(ids), MAX_MARK_BATCH);
+    // One version read out at a time: polls arriving meanwhile go together in the next one.
+    this.versions = new StatementBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH, 1);
+    this.inserts = new StatementBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);
+    this.enqueueMarks = new StatementBatcher((ids) => this.markJobsEnqueued(ids), MAX_MARK_BATCH);
   }
 
-  /** The job's current version (see VersionedJob), undefined if the tenant has no such job. */
+  /**
+   * The job's current version (see VersionedJob), undefined if the tenant has no such job. Never
+   * shared with a read sent before the call: a client that just changed the job sees its change.
+   */
   jobVersion(id: string, tenantId: string): Promise<string | undefined> {
-    return this.shared(`version/${tenantId}/${id}`, () => this.versions.add({ id, tenantId }));
+    return this.versions.add({ id, tenantId });
   }
 
-  jobOfTenant(id: string, tenantId: string): Promise<VersionedJob | undefined> {
-    return this.shared(`job/${tenantId}/${id}`, async () => {
+  /**
+   * The job as it is now, for a caller that has just read `seenVersion`. Callers that saw the same
+   * version share one read: it was sent after that version was current, so it is no older.
+   */
+  jobOfTenant(id: string, tenantId: string, seenVersion: string): Promise<VersionedJob | undefined> {
+    return this.shared(`${tenantId}/${id}/${seenVersion}`, async () => {
       const { rows } = await this.pool.query<JobRow & VersionColumns>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] });
       if (!rows[0]) return undefined;
       const { rowVersion: _version, ...job } = rows[0];
@@ -130,11 +155,6 @@ export class JobSql {
     });
   }
 
-  /**
-   * Reads of the same row that arrive while one is in flight share it: many clients polling
-   * one job cost one round trip, and no answer is older than the request that received it
-   * by more than one query's duration.
-   */
   private shared<T>(key: string, read: () => Promise<T>): Promise<T> {
     let inFlight = this.inFlight.get(key) as Promise<T> | undefined;
     if (!inFlight) {

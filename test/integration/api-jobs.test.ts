@@ -225,7 +225,7 @@ describe("jobs API", () => {
       assert.deepEqual(versions.map((version) => version !== undefined), [true, false, true, true, false]);
       assert.equal(versions[0], versions[3]);
       assert.notEqual(versions[0], versions[2]);
-      assert.equal(versions[0], (await jobSql.jobOfTenant(job.id, tenantId))?.version);
+      assert.equal(versions[0], (await jobSql.jobOfTenant(job.id, tenantId, versions[0]!))?.version);
     } finally {
       await jobSql.close();
     }

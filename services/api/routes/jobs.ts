@@ -279,7 +279,7 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       if (version === undefined) throw notFound("job", id);
       let body = servedViews.get(id, version);
       if (body === undefined) {
-        const found = await jobSql.jobOfTenant(id, tenantId);
+        const found = await jobSql.jobOfTenant(id, tenantId, version);
         if (!found) throw notFound("job", id);
         // The route's own response serializer, so the cached body is exactly what the schema allows.
         body = reply.serialize(jobView(found.job)) as string;
