@@ -3,6 +3,7 @@
 // more per request than the query itself. Everything else uses Prisma.
 import { randomUUID } from "node:crypto";
 import pg from "pg";
+import { CallBatcher } from "../common/batcher.ts";
 import type { JobWithAdapter } from "./routes/jobs.ts";
 
 const TIMESTAMP_WITHOUT_TIME_ZONE = 1114;
@@ -35,55 +36,6 @@ const insertJobs = (rows: number) => {
 };
 const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
 const MAX_MARK_BATCH = 1000;
-
-/**
- * Serves many calls with one `run` over all their inputs: one SQL statement, not one per
- * request. A batch goes out at the end of the event-loop turn its first call came in, or at
- * once when `maxInputs` wait. With `maxRunning`, calls made while that many batches are out wait
- * for one to come back: under load a batch then grows with the load instead of the statements.
- * Every batch is sent after all its calls were made. `run` answers each input, in order, with
- * a value or a promise of one; if `run` fails, each call of the batch fails with it.
- */
-class StatementBatcher<I, O> {
-  private pending: { input: I; resolve: (output: O | PromiseLike<O>) => void; reject: (error: unknown) => void }[] = [];
-  private running = 0;
-  private scheduled = false;
-
-  constructor(
-    private readonly run: (inputs: I[]) => Promise<(O | PromiseLike<O>)[]>,
-    private readonly maxInputs: number,
-    private readonly maxRunning = Infinity,
-  ) {}
-
-  add(input: I): Promise<O> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ input, resolve, reject });
-      if (this.pending.length >= this.maxInputs) this.flush();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => {
-          this.scheduled = false;
-          this.flush();
-        });
-      }
-    });
-  }
-
-  private flush(): void {
-    if (this.pending.length === 0 || this.running >= this.maxRunning) return;
-    const batch = this.pending.splice(0, this.maxInputs);
-    this.running += 1;
-    this.run(batch.map((entry) => entry.input))
-      .then(
-        (outputs) => batch.forEach((entry, index) => entry.resolve(outputs[index])),
-        (error: unknown) => batch.forEach((entry) => entry.reject(error)),
-      )
-      .finally(() => {
-        this.running -= 1;
-        this.flush();
-      });
-  }
-}
 
 export interface NewJob {
   tenantId: string;
@@ -122,16 +74,16 @@ export const isUniqueViolation = (error: unknown) => ["23505", "P2002"].includes
 export class JobSql {
   private readonly pool: pg.Pool;
   private readonly inFlight = new Map<string, Promise<unknown>>();
-  private readonly versions: StatementBatcher<{ id: string; tenantId: string }, string | undefined>;
-  private readonly inserts: StatementBatcher<NewJob, JobWithAdapter>;
-  private readonly enqueueMarks: StatementBatcher<string, Date>;
+  private readonly versions: CallBatcher<{ id: string; tenantId: string }, string | undefined>;
+  private readonly inserts: CallBatcher<NewJob, JobWithAdapter>;
+  private readonly enqueueMarks: CallBatcher<string, Date>;
 
   constructor(databaseUrl: string, maxConnections = 10) {
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: maxConnections, types });
     // One version read out at a time: polls arriving meanwhile go together in the next one.
-    this.versions = new StatementBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH, 1);
-    this.inserts = new StatementBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);
-    this.enqueueMarks = new StatementBatcher((ids) => this.markJobsEnqueued(ids), MAX_MARK_BATCH);
+    this.versions = new CallBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH, 1);
+    this.inserts = new CallBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);
+    this.enqueueMarks = new CallBatcher((ids) => this.markJobsEnqueued(ids), MAX_MARK_BATCH);
   }
 
   /**
@@ -216,7 +168,8 @@ export class JobSql {
     try {
       const byId = new Map((await insert(rows)).map((row) => [row.id, row]));
       return rows.map(([id]) => ({ ...byId.get(id as string)!, adapter: null }));
-    } catch {
+    } catch (error) {
+      if (rows.length === 1) throw error;
       return rows.map(async (row) => ({ ...(await insert([row]))[0], adapter: null }));
     }
   }

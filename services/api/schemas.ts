@@ -1,6 +1,7 @@
 // JSON schemas shared by several routes, registered once with $id so the OpenAPI
 // document names them; each route file holds the schemas only it uses.
 import type { FastifyInstance } from "fastify";
+import { JOB_STATUSES } from "../common/job-status.ts";
 
 export const uuidParams = {
   type: "object",
@@ -85,7 +86,7 @@ export const jobSchema = {
   required: ["id", "status", "task", "baseModelId", "trainDatasetId", "lora", "hyperparameters", "priority", "metadata", "progress", "attempts", "createdAt"],
   properties: {
     id: { type: "string", format: "uuid" },
-    status: { type: "string", enum: ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] },
+    status: { type: "string", enum: [...JOB_STATUSES] },
     task: { type: "string", enum: ["classification", "causal_lm"] },
     baseModelId: { type: "string" },
     trainDatasetId: { type: "string", format: "uuid" },

@@ -2,6 +2,7 @@
 // The BullMQ job id is always the database job id, so adding a job twice is a no-op.
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import { CallBatcher } from "./batcher.ts";
 
 export const FINE_TUNE_QUEUE = "fine-tune";
 
@@ -73,42 +74,23 @@ export async function enqueueFineTune(queue: Queue<FineTunePayload>, job: { id: 
   );
 }
 
-interface PendingAdd {
-  job: { id: string; priority: number };
-  resolve: () => void;
-  reject: (error: Error) => void;
-}
-
 /**
  * Adds the jobs submitted in the same event-loop turn with one `addBulk` (one Redis
  * round trip), so a burst of submissions does not pay a round trip each. Same ids,
  * same idempotence and the same timeout as `enqueueFineTune`.
  */
 export class EnqueueBatcher {
-  private pending: PendingAdd[] = [];
+  private readonly batches: CallBatcher<{ id: string; priority: number }, void>;
 
-  constructor(
-    private readonly queue: Queue<FineTunePayload>,
-    private readonly timeoutMs: number,
-    private readonly maxBatch = 200,
-  ) {}
-
-  add(job: { id: string; priority: number }): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ job, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
-      else if (this.pending.length >= this.maxBatch) this.flush();
-    });
+  constructor(queue: Queue<FineTunePayload>, timeoutMs: number, maxBatch = 200) {
+    this.batches = new CallBatcher<{ id: string; priority: number }, void>(async (pending) => {
+      const jobs = pending.map((job) => ({ name: FINE_TUNE_QUEUE, data: { jobId: job.id }, opts: { jobId: job.id, priority: bullPriority(job.priority) } }));
+      await withRedisTimeout(queue.addBulk(jobs), timeoutMs, `${jobs.length} job(s)`);
+      return pending.map(() => undefined);
+    }, maxBatch);
   }
 
-  private flush(): void {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
-    const jobs = batch.map(({ job }) => ({ name: FINE_TUNE_QUEUE, data: { jobId: job.id }, opts: { jobId: job.id, priority: bullPriority(job.priority) } }));
-    withRedisTimeout(this.queue.addBulk(jobs), this.timeoutMs, `${jobs.length} job(s)`).then(
-      () => batch.forEach((entry) => entry.resolve()),
-      (error: Error) => batch.forEach((entry) => entry.reject(error)),
-    );
+  add(job: { id: string; priority: number }): Promise<void> {
+    return this.batches.add(job);
   }
 }

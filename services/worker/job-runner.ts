@@ -14,6 +14,7 @@ import type { EvaluationReport, Hyperparameters, LoraOptions, StepReport, TrainO
 import { JobLease } from "./lease.ts";
 import { SandboxLost, TrainingFailed, type Sandbox } from "./sandbox.ts";
 import type { WorkerSettings } from "./settings.ts";
+import { FINISHED_STATUSES, isFinished } from "../common/job-status.ts";
 
 /** Steps are reported at most this often, as events, Job.progress and BullMQ progress. */
 const STEP_REPORT_INTERVAL_MS = 1000;
@@ -28,7 +29,6 @@ const RETRY_BACKOFF_MS = 2000;
 
 type StopReason = "cancel" | "timeout" | "shutdown" | "lease_lost";
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 export interface RunnerDeps {
   settings: WorkerSettings;
@@ -147,7 +147,7 @@ class ActiveRun {
       logger.warn({ jobId: this.jobId }, "queued job has no database row; dropping it");
       return { kind: "final", status: "missing" };
     }
-    if (TERMINAL.has(job.status)) return { kind: "final", status: job.status };
+    if (isFinished(job.status)) return { kind: "final", status: job.status };
     if (job.status === "cancelling" || job.cancelRequestedAt) {
       await this.finishCancelled("cancelled before it could run");
       return { kind: "final", status: "cancelled" };
@@ -468,7 +468,7 @@ class ActiveRun {
     await this.removePartialArtifacts();
     await this.deps.prisma.$transaction([
       this.deps.prisma.job.updateMany({
-        where: { id: this.jobId, status: { notIn: ["succeeded", "failed", "cancelled"] } },
+        where: { id: this.jobId, status: { notIn: [...FINISHED_STATUSES] } },
         data: { status: "cancelled", finishedAt: new Date(), workerId: null },
       }),
       this.eventQuery("info", "cancelled", message),
@@ -480,7 +480,7 @@ class ActiveRun {
     await this.removePartialArtifacts();
     await this.deps.prisma.$transaction([
       this.deps.prisma.job.updateMany({
-        where: { id: this.jobId, status: { notIn: ["succeeded", "failed", "cancelled"] } },
+        where: { id: this.jobId, status: { notIn: [...FINISHED_STATUSES] } },
         data: { status: "failed", finishedAt: new Date(), workerId: null, error: { ...error } },
       }),
       this.eventQuery("error", "failed", error.message, { code: error.code }),

@@ -6,9 +6,9 @@ import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { PrismaClient } from "../../common/db.ts";
 import { withRedisTimeout, type FineTunePayload } from "../../common/queue.ts";
+import { JOB_STATUSES } from "../../common/job-status.ts";
 
 const QUEUE_STATES = ["waiting", "prioritized", "active", "delayed", "completed", "failed"] as const;
-const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
 
 export async function metricsPlugin(app: FastifyInstance, deps: { prisma: PrismaClient; queue: Queue<FineTunePayload> }): Promise<void> {
   const registry = new Registry();

@@ -11,16 +11,16 @@ import { JsonlUploadValidator, REPORTED_PROBLEMS } from "../datasets/validation.
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
+import { UNFINISHED_STATUSES } from "../../common/job-status.ts";
 
 /** Slack for multipart boundaries and headers when judging Content-Length against the limit. */
 const MULTIPART_OVERHEAD_BYTES = 64 * 1024;
-const NON_TERMINAL = ["queued", "running", "cancelling"] as const;
 
 export const datasetView = (row: Dataset) => ({ ...row, sizeBytes: Number(row.sizeBytes) });
 const storageKeyOf = (sha256: string) => `datasets/${sha256.slice(0, 2)}/${sha256}.jsonl`;
 // Serialises the upload and delete of one content hash, so a delete never removes bytes
 // that a concurrent upload of the same content has just recorded.
-const lockContent = (sha256: string) => `SELECT pg_advisory_xact_lock(hashtext('dataset:' || $1))`;
+const LOCK_CONTENT = `SELECT pg_advisory_xact_lock(hashtext('dataset:' || $1))`;
 
 const uploadBody = {
   type: "object",
@@ -107,7 +107,7 @@ export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promis
 
       const storageKey = storageKeyOf(stored.sha256);
       const row = await prisma.$transaction(async (tx) => {
-        await tx.$executeRawUnsafe(lockContent(stored.sha256), stored.sha256);
+        await tx.$executeRawUnsafe(LOCK_CONTENT, stored.sha256);
         if (await store.exists(storageKey)) await discard();
         else await store.commit(stored.scratch, storageKey);
         return tx.dataset.create({
@@ -168,9 +168,9 @@ export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promis
       const row = await prisma.dataset.findFirst({ where: { id, tenantId, deletedAt: null } });
       if (!row) throw notFound("dataset", id);
       await prisma.$transaction(async (tx) => {
-        await tx.$executeRawUnsafe(lockContent(row.sha256), row.sha256);
+        await tx.$executeRawUnsafe(LOCK_CONTENT, row.sha256);
         const inUse = await tx.job.findFirst({
-          where: { status: { in: [...NON_TERMINAL] }, OR: [{ trainDatasetId: id }, { validationDatasetId: id }] },
+          where: { status: { in: [...UNFINISHED_STATUSES] }, OR: [{ trainDatasetId: id }, { validationDatasetId: id }] },
           select: { id: true },
         });
         if (inUse) throw new AppError(409, "dataset_in_use", `dataset ${id} is used by job ${inUse.id}, which has not finished`);

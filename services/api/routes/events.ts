@@ -9,8 +9,8 @@ import type { JobEvent } from "../../common/generated/prisma/client.ts";
 import type { AppDeps } from "../app.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
+import { isFinished } from "../../common/job-status.ts";
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const STREAM_BATCH = 500;
 
 const eventsQuery = {
@@ -74,7 +74,7 @@ export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<
           after = event.id;
         }
         if (events.length === STREAM_BATCH) continue;
-        if (!status || TERMINAL.has(status)) {
+        if (!status || isFinished(status)) {
           write(`event: end\ndata: ${JSON.stringify({ status: status ?? "deleted" })}\n\n`);
           break;
         }
@@ -114,7 +114,7 @@ export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       return {
         data: shown.map(eventView),
         nextAfter: (shown.length > 0 ? shown[shown.length - 1].id : start).toString(),
-        done: TERMINAL.has(job.status) && rows.length <= limit,
+        done: isFinished(job.status) && rows.length <= limit,
       };
     },
   );

@@ -14,11 +14,10 @@ import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
 import { eventRoutes } from "./events.ts";
+import { JOB_STATUSES } from "../../common/job-status.ts";
 
-export const TERMINAL_STATUSES = ["succeeded", "failed", "cancelled"] as const;
 /** About 1.5 KB each: 10,000 jobs polled at once cost some 15 MB. */
 const SERVED_VIEWS_CAPACITY = 10_000;
-const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
 
 const loraSchema = {
   type: "object",
