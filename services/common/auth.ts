@@ -86,6 +86,7 @@ export interface Principal {
 export class ApiKeyResolver {
   private readonly cache = new Map<string, { principal: Principal; expiresAt: number }>();
   private readonly lastTouched = new Map<string, number>();
+  private readonly lookups = new Map<string, Promise<Principal | undefined>>();
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -99,9 +100,19 @@ export class ApiKeyResolver {
     return entry && entry.expiresAt > Date.now() ? entry.principal : undefined;
   }
 
-  async resolve(key: string): Promise<Principal | undefined> {
+  /** Concurrent requests with a key not yet cached share one database lookup. */
+  resolve(key: string): Promise<Principal | undefined> {
     const hit = this.cached(key);
-    if (hit) return hit;
+    if (hit) return Promise.resolve(hit);
+    let lookup = this.lookups.get(key);
+    if (!lookup) {
+      lookup = this.lookUp(key).finally(() => this.lookups.delete(key));
+      this.lookups.set(key, lookup);
+    }
+    return lookup;
+  }
+
+  private async lookUp(key: string): Promise<Principal | undefined> {
     const now = Date.now();
     const row = await this.prisma.apiKey.findUnique({ where: { keyHash: hashApiKey(key) }, select: { id: true, tenantId: true, revokedAt: true } });
     if (!row || row.revokedAt) {

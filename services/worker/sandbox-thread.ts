@@ -1,6 +1,6 @@
 // Runs inside a worker thread: trains one job at a time with the engine and reports back.
 // The thread lives as long as its sandbox, so whatever the engine keeps loaded (the
-// backend, base models) is reused by the next job.
+// backend, encoder base models) is reused by the next job; causal models load per job.
 import { parentPort, workerData } from "node:worker_threads";
 import { initBackend, train } from "../trainer/index.ts";
 import { StopSignal, type FromSandbox, type SandboxInit, type ToSandbox } from "./protocol.ts";

@@ -4,7 +4,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
-import { createApiKey, DEFAULT_TENANT, hashApiKey, revokeApiKey } from "../../services/common/auth.ts";
+import { ApiKeyResolver, createApiKey, DEFAULT_TENANT, hashApiKey, revokeApiKey } from "../../services/common/auth.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 
 const run = promisify(execFile);
@@ -55,6 +55,25 @@ describe("authentication, tenants and the keys CLI", () => {
     await request(api.app.server).get("/v1/jobs").set("authorization", `Bearer ${key}`).expect(200);
     assert.equal(await revokeApiKey(api.db.prisma, info.id), 1);
     await request(api.app.server).get("/v1/jobs").set("authorization", `Bearer ${key}`).expect(401);
+  });
+
+  it("looks a key up once for concurrent requests that find it uncached", async () => {
+    const { key, info } = await createApiKey(api.db.prisma, "tenant-c", "concurrent");
+    // The real database, with its key lookups counted.
+    let lookups = 0;
+    const apiKeys = api.db.prisma.apiKey;
+    const findUnique = (...args: Parameters<typeof apiKeys.findUnique>) => {
+      lookups += 1;
+      return apiKeys.findUnique(...args);
+    };
+    const countedKeys = new Proxy(apiKeys, { get: (keys, name) => (name === "findUnique" ? findUnique : Reflect.get(keys, name)) });
+    const counting = new Proxy(api.db.prisma, { get: (prisma, name) => (name === "apiKey" ? countedKeys : Reflect.get(prisma, name)) });
+    const resolver = new ApiKeyResolver(counting, 0);
+    const principals = await Promise.all(Array.from({ length: 5 }, () => resolver.resolve(key)));
+    assert.equal(lookups, 1);
+    assert.ok(principals.every((principal) => principal?.keyId === info.id));
+    await resolver.resolve(key);
+    assert.equal(lookups, 2, "with no cache TTL the next request looks again");
   });
 
   it("installs BOOTSTRAP_API_KEY for the default tenant", async () => {

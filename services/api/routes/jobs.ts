@@ -304,12 +304,16 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       const tenantId = tenantOf(request);
       const now = new Date();
       // Conditional updates: a worker may change the status between our read and write.
-      const cancelled = await prisma.job.updateMany({
-        where: { id, tenantId, status: "queued" },
-        data: { status: "cancelled", cancelRequestedAt: now, finishedAt: now },
+      // The status and its event are written together: a retry after a failure finds neither or both.
+      const cancelled = await prisma.$transaction(async (tx) => {
+        const updated = await tx.job.updateMany({
+          where: { id, tenantId, status: "queued" },
+          data: { status: "cancelled", cancelRequestedAt: now, finishedAt: now },
+        });
+        if (updated.count === 1) await tx.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
+        return updated;
       });
       if (cancelled.count === 1) {
-        await prisma.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
         // If Redis is down the BullMQ job stays; a worker that picks it sees the status and skips it.
         await withRedisTimeout(queue.remove(id), config.enqueueTimeoutMs, "the removal").catch((error: Error) => request.log.warn({ job: id, err: error.message }, "cancelled job not removed from the queue"));
       } else {

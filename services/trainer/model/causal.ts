@@ -50,12 +50,6 @@ export abstract class CausalLM {
   /** Every linear layer LoRA may target, with PEFT's in/out features (the LM head excluded, as PEFT's all-linear does). */
   abstract linearModules(): LinearModule[];
 
-  /** Default LoRA targets. */
-  abstract defaultTargets(): string[];
-
-  /** Hugging Face module path of the token embedding. */
-  abstract embeddingName(): string;
-
   protected abstract embed(batch: TokenBatch, start: number, options: ForwardOptions): tf.Tensor2D;
   protected abstract block(h: tf.Tensor2D, layer: number, batch: TokenBatch, start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D;
   protected abstract finalNorm(h: tf.Tensor2D, options: ForwardOptions): tf.Tensor2D;

@@ -47,14 +47,6 @@ export class Gpt2LM extends CausalLM {
     return out;
   }
 
-  defaultTargets(): string[] {
-    return ["c_attn"];
-  }
-
-  embeddingName(): string {
-    return `${PREFIX}.wte`;
-  }
-
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
     const { mean, variance } = tf.moments(x, -1, true);
     const normalised = x.sub(mean).div(variance.add(this.config.normEps).sqrt());

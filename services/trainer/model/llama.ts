@@ -85,14 +85,6 @@ export class LlamaLM extends CausalLM {
     return out;
   }
 
-  defaultTargets(): string[] {
-    return ["q_proj", "v_proj"];
-  }
-
-  embeddingName(): string {
-    return `${PREFIX}.embed_tokens`;
-  }
-
   /** x · rsqrt(mean(x²) + eps) · weight, as LlamaRMSNorm. */
   private rmsNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
     const scale = x.square().mean(-1, true).add(this.config.normEps).rsqrt();
