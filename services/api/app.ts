@@ -16,6 +16,7 @@ import { ModelRegistry } from "../common/models.ts";
 import type { FineTunePayload } from "../common/queue.ts";
 import type { BackendInfo } from "../trainer/backend.ts";
 import { JobSql } from "./job-sql.ts";
+import { AdapterTargets } from "./adapter-targets.ts";
 import { requireApiKey } from "./plugins/auth.ts";
 import { errorsPlugin } from "./plugins/errors.ts";
 import { metricsPlugin } from "./plugins/metrics.ts";
@@ -102,8 +103,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await modelRoutes(v1, { models });
     await jobRoutes(v1, { ...deps, models, jobSql });
     await adapterRoutes(v1, deps);
-    await predictRoutes(v1, deps);
-    await generateRoutes(v1, deps);
+    const adapterTargets = new AdapterTargets(deps.prisma, deps.store);
+    await predictRoutes(v1, { ...deps, adapterTargets });
+    await generateRoutes(v1, { ...deps, adapterTargets });
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });

@@ -2,8 +2,9 @@
 // used dropped beyond PREDICT_MODEL_CACHE_SIZE); adapters of one base are swapped on it without
 // reloading it.
 import type { FastifyInstance } from "fastify";
-import { AppError, notFound } from "../../common/errors.ts";
-import { AdapterError, ChatTemplateError, GenerationError, GeneratorService, ModelConfigError, type GenerationRequest } from "../../trainer/index.ts";
+import { AppError } from "../../common/errors.ts";
+import { AdapterError, ChatTemplateError, GenerationError, GeneratorService, type GenerationRequest } from "../../trainer/index.ts";
+import { acquireBaseModel, type AdapterTargets } from "../adapter-targets.ts";
 import type { AppDeps } from "../app.ts";
 import { BaseModelCache } from "../model-cache.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -57,8 +58,8 @@ interface GenerateBody {
   seed: number;
 }
 
-export async function generateRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { prisma, store, config } = deps;
+export async function generateRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
+  const { store, config, adapterTargets } = deps;
   const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => GeneratorService.load(modelDir));
 
   app.post(
@@ -78,26 +79,18 @@ export async function generateRoutes(app: FastifyInstance, deps: AppDeps): Promi
       if ((body.prompt === undefined) === (body.messages === undefined)) {
         throw new AppError(400, "validation_failed", "give exactly one of prompt or messages", [{ path: "body", message: "prompt xor messages" }]);
       }
-      const adapter = await prisma.adapter.findFirst({ where: { id, tenantId: tenantOf(request) } });
-      if (!adapter) throw notFound("adapter", id);
-      if (adapter.task !== "causal_lm") throw new AppError(422, "unsupported_task", `adapter ${id} is for ${adapter.task}; generate serves causal_lm adapters`);
-      if (!(await store.exists(adapter.storageKey))) throw new AppError(404, "not_found", `the files of adapter ${id} are gone`);
-      const baseModel = await prisma.baseModel.findUnique({ where: { id: adapter.baseModelId } });
-      if (!baseModel) throw new AppError(422, "base_model_unusable", `base model ${adapter.baseModelId} of adapter ${id} is not registered`);
-      const generator = await models.acquire(baseModel.id, baseModel.path).catch((error: unknown) => {
-        if (error instanceof ModelConfigError) throw new AppError(422, "base_model_unusable", error.message);
-        throw error;
-      });
+      const target = await adapterTargets.servable(id, tenantOf(request), "causal_lm", "generate");
+      const generator = await acquireBaseModel(models, target);
       try {
         const input: GenerationRequest = body.prompt !== undefined ? { prompt: body.prompt } : { messages: body.messages };
         const result = await generator.generate(
           input,
           { maxNewTokens: body.maxNewTokens, temperature: body.temperature, topK: body.topK, topP: body.topP, stop: body.stop, seed: body.seed },
-          store.pathOf(adapter.storageKey),
+          store.pathOf(target.storageKey),
         );
         return {
-          adapterId: adapter.id,
-          baseModelId: adapter.baseModelId,
+          adapterId: id,
+          baseModelId: target.baseModelId,
           text: result.text,
           finishReason: result.finishReason,
           usage: { promptTokens: result.promptTokens, completionTokens: result.tokenIds.length },
@@ -108,7 +101,7 @@ export async function generateRoutes(app: FastifyInstance, deps: AppDeps): Promi
         if (error instanceof AdapterError) throw new AppError(422, "adapter_unusable", error.message);
         throw error;
       } finally {
-        models.release(baseModel.id);
+        models.release(target.baseModelId);
       }
     },
   );

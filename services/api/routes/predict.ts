@@ -3,9 +3,9 @@
 // swapped on it without reloading it; requests that arrive together for the same adapter
 // are answered by one batched forward pass.
 import type { FastifyInstance } from "fastify";
-import type { PrismaClient } from "../../common/db.ts";
-import { AppError, notFound } from "../../common/errors.ts";
-import { AdapterError, ClassifierService, ModelConfigError, type Prediction } from "../../trainer/index.ts";
+import { AppError } from "../../common/errors.ts";
+import { AdapterError, ClassifierService, type Prediction } from "../../trainer/index.ts";
+import { acquireBaseModel, type AdapterTargets } from "../adapter-targets.ts";
 import type { AppDeps } from "../app.ts";
 import { BaseModelCache } from "../model-cache.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -80,38 +80,6 @@ class LoadedBase {
   }
 }
 
-interface AdapterTarget {
-  tenantId: string;
-  task: string;
-  baseModelId: string;
-  storageKey: string;
-  /** Folder of the base model, or undefined when it is not registered. */
-  modelPath: string | undefined;
-}
-
-/** An adapter row never changes once written, so what predict needs of it is kept in memory. */
-class AdapterTargets {
-  private static readonly CAPACITY = 1024;
-  private readonly known = new Map<string, AdapterTarget>();
-
-  constructor(private readonly prisma: PrismaClient) {}
-
-  async resolve(id: string): Promise<AdapterTarget | undefined> {
-    const cached = this.known.get(id);
-    if (cached) return cached;
-    const adapter = await this.prisma.adapter.findUnique({ where: { id } });
-    if (!adapter) return undefined;
-    const baseModel = await this.prisma.baseModel.findUnique({ where: { id: adapter.baseModelId } });
-    const target = { tenantId: adapter.tenantId, task: adapter.task, baseModelId: adapter.baseModelId, storageKey: adapter.storageKey, modelPath: baseModel?.path };
-    // An unregistered base model may be registered later: only complete answers are kept.
-    if (baseModel) {
-      if (this.known.size >= AdapterTargets.CAPACITY) this.known.delete(this.known.keys().next().value!);
-      this.known.set(id, target);
-    }
-    return target;
-  }
-}
-
 const predictBody = {
   type: "object",
   required: ["inputs"],
@@ -140,10 +108,9 @@ const predictResponse = {
   },
 } as const;
 
-export async function predictRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { prisma, store, config } = deps;
+export async function predictRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
+  const { store, config, adapterTargets } = deps;
   const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => ClassifierService.load(modelDir).then((service) => new LoadedBase(service, config.predictMaxBatch)));
-  const targets = new AdapterTargets(prisma);
 
   app.post(
     "/v1/adapters/:id/predict",
@@ -162,17 +129,8 @@ export async function predictRoutes(app: FastifyInstance, deps: AppDeps): Promis
       if (inputs.length > config.predictMaxBatch) {
         throw new AppError(413, "too_many_inputs", `at most ${config.predictMaxBatch} inputs per request (PREDICT_MAX_BATCH), got ${inputs.length}`);
       }
-      const target = await targets.resolve(id);
-      if (!target || target.tenantId !== tenantOf(request)) throw notFound("adapter", id);
-      if (target.task !== "classification") {
-        throw new AppError(422, "unsupported_task", `adapter ${id} is for ${target.task}; predict serves classification adapters`);
-      }
-      if (!(await store.exists(target.storageKey))) throw new AppError(404, "not_found", `the files of adapter ${id} are gone`);
-      if (!target.modelPath) throw new AppError(422, "base_model_unusable", `base model ${target.baseModelId} of adapter ${id} is not registered`);
-      const base = await models.acquire(target.baseModelId, target.modelPath).catch((error: unknown) => {
-        if (error instanceof ModelConfigError) throw new AppError(422, "base_model_unusable", error.message);
-        throw error;
-      });
+      const target = await adapterTargets.servable(id, tenantOf(request), "classification", "predict");
+      const base = await acquireBaseModel(models, target);
       try {
         const predictions = await base.predict(inputs, store.pathOf(target.storageKey));
         return {
