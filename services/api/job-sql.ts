@@ -73,7 +73,7 @@ export const isUniqueViolation = (error: unknown) => ["23505", "P2002"].includes
 
 export class JobSql {
   private readonly pool: pg.Pool;
-  private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly inFlight = new Map<string, Promise<VersionedJob | undefined>>();
   private readonly versions: CallBatcher<{ id: string; tenantId: string }, string | undefined>;
   private readonly inserts: CallBatcher<NewJob, JobWithAdapter>;
   private readonly enqueueMarks: CallBatcher<string, Date>;
@@ -99,21 +99,20 @@ export class JobSql {
    * version share one read: it was sent after that version was current, so it is no older.
    */
   jobOfTenant(id: string, tenantId: string, seenVersion: string): Promise<VersionedJob | undefined> {
-    return this.shared(`${tenantId}/${id}/${seenVersion}`, async () => {
-      const { rows } = await this.pool.query<JobRow & VersionColumns>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] });
-      if (!rows[0]) return undefined;
-      const { rowVersion: _version, ...job } = rows[0];
-      return { job: withAdapter(job), version: versionOf(rows[0]) };
-    });
+    const key = `${tenantId}/${id}/${seenVersion}`;
+    let read = this.inFlight.get(key);
+    if (!read) {
+      read = this.readJob(id, tenantId).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, read);
+    }
+    return read;
   }
 
-  private shared<T>(key: string, read: () => Promise<T>): Promise<T> {
-    let inFlight = this.inFlight.get(key) as Promise<T> | undefined;
-    if (!inFlight) {
-      inFlight = read().finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, inFlight);
-    }
-    return inFlight;
+  private async readJob(id: string, tenantId: string): Promise<VersionedJob | undefined> {
+    const { rows } = await this.pool.query<JobRow & VersionColumns>({ name: "job-with-adapter", text: JOB_WITH_ADAPTER, values: [id, tenantId] });
+    if (!rows[0]) return undefined;
+    const { rowVersion: _version, ...job } = rows[0];
+    return { job: withAdapter(job), version: versionOf(rows[0]) };
   }
 
   async liveDatasets(ids: string[], tenantId: string): Promise<{ id: string; format: string }[]> {
