@@ -235,6 +235,29 @@ describe("jobs API", () => {
     await submit({ baseModel: "tiny-distilbert", trainDatasetId: `urn:uuid:${classification}` }).expect(400);
   });
 
+  it("answers a poll with every change committed before it arrived, however busy the job's other pollers are", async () => {
+    const job = (await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification }).expect(201)).body;
+    const poll = () => api.app.inject({ method: "GET", url: `/v1/jobs/${job.id}`, headers: { authorization: api.keys.a } });
+    let polling = true;
+    const pollers = Array.from({ length: 8 }, async () => {
+      while (polling) assert.equal((await poll()).statusCode, 200);
+    });
+    try {
+      // Each write is another client's (a worker, another API replica): committed, then polled at once.
+      for (let step = 1; step <= 150; step += 1) {
+        await api.db.prisma.job.update({ where: { id: job.id }, data: { progress: { step } } });
+        assert.equal((await poll()).json().progress.step, step);
+      }
+      // And a client's own cancel, answered 202, is what its next poll shows.
+      await api.db.prisma.job.update({ where: { id: job.id }, data: { status: "running" } });
+      assert.equal((await api.app.inject({ method: "POST", url: `/v1/jobs/${job.id}/cancel`, headers: { authorization: api.keys.a } })).statusCode, 202);
+      assert.equal((await poll()).json().status, "cancelling");
+    } finally {
+      polling = false;
+      await Promise.all(pollers);
+    }
+  });
+
   it("cancels queued jobs at once, running ones via cancelling, and 409s finished ones", async () => {
     const cancel = (id: string, key?: string) => request(api.app.server).post(`/v1/jobs/${id}/cancel`).set("authorization", key ?? api.keys.a);
     const queued = (await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification }).expect(201)).body;
