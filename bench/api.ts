@@ -71,7 +71,7 @@ const config = loadConfig({
 const logger = createLogger("silent", "bench");
 const redis = createRedis(config.redisUrl);
 const queue = createFineTuneQueue(redis, testQueuePrefix("bench"));
-const app = await buildApp({ config, logger, prisma: db.prisma, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => undefined });
+const app = await buildApp({ config, logger, prisma: db.prisma, outages: db.outages, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => undefined });
 const bare = Fastify();
 bare.get("/bare", async () => ({ status: "queued", id: "00000000-0000-4000-8000-000000000000" }));
 

@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   const redis = createRedis(TEST_REDIS_URL);
   redis.on("error", () => {});
   const queue = createFineTuneQueue(redis, testQueuePrefix("bench"));
-  const app = await buildApp({ config, logger: createLogger("silent", "bench"), prisma: db.prisma, redis, queue, store, backend: () => backend });
+  const app = await buildApp({ config, logger: createLogger("silent", "bench"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => backend });
   try {
     const { key } = await createApiKey(db.prisma, "bench", "bench");
     const tenant = await db.prisma.tenant.findUniqueOrThrow({ where: { name: "bench" } });

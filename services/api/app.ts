@@ -10,7 +10,7 @@ import type { Redis } from "ioredis";
 import type { ArtifactStore } from "../common/artifacts.ts";
 import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
 import type { Config } from "../common/config.ts";
-import { CANONICAL_UUID, type PrismaClient } from "../common/db.ts";
+import { CANONICAL_UUID, type OutageLog, type PrismaClient } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import { ModelRegistry } from "../common/models.ts";
 import type { FineTunePayload } from "../common/queue.ts";
@@ -48,6 +48,8 @@ export interface AppDeps {
   config: Config;
   logger: Logger;
   prisma: PrismaClient;
+  /** Shared by every Postgres pool of the process, so an outage is logged once. */
+  outages: OutageLog;
   redis: Redis;
   queue: Queue<FineTunePayload>;
   store: ArtifactStore;
@@ -90,7 +92,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const models = new ModelRegistry(deps.prisma, config.modelsDir, deps.logger);
   const resolver = new ApiKeyResolver(deps.prisma, config.authCacheTtlMs);
-  const jobSql = new JobSql(config.databaseUrl);
+  const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
   await app.register(async (v1) => {
     requireApiKey(v1, resolver);

@@ -4,6 +4,7 @@
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { CallBatcher } from "../common/batcher.ts";
+import { createPgPool, type OutageLog } from "../common/db.ts";
 import type { JobWithAdapter } from "./routes/jobs.ts";
 
 const TIMESTAMP_WITHOUT_TIME_ZONE = 1114;
@@ -78,8 +79,8 @@ export class JobSql {
   private readonly inserts: CallBatcher<NewJob, JobWithAdapter>;
   private readonly enqueueMarks: CallBatcher<string, Date>;
 
-  constructor(databaseUrl: string, maxConnections = 10) {
-    this.pool = new pg.Pool({ connectionString: databaseUrl, max: maxConnections, types });
+  constructor(databaseUrl: string, outages: OutageLog, maxConnections = 10) {
+    this.pool = createPgPool({ connectionString: databaseUrl, max: maxConnections, types }, outages);
     // One version read out at a time: polls arriving meanwhile go together in the next one.
     this.versions = new CallBatcher((keys) => this.readVersions(keys), MAX_VERSION_BATCH, 1);
     this.inserts = new CallBatcher((jobs) => this.insertJobs(jobs), MAX_INSERT_BATCH);

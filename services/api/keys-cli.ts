@@ -5,7 +5,8 @@
 import { parseArgs } from "node:util";
 import { createApiKey, listApiKeys, revokeApiKey } from "../common/auth.ts";
 import { loadConfigOrExit } from "../common/config.ts";
-import { createPrisma } from "../common/db.ts";
+import { createPrisma, OutageLog } from "../common/db.ts";
+import { createLogger } from "../common/logger.ts";
 
 const USAGE = "usage: keys create --tenant <name> [--name <label>] | keys list [--tenant <name>] | keys revoke <id|prefix>";
 
@@ -16,7 +17,8 @@ async function main(argv: string[]): Promise<number> {
     options: { tenant: { type: "string" }, name: { type: "string" }, json: { type: "boolean" } },
   });
   const [command, target] = positionals;
-  const prisma = createPrisma(loadConfigOrExit().databaseUrl);
+  const config = loadConfigOrExit();
+  const prisma = createPrisma(config.databaseUrl, new OutageLog(createLogger(config.logLevel, "keys")));
   try {
     switch (command) {
       case "create": {

@@ -1,6 +1,7 @@
 // JSON schemas shared by several routes, registered once with $id so the OpenAPI
 // document names them; each route file holds the schemas only it uses.
 import type { FastifyInstance } from "fastify";
+import { jobProgressSchema } from "../common/job-progress.ts";
 import { JOB_STATUSES } from "../common/job-status.ts";
 
 export const uuidParams = {
@@ -96,17 +97,7 @@ export const jobSchema = {
     hyperparameters: { type: "object", additionalProperties: true },
     priority: { type: "integer" },
     metadata: { type: "object", additionalProperties: { type: "string" } },
-    progress: {
-      type: "object",
-      properties: {
-        step: { type: "integer" },
-        totalSteps: { type: "integer" },
-        epoch: { type: "number" },
-        tokens: { type: "integer" },
-        loss: { type: "number" },
-        etaMs: { type: "integer" },
-      },
-    },
+    progress: jobProgressSchema,
     metrics: { anyOf: [numberMap, { type: "null" }], description: "latest evaluation metrics" },
     error: {
       anyOf: [{ type: "object", properties: { code: { type: "string" }, message: { type: "string" } }, additionalProperties: true }, { type: "null" }],

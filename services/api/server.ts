@@ -1,7 +1,7 @@
 // The API process: validated config, connections, the Fastify app, graceful shutdown.
 import { ArtifactStore } from "../common/artifacts.ts";
 import { loadConfigOrExit } from "../common/config.ts";
-import { createPrisma } from "../common/db.ts";
+import { createPrisma, OutageLog } from "../common/db.ts";
 import { createLogger } from "../common/logger.ts";
 import { createFineTuneQueue, createRedis } from "../common/queue.ts";
 import { onShutdownSignal } from "../common/shutdown.ts";
@@ -10,7 +10,8 @@ import { buildApp } from "./app.ts";
 
 const config = loadConfigOrExit();
 const logger = createLogger(config.logLevel, "api");
-const prisma = createPrisma(config.databaseUrl);
+const outages = new OutageLog(logger);
+const prisma = createPrisma(config.databaseUrl, outages);
 const redis = createRedis(config.redisUrl);
 redis.on("error", (error) => logger.warn({ err: error.message }, "redis connection error"));
 const queue = createFineTuneQueue(redis, config.queuePrefix);
@@ -21,7 +22,7 @@ initBackend(config.trainerBackend, logger).then(
   (error) => logger.error({ err: error }, "no tensorflow.js backend could be initialised"),
 );
 
-const app = await buildApp({ config, logger, prisma, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => backend });
+const app = await buildApp({ config, logger, prisma, outages, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => backend });
 await app.listen({ host: config.host, port: config.port });
 
 onShutdownSignal(logger, config.shutdownTimeoutMs, async () => {

@@ -1,5 +1,11 @@
+// Postgres for every process: the Prisma client and raw pg pools share one way of surviving
+// an outage. A dropped connection (restart, failover, pg_terminate_backend) is logged once per
+// outage and never crashes a process; callers learn from `isDatabaseUnavailable` that an error
+// means "try again later" rather than "this request is wrong".
 import { PrismaPg } from "@prisma/adapter-pg";
+import pg from "pg";
 import { PrismaClient } from "./generated/prisma/client.ts";
+import type { Logger } from "./logger.ts";
 
 export { PrismaClient };
 export type { Prisma } from "./generated/prisma/client.ts";
@@ -7,8 +13,80 @@ export type { Prisma } from "./generated/prisma/client.ts";
 /** A UUID as Postgres reads it and as ids are compared here: canonical form, any case (no "urn:uuid:", no braces). */
 export const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function createPrisma(databaseUrl: string): PrismaClient {
-  return new PrismaClient({ adapter: new PrismaPg({ connectionString: databaseUrl }) });
+/** SQLSTATEs of a server going away or not taking connections: admin shutdown, crash, starting up, connection failures, too many clients. */
+const UNAVAILABLE_SQLSTATES = new Set(["57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006", "53300"]);
+const UNAVAILABLE_SOCKET_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+/** Prisma's codes for an unreachable server, a timeout, a closed connection, no free pooled connection, too many connections. */
+const UNAVAILABLE_PRISMA_CODES = new Set(["P1001", "P1002", "P1008", "P1017", "P2024", "P2037"]);
+const UNAVAILABLE_ADAPTER_KINDS = new Set(["DatabaseNotReachable", "ConnectionClosed", "SocketTimeout", "TooManyConnections"]);
+/** node-postgres reports a connection that died mid-query, or a pool that could not connect in time, without a code. */
+const UNAVAILABLE_MESSAGES = /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Connection terminated due to connection timeout)/;
+
+interface ErrorFields {
+  code?: unknown;
+  message?: unknown;
+  cause?: unknown;
+  meta?: { driverAdapterError?: { cause?: { kind?: string; code?: string } } };
+}
+
+/** True when the error says Postgres could not be reached or dropped the connection, from pg or Prisma, however deeply wrapped. */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  for (let current = error, depth = 0; current && typeof current === "object" && depth < 5; depth++) {
+    const { code, message, cause, meta } = current as ErrorFields;
+    if (typeof code === "string" && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_SOCKET_CODES.has(code) || UNAVAILABLE_PRISMA_CODES.has(code))) return true;
+    const adapterCause = meta?.driverAdapterError?.cause;
+    if (adapterCause?.kind && UNAVAILABLE_ADAPTER_KINDS.has(adapterCause.kind)) return true;
+    if (adapterCause?.kind === "postgres" && adapterCause.code && UNAVAILABLE_SQLSTATES.has(adapterCause.code)) return true;
+    if (typeof message === "string" && UNAVAILABLE_MESSAGES.test(message)) return true;
+    current = cause;
+  }
+  return false;
+}
+
+/**
+ * Logs a lost database once, when it is lost, and once more when a connection succeeds again,
+ * however many pools and requests see the outage in between.
+ */
+export class OutageLog {
+  private down = false;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly dependency = "postgres",
+  ) {}
+
+  get isDown(): boolean {
+    return this.down;
+  }
+
+  lost(error: unknown): void {
+    if (this.down) return;
+    this.down = true;
+    this.logger.warn({ dependency: this.dependency, err: error instanceof Error ? error.message : String(error) }, `${this.dependency} unavailable`);
+  }
+
+  restored(): void {
+    if (!this.down) return;
+    this.down = false;
+    this.logger.info({ dependency: this.dependency }, `${this.dependency} available again`);
+  }
+}
+
+/** A pg pool whose dropped idle connections are logged through `outages`, never thrown. */
+export function createPgPool(config: pg.PoolConfig, outages: OutageLog): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on("error", (error) => outages.lost(error));
+  pool.on("connect", (client) => {
+    outages.restored();
+    // A checked-out client whose server goes away emits on itself, not on the pool.
+    client.on("error", (error) => outages.lost(error));
+  });
+  return pool;
+}
+
+export function createPrisma(databaseUrl: string, outages: OutageLog): PrismaClient {
+  const pool = createPgPool({ connectionString: databaseUrl }, outages);
+  return new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
 }
 
 export async function pingDatabase(prisma: PrismaClient): Promise<void> {

@@ -3,7 +3,8 @@
 import { Worker, type Job as QueueJob } from "bullmq";
 import type { Redis } from "ioredis";
 import type { ArtifactStore } from "../common/artifacts.ts";
-import type { PrismaClient } from "../common/db.ts";
+import { isDatabaseUnavailable, type OutageLog, type PrismaClient } from "../common/db.ts";
+import { UNFINISHED_STATUSES } from "../common/job-status.ts";
 import type { Logger } from "../common/logger.ts";
 import { createFineTuneQueue, createRedis, FINE_TUNE_QUEUE, type FineTunePayload } from "../common/queue.ts";
 import { reconcileQueue } from "../common/reconcile.ts";
@@ -16,10 +17,8 @@ export interface FineTuneWorkerDeps {
   logger: Logger;
   prisma: PrismaClient;
   store: ArtifactStore;
+  outages: OutageLog;
 }
-
-/** Statuses whose jobs belong in the queue: a running job whose worker died must be found again. */
-const UNFINISHED = ["queued", "running", "cancelling"] as const;
 
 export class FineTuneWorker {
   private readonly runner: JobRunner;
@@ -81,12 +80,14 @@ export class FineTuneWorker {
       const queue = createFineTuneQueue(this.queueRedis, this.deps.settings.queuePrefix);
       try {
         const result = await reconcileQueue(this.deps.prisma, queue, {
-          statuses: [...UNFINISHED],
+          // A running job whose worker died must be found again, so every unfinished status counts.
+          statuses: [...UNFINISHED_STATUSES],
           enqueueTimeoutMs: this.deps.settings.enqueueTimeoutMs,
         });
         if (result.enqueued.length > 0) this.deps.logger.warn({ jobIds: result.enqueued }, "re-enqueued jobs Redis had lost");
       } catch (error) {
-        this.deps.logger.warn({ err: error }, "reconciling the queue with Postgres failed; trying again later");
+        if (isDatabaseUnavailable(error)) this.deps.outages.lost(error);
+        else this.deps.logger.warn({ err: error }, "reconciling the queue with Postgres failed; trying again later");
       } finally {
         await queue.close();
         this.reconciling = undefined;

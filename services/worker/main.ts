@@ -2,7 +2,7 @@
 // Postgres, one Redis and one DATA_DIR.
 import { ArtifactStore } from "../common/artifacts.ts";
 import { ConfigError } from "../common/config.ts";
-import { createPrisma } from "../common/db.ts";
+import { createPrisma, OutageLog } from "../common/db.ts";
 import { createLogger } from "../common/logger.ts";
 import { onShutdownSignal } from "../common/shutdown.ts";
 import { FineTuneWorker } from "./fine-tune-worker.ts";
@@ -17,8 +17,9 @@ try {
   process.exit(1);
 }
 const logger = createLogger(settings.logLevel, "worker").child({ workerId: settings.workerId });
-const prisma = createPrisma(settings.databaseUrl);
-const worker = new FineTuneWorker({ settings, logger, prisma, store: new ArtifactStore(settings.dataDir) });
+const outages = new OutageLog(logger);
+const prisma = createPrisma(settings.databaseUrl, outages);
+const worker = new FineTuneWorker({ settings, logger, prisma, outages, store: new ArtifactStore(settings.dataDir) });
 onShutdownSignal(logger, settings.shutdownTimeoutMs, async () => {
   await worker.stop();
   await prisma.$disconnect();

@@ -65,7 +65,7 @@ export async function startTestApi(label: string, env: Record<string, string> = 
   const queue = createFineTuneQueue(redis, testQueuePrefix(label));
   queue.on("error", () => {});
   const store = new ArtifactStore(config.dataDir);
-  const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
+  const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
   const serverErrors: string[] = [];
   app.addHook("onResponse", async (request, reply) => {
     if (reply.statusCode >= 500 && request.url !== "/readyz") serverErrors.push(`${request.method} ${request.url} → ${reply.statusCode}`);

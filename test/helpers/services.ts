@@ -5,7 +5,8 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import pg from "pg";
-import { createPrisma, type PrismaClient } from "../../services/common/db.ts";
+import { createPrisma, OutageLog, type PrismaClient } from "../../services/common/db.ts";
+import { createLogger } from "../../services/common/logger.ts";
 
 const ADMIN_URL = process.env.TEST_ADMIN_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -66,6 +67,8 @@ async function ensureTemplate(admin: pg.Client): Promise<void> {
 export interface TestDatabase {
   url: string;
   prisma: PrismaClient;
+  /** The outage log `prisma`'s pool reports to, for an app built on this database. */
+  outages: OutageLog;
   drop(): Promise<void>;
 }
 
@@ -76,10 +79,12 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
     await admin.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE}`);
   });
   const url = databaseUrl(name);
-  const prisma = createPrisma(url);
+  const outages = new OutageLog(createLogger("silent", "test"));
+  const prisma = createPrisma(url, outages);
   return {
     url,
     prisma,
+    outages,
     async drop() {
       await prisma.$disconnect();
       await withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));

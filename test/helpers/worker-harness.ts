@@ -9,6 +9,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Queue } from "bullmq";
+import pg from "pg";
 import type { Redis } from "ioredis";
 import { ArtifactStore } from "../../services/common/artifacts.ts";
 import type { PrismaClient } from "../../services/common/db.ts";
@@ -31,7 +32,56 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | null | fal
   }
 }
 
-export class WorkerProcess {
+/**
+ * Holds training at a checkpoint, whatever the machine's speed: the engine goes on after a
+ * checkpoint only once the worker has recorded it in Postgres, and recording it waits on a lock
+ * held here. With `step`, only that checkpoint of `jobId` is held (an uncommitted row with its
+ * key); without, every checkpoint of every job (the table is locked).
+ */
+export class CheckpointHold {
+  private constructor(
+    private readonly client: pg.Client,
+    private readonly what: string,
+  ) {}
+
+  static async take(databaseUrl: string, at?: { jobId: string; step: number }): Promise<CheckpointHold> {
+    const client = new pg.Client({ connectionString: databaseUrl, application_name: "test-checkpoint-hold" });
+    // A test that fails while holding drops its database under this connection.
+    client.on("error", () => {});
+    await client.connect();
+    await client.query("BEGIN");
+    if (at) {
+      await client.query(`INSERT INTO "Checkpoint" (id, "jobId", step, "storageKey", "sizeBytes") VALUES (gen_random_uuid(), $1, $2, 'held-by-test', 0)`, [at.jobId, at.step]);
+    } else {
+      await client.query(`LOCK TABLE "Checkpoint" IN EXCLUSIVE MODE`);
+    }
+    return new CheckpointHold(client, at ? `the checkpoint at step ${at.step} of job ${at.jobId}` : "the first checkpoint");
+  }
+
+  /** Resolves once a worker is waiting to record the held checkpoint, i.e. its training is paused there. */
+  async reached(timeoutMs: number, log: () => string): Promise<void> {
+    await waitFor(
+      // pg_locks, not pg_stat_activity: the latter is a snapshot that stays fixed inside this transaction.
+      async () => (await this.client.query("SELECT 1 FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")).rowCount,
+      timeoutMs,
+      `a worker to be held at ${this.what}\n${log()}`,
+    );
+  }
+
+  /** Lets the held checkpoint be recorded (the test's own row is rolled back) and training go on. */
+  async release(): Promise<void> {
+    await this.client.query("ROLLBACK");
+    await this.client.end();
+  }
+}
+
+/** Resolves once `worker` logged that it is stopping a run for `reason` (cancel, timeout, shutdown). */
+export function stopRequested(worker: ServiceProcess, reason: string, timeoutMs = 30_000): Promise<true> {
+  return waitFor(async () => worker.log.includes(`"reason":"${reason}"`) && worker.log.includes("stopping the run"), timeoutMs, `the worker to stop the run (${reason})\n${worker.log}`);
+}
+
+/** A service started exactly as `npm run worker` or `npm run api` does, so kill -9 and SIGTERM hit a real process. */
+export class ServiceProcess {
   private output = "";
   readonly exited: Promise<number | null>;
 
@@ -41,17 +91,30 @@ export class WorkerProcess {
     this.exited = once(child, "exit").then(([code]) => code as number | null);
   }
 
-  static start(env: Record<string, string>): WorkerProcess {
-    const child = spawn(process.execPath, ["--import", "tsx", "services/worker/main.ts"], {
+  static worker(env: Record<string, string>): ServiceProcess {
+    return ServiceProcess.start("services/worker/main.ts", env);
+  }
+
+  static api(env: Record<string, string>): ServiceProcess {
+    return ServiceProcess.start("services/api/server.ts", env);
+  }
+
+  private static start(entry: string, env: Record<string, string>): ServiceProcess {
+    const child = spawn(process.execPath, ["--import", "tsx", entry], {
       cwd: repoRoot,
       env: { ...process.env, LOG_LEVEL: "info", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    return new WorkerProcess(child);
+    return new ServiceProcess(child);
   }
 
   get pid(): number {
     return this.child.pid!;
+  }
+
+  /** True until the process has exited. */
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** Everything the process logged, for assertion messages. */
@@ -72,10 +135,10 @@ export class WorkerProcess {
 
 /** One test file's world for real worker processes: its database, a private Redis and queue, DATA_DIR and MODELS_DIR, the training fixture, and every worker it started. */
 /** Serves the test API on a free local port and starts a worker process on its database, queue, data and models. */
-export async function serveWithWorker(api: TestApi, env: Record<string, string> = {}): Promise<{ baseUrl: string; worker: WorkerProcess }> {
+export async function serveWithWorker(api: TestApi, env: Record<string, string> = {}): Promise<{ baseUrl: string; worker: ServiceProcess }> {
   await api.app.listen({ host: "127.0.0.1", port: 0 });
   const baseUrl = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}`;
-  const worker = WorkerProcess.start({
+  const worker = ServiceProcess.worker({
     DATABASE_URL: api.db.url,
     REDIS_URL: api.config.redisUrl,
     QUEUE_PREFIX: String(api.queue.opts.prefix),
@@ -93,7 +156,7 @@ export interface WorkerSuite {
   store: ArtifactStore;
   fixture: TrainingFixture;
   /** Starts a worker with this file's environment plus `env`; `close` kills it if it still runs. */
-  startWorker(env?: Record<string, string>): WorkerProcess;
+  startWorker(env?: Record<string, string>): ServiceProcess;
   /** A `waitFor` probe that yields the job once it has succeeded, failed or been cancelled. */
   finished(jobId: string): () => Promise<Job | undefined>;
   /** Everything every started worker logged, for assertion messages. */
@@ -124,7 +187,7 @@ export async function createWorkerSuite(label: string): Promise<WorkerSuite> {
     RECONCILE_INTERVAL_MS: "1000",
     SHUTDOWN_TIMEOUT_MS: "25000",
   };
-  const workers: WorkerProcess[] = [];
+  const workers: ServiceProcess[] = [];
   return {
     db,
     redis,
@@ -132,7 +195,7 @@ export async function createWorkerSuite(label: string): Promise<WorkerSuite> {
     store: new ArtifactStore(dataDir),
     fixture,
     startWorker: (env = {}) => {
-      const worker = WorkerProcess.start({ ...suiteEnv, ...env });
+      const worker = ServiceProcess.worker({ ...suiteEnv, ...env });
       workers.push(worker);
       return worker;
     },

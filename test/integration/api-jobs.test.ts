@@ -212,7 +212,7 @@ describe("jobs API", () => {
     // Lookups made in one event-loop turn go to Postgres as one statement; each still gets its own tenant's answer.
     const other = (await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification }).expect(201)).body;
     const tenantB = (await api.db.prisma.dataset.findUniqueOrThrow({ where: { id: otherTenantDataset } })).tenantId;
-    const jobSql = new JobSql(api.db.url);
+    const jobSql = new JobSql(api.db.url, api.db.outages);
     try {
       const lookups = [
         [job.id, tenantId],

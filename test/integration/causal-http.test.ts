@@ -7,12 +7,12 @@ import { after, before, describe, it } from "node:test";
 import { chatRecords, PATTERN_PAIRS } from "../../scripts/make-causal-fixtures.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
-import { serveWithWorker, waitFor, type WorkerProcess } from "../helpers/worker-harness.ts";
+import { serveWithWorker, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
 
 describe("causal LM fine-tuning and generation through HTTP", () => {
   let api: TestApi;
   let baseUrl: string;
-  let worker: WorkerProcess;
+  let worker: ServiceProcess;
   let fixtures: string;
   const request = (method: string, url: string, body?: unknown) =>
     fetch(`${baseUrl}${url}`, {

@@ -6,7 +6,7 @@ import { Redis } from "ioredis";
 import { buildApp } from "../../services/api/app.ts";
 import { ArtifactStore } from "../../services/common/artifacts.ts";
 import { loadConfig } from "../../services/common/config.ts";
-import { createPrisma } from "../../services/common/db.ts";
+import { createPrisma, OutageLog } from "../../services/common/db.ts";
 import { createLogger } from "../../services/common/logger.ts";
 import { createFineTuneQueue, createRedis } from "../../services/common/queue.ts";
 import { createTestDatabase, testQueuePrefix, type TestDatabase } from "../helpers/services.ts";
@@ -38,6 +38,7 @@ describe("health and readiness", () => {
       config,
       logger: createLogger("silent", "test"),
       prisma: db.prisma,
+      outages: db.outages,
       redis,
       queue: createFineTuneQueue(redis, testQueuePrefix("health")),
       store: new ArtifactStore("/tmp/lora-test-health"),
@@ -81,11 +82,13 @@ describe("health and readiness", () => {
   });
 
   it("keeps serving /metrics while Postgres is unreachable, without the database gauge", async () => {
-    const unreachable = createPrisma(`postgresql://postgres@127.0.0.1:${await freePort()}/nowhere`);
+    const outages = new OutageLog(createLogger("silent", "test"));
+    const unreachable = createPrisma(`postgresql://postgres@127.0.0.1:${await freePort()}/nowhere`, outages);
     const offline = await buildApp({
       config: loadConfig({ DATABASE_URL: db.url, REDIS_URL: redisServer.url, LOG_LEVEL: "silent" }),
       logger: createLogger("silent", "test"),
       prisma: unreachable,
+      outages,
       redis,
       queue: createFineTuneQueue(redis, testQueuePrefix("health_offline")),
       store: new ArtifactStore("/tmp/lora-test-health"),

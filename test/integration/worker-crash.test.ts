@@ -3,7 +3,7 @@
 // job out of attempts fails with a clear error.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createWorkerSuite, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
+import { CheckpointHold, createWorkerSuite, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
 
 describe("worker crash recovery", () => {
   let suite: WorkerSuite;
@@ -15,18 +15,20 @@ describe("worker crash recovery", () => {
   it("resumes a killed worker's job from its checkpoint to the same final metrics, and fails a job out of attempts", async () => {
     const { db, store, queue, fixture } = suite;
     const workerEnv = { WORKER_CONCURRENCY: "2", CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) };
-    const first = suite.startWorker(workerEnv);
     const resumed = await submitJob(db.prisma, store, queue, fixture.job);
     const exhausted = await submitJob(db.prisma, store, queue, { ...fixture.job, maxAttempts: 1 });
-
-    const checkpoint = await waitFor(
-      () => db.prisma.checkpoint.findFirst({ where: { jobId: resumed }, orderBy: { step: "desc" } }),
-      60_000,
-      `a checkpoint of the first job\n${first.log}`,
-    );
-    await waitFor(async () => (await db.prisma.job.findUnique({ where: { id: exhausted } }))?.status === "running", 30_000, "the second job running");
+    // Both jobs are held mid-run when the worker dies: the first after its first checkpoint, the second at it.
+    const resumedHold = await CheckpointHold.take(db.url, { jobId: resumed, step: 2 * fixture.checkpointEverySteps });
+    const exhaustedHold = await CheckpointHold.take(db.url, { jobId: exhausted, step: fixture.checkpointEverySteps });
+    const first = suite.startWorker(workerEnv);
+    await resumedHold.reached(60_000, () => first.log);
+    await exhaustedHold.reached(60_000, () => first.log);
+    const checkpoint = await db.prisma.checkpoint.findFirstOrThrow({ where: { jobId: resumed }, orderBy: { step: "desc" } });
+    assert.equal(checkpoint.step, fixture.checkpointEverySteps);
     first.kill("SIGKILL");
     await first.exited;
+    await resumedHold.release();
+    await exhaustedHold.release();
     assert.equal((await db.prisma.job.findUniqueOrThrow({ where: { id: resumed } })).status, "running");
 
     const uninterrupted = await submitJob(db.prisma, store, queue, fixture.job);

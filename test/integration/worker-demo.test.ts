@@ -8,13 +8,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
-import { serveWithWorker, type WorkerProcess } from "../helpers/worker-harness.ts";
+import { serveWithWorker, type ServiceProcess } from "../helpers/worker-harness.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 describe("npm run demo", () => {
   let api: TestApi;
-  let worker: WorkerProcess;
+  let worker: ServiceProcess;
   let apiUrl: string;
   let outDir: string;
 

@@ -14,7 +14,8 @@ import tar from "tar-stream";
 import { ClassifierService } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { serveWithWorker, waitFor, type WorkerProcess } from "../helpers/worker-harness.ts";
+import { JOB_PROGRESS_FIELDS, type JobProgress } from "../../services/common/job-progress.ts";
+import { CheckpointHold, serveWithWorker, stopRequested, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
 import { serverSentEvents } from "../../scripts/sse.ts";
 
 interface StreamedEvent {
@@ -57,7 +58,7 @@ describe("fine-tuning through HTTP with a worker", () => {
   let api: TestApi;
   let baseUrl: string;
   let fixture: TrainingFixture;
-  let worker: WorkerProcess;
+  let worker: ServiceProcess;
   let adapterId: string;
   const probeTexts = ["the movie was great and fun", "this film is boring and dull", "i hate the plot", "wonderful actors"];
 
@@ -110,11 +111,14 @@ describe("fine-tuning through HTTP with a worker", () => {
       status: string;
       attempts: number;
       adapterId: string;
-      progress: { step: number; totalSteps: number };
+      progress: JobProgress;
     };
     assert.equal(job.status, "succeeded");
     assert.equal(job.attempts, 1);
     assert.equal(job.progress.step, job.progress.totalSteps);
+    // Every field the worker writes reaches the client: the schema and the worker share one declaration.
+    for (const field of Object.keys(JOB_PROGRESS_FIELDS)) assert.equal(typeof job.progress[field as keyof JobProgress], "number", `progress.${field}`);
+    assert.equal(job.progress.percent, 100);
     adapterId = job.adapterId;
     const evaluations = await api.db.prisma.evaluation.findMany({ where: { adapterId } });
     assert.ok(evaluations.some((row) => row.metric === "accuracy" && row.baselineValue !== null));
@@ -151,6 +155,8 @@ describe("fine-tuning through HTTP with a worker", () => {
 
   it("cancels a running job through POST /v1/jobs/:id/cancel within 5 s", async () => {
     const datasetId = (await api.db.prisma.dataset.findFirstOrThrow()).id;
+    // Held at its first checkpoint, the job is surely running when the cancel arrives.
+    const hold = await CheckpointHold.take(api.db.url);
     const created = await fetch(`${baseUrl}/v1/jobs`, {
       method: "POST",
       headers: { authorization: api.keys.a, "content-type": "application/json" },
@@ -158,10 +164,13 @@ describe("fine-tuning through HTTP with a worker", () => {
     });
     const { id: jobId } = (await created.json()) as { id: string };
     const getJob = async () => (await (await fetch(`${baseUrl}/v1/jobs/${jobId}`, { headers: { authorization: api.keys.a } })).json()) as { status: string; progress: { step?: number } };
-    await waitFor(async () => (await getJob()).progress.step, 60_000, `the job to make progress\n${worker.log}`);
+    await hold.reached(60_000, () => worker.log);
+    assert.equal((await getJob()).status, "running");
     const requestedAt = Date.now();
     const cancel = await fetch(`${baseUrl}/v1/jobs/${jobId}/cancel`, { method: "POST", headers: { authorization: api.keys.a } });
     assert.equal(cancel.status, 202);
+    await stopRequested(worker, "cancel", 5000);
+    await hold.release();
     await waitFor(async () => (await getJob()).status === "cancelled", 5000, `the job to be cancelled within 5 s\n${worker.log}`);
     assert.ok(Date.now() - requestedAt <= 5000);
     assert.equal(await api.db.prisma.checkpoint.count({ where: { jobId } }), 0);

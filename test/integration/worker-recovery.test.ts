@@ -2,7 +2,7 @@
 // every job still ends succeeded, and no job ever has two runs at once.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createWorkerSuite, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
+import { CheckpointHold, createWorkerSuite, stopRequested, submitJob, waitFor, type WorkerSuite } from "../helpers/worker-harness.ts";
 
 describe("worker recovery", () => {
   let suite: WorkerSuite;
@@ -16,13 +16,17 @@ describe("worker recovery", () => {
     const { db, redis, queue, logs } = suite;
     const jobIds: string[] = [];
     for (let index = 0; index < 3; index += 1) jobIds.push(await submitJob(db.prisma, suite.store, queue, suite.fixture.job));
+    // The first job is held at its first checkpoint, so it is surely running when Redis forgets it.
+    const hold = await CheckpointHold.take(db.url, { jobId: jobIds[0], step: suite.fixture.checkpointEverySteps });
     const [first, second] = [startWorker(), startWorker()];
-    await waitFor(() => db.prisma.checkpoint.findFirst({ where: { jobId: { in: jobIds } } }), 60_000, `a first checkpoint\n${logs()}`);
-    const runningBefore = await db.prisma.job.findMany({ where: { status: "running" }, select: { id: true } });
-    assert.ok(runningBefore.length >= 1);
+    await hold.reached(60_000, logs);
+    assert.equal((await db.prisma.job.findUniqueOrThrow({ where: { id: jobIds[0] } })).status, "running");
 
     await redis.flushall();
     assert.equal(await queue.getJobCountByTypes("wait", "active", "delayed", "prioritized"), 0);
+    // The reconcilers put the running job back in the queue; its lease keeps another worker from running it twice.
+    await waitFor(async () => /re-enqueued jobs Redis had lost/.test(logs()), 30_000, `a reconciler to re-enqueue the jobs\n${logs()}`);
+    await hold.release();
 
     for (const id of jobIds) {
       const job = await waitFor(suite.finished(id), 80_000, `job ${id} to finish\n${logs()}`);
@@ -31,8 +35,6 @@ describe("worker recovery", () => {
       assert.equal(await db.prisma.jobEvent.count({ where: { jobId: id, type: "started" } }), 1);
       assert.equal(await db.prisma.adapter.count({ where: { jobId: id } }), 1);
     }
-    // The jobs that were running when Redis forgot them were offered again and refused by the lease.
-    assert.match(logs(), /re-enqueued jobs Redis had lost/);
     for (const worker of [first, second]) {
       worker.kill("SIGTERM");
       assert.equal(await worker.exited, 0);
@@ -42,14 +44,13 @@ describe("worker recovery", () => {
   it("hands a running job back on SIGTERM within 30 s, and another worker resumes it", async () => {
     const { db } = suite;
     const jobId = await submitJob(db.prisma, suite.store, suite.queue, suite.fixture.job);
+    const hold = await CheckpointHold.take(db.url, { jobId, step: 2 * suite.fixture.checkpointEverySteps });
     const leaving = startWorker();
-    await waitFor(
-      async () => ((await db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).progress as { step?: number }).step,
-      60_000,
-      `the job to make progress\n${leaving.log}`,
-    );
+    await hold.reached(60_000, () => leaving.log);
     const signalledAt = Date.now();
     leaving.kill("SIGTERM");
+    await stopRequested(leaving, "shutdown");
+    await hold.release();
     assert.equal(await leaving.exited, 0, leaving.log);
     assert.ok(Date.now() - signalledAt < 30_000);
 

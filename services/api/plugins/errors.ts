@@ -2,7 +2,11 @@
 // see a stack trace, and anything unexpected is logged with the request id.
 import type { FastifyError, FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
+import { isDatabaseUnavailable } from "../../common/db.ts";
 import { AppError, type ErrorDetail } from "../../common/errors.ts";
+
+/** What a client is told to wait before retrying while Postgres is unreachable or restarting. */
+export const DATABASE_RETRY_AFTER_SECONDS = 5;
 
 export const errorResponseSchema = {
   $id: "ErrorResponse",
@@ -74,6 +78,14 @@ export const errorsPlugin = fp(async (app: FastifyInstance) => {
     }
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.code(error.statusCode).send({ error: { code: "bad_request", message: error.message, details: [] } });
+    }
+    if (isDatabaseUnavailable(error)) {
+      // The pools log the outage itself once; a line per request would flood the log.
+      request.log.debug({ err: error }, "database unavailable");
+      return reply
+        .code(503)
+        .header("retry-after", String(DATABASE_RETRY_AFTER_SECONDS))
+        .send({ error: { code: "database_unavailable", message: "the database is unavailable; retry later", details: [] } });
     }
     request.log.error({ err: error }, "unhandled error");
     return reply.code(500).send({ error: { code: "internal", message: "internal error; see the server log", details: [] } });

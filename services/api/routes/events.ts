@@ -4,6 +4,7 @@
 // event once the job is finished and every event before that has been sent.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { isDatabaseUnavailable } from "../../common/db.ts";
 import { notFound } from "../../common/errors.ts";
 import type { JobEvent } from "../../common/generated/prisma/client.ts";
 import type { AppDeps } from "../app.ts";
@@ -67,8 +68,18 @@ export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     write(`retry: ${Math.max(1000, config.eventsPollIntervalMs)}\n\n`);
     try {
       while (!closed && !shuttingDown) {
-        const status = await statusOf(jobId);
-        const events = await eventsAfter(jobId, after, STREAM_BATCH);
+        let status: string | undefined;
+        let events: JobEvent[];
+        try {
+          status = await statusOf(jobId);
+          events = await eventsAfter(jobId, after, STREAM_BATCH);
+        } catch (error) {
+          // A database outage pauses the stream; heartbeats keep it open until Postgres is back.
+          if (!isDatabaseUnavailable(error)) throw error;
+          await sleep(config.eventsPollIntervalMs);
+          if (Date.now() - lastWrite >= config.sseHeartbeatMs) write(": heartbeat\n\n");
+          continue;
+        }
         for (const event of events) {
           write(`id: ${event.id}\ndata: ${JSON.stringify(eventView(event))}\n\n`);
           after = event.id;
