@@ -1,6 +1,6 @@
 // Backend selection with and without the BLAS addon, each in its own process (the choice is
-// made once per process; a later call asking for another is refused). TRAINER_BLAS_ADDON pointing at a missing file stands for a machine
-// where the addon did not build.
+// made once per process; a later call asking for another is refused). TRAINER_BLAS_ADDON pointing
+// at a missing file stands for a machine where the addon did not build.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";

@@ -60,9 +60,9 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
 const shared = new Map<string, Promise<PretrainedModel>>();
 
 /**
- * Training reads base weights and never changes them, so jobs on one base model share one
- * load: the least recently used model beyond `capacity` (the entry point's MODEL_CACHE_SIZE) is disposed. Keyed by folder and
- * the newest modification time of its files, so a replaced model is loaded afresh.
+ * Training reads base weights and never changes them, so jobs on one base model share one load:
+ * the least recently used model beyond `capacity` (the entry point's MODEL_CACHE_SIZE) is disposed.
+ * Keyed by folder and the newest modification time of its files, so a replaced model is loaded afresh.
  */
 export async function loadPretrainedShared(dir: string, capacity: number): Promise<PretrainedModel> {
   const names = await readdir(dir);
