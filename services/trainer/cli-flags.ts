@@ -71,14 +71,18 @@ function placeholder(setting: Setting): string {
 }
 
 function defaultText(setting: Setting): string {
-  if (setting.type === "modules") return " [per architecture]";
-  if (setting.default === undefined || setting.default === null || setting.default === false) return "";
+  if (setting.type === "modules" || setting.default === undefined || setting.default === null || setting.default === false) return "";
   return ` [${setting.default}]`;
+}
+
+/** A help line: the flag and its placeholder in a column, then what it does. */
+export function helpLine(flag: string, text: string): string {
+  return `  ${flag.padEnd(32)} ${text}`;
 }
 
 /** One help line per job setting: flag, placeholder, meaning and default. */
 export function settingsHelp(): string {
   return allSettings()
-    .map(([flag, setting]) => `  --${`${flag}${placeholder(setting)}`.padEnd(30)} ${setting.description}${defaultText(setting)}`)
+    .map(([flag, setting]) => helpLine(`--${flag}${placeholder(setting)}`, `${setting.description}${defaultText(setting)}`))
     .join("\n");
 }

@@ -4,7 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { loadConfig, type Config } from "../common/config.ts";
-import { numberFlag, required, settingFlagOptions, settingsFromFlags, settingsHelp, startBackend, UsageError } from "./cli-flags.ts";
+import { helpLine, numberFlag, required, settingFlagOptions, settingsFromFlags, settingsHelp, startBackend, UsageError } from "./cli-flags.ts";
 import { runGenerate } from "./cli-generate.ts";
 import { ClassifierService, mergeAdapter, train, type StepReport } from "./index.ts";
 
@@ -16,8 +16,10 @@ export const USAGE = `Usage:
 
 train options (defaults in brackets; the same settings and defaults as the API's job requests):
 ${settingsHelp()}
-  --validation-split F           hold out this fraction of --data when no --validation [0]
-  --checkpoint-dir DIR  --resume CHECKPOINT_DIR  --base-model-name NAME
+${helpLine("--validation-split F", "hold out this fraction of --data when no --validation [0]")}
+${helpLine("--checkpoint-dir DIR", "where --checkpoint-every saves step-N folders")}
+${helpLine("--resume CHECKPOINT_DIR", "continue from a checkpoint made with the same data and settings")}
+${helpLine("--base-model-name NAME", "base_model_name_or_path in adapter_config.json [--model]")}
 generate options:
   --max-new-tokens N [64]  --temperature F [0 = greedy]  --top-k N  --top-p F  --stop S (repeatable)
   --seed N [0]  --no-cache  --json
