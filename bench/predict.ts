@@ -29,12 +29,13 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
 
 async function main(): Promise<void> {
   const fixtures = await engineFixtures();
-  const backend = await initBackend((process.env.TRAINER_BACKEND ?? "auto") as "auto");
+  const environment = loadConfig();
+  const backend = await initBackend(environment.trainerBackend, { blasAddonPath: environment.trainerBlasAddon });
   const root = await fs.mkdtemp(path.join(os.tmpdir(), "lora-bench-predict-"));
   const modelsDir = path.join(root, "models");
   await fs.cp(fixtureModel("distilbert-cls"), path.join(modelsDir, "tiny-distilbert"), { recursive: true });
   const db = await createTestDatabase("bench_predict");
-  const config = loadConfig({ DATABASE_URL: db.url, LOG_LEVEL: "silent", MODELS_DIR: modelsDir, DATA_DIR: path.join(root, "data"), RATE_LIMIT_PER_MINUTE: "10000000" });
+  const config = loadConfig({ DATABASE_URL: db.url, LOG_LEVEL: "silent", MODELS_DIR: modelsDir, DATA_DIR: path.join(root, "data"), RATE_LIMIT_PER_MINUTE: "10000000", TRAINER_BACKEND: backend.name });
   const store = new ArtifactStore(config.dataDir);
   const redis = createRedis(TEST_REDIS_URL);
   redis.on("error", () => {});

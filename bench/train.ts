@@ -18,10 +18,11 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { wordPieceTokenizer } from "../scripts/make-fixtures.ts";
+import { loadConfig } from "../services/common/config.ts";
 import { initBackend, type BackendChoice, type BackendName } from "../services/trainer/backend.ts";
-import { encodeExamples } from "../services/trainer/data/classification.ts";
-import { crossEntropy } from "../services/trainer/inference.ts";
-import { initialHead, loadPretrained } from "../services/trainer/model/load.ts";
+import { encodeExamples } from "../services/trainer/tasks/classification/data.ts";
+import { crossEntropy } from "../services/trainer/losses.ts";
+import { initialHead, loadPretrained } from "../services/trainer/tasks/classification/load.ts";
 import { loadBlasAddon } from "../services/trainer/native/blas.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../services/trainer/optim.ts";
 import { Rng } from "../services/trainer/rng.ts";
@@ -160,8 +161,7 @@ function profileKernels(backendName: string) {
 
 async function runChild(backend: BackendChoice): Promise<ChildResult> {
   const dir = benchDir();
-  process.env.TRAINER_BACKEND = backend;
-  const info = await initBackend(backend);
+  const info = await initBackend(backend, { blasAddonPath: loadConfig().trainerBlasAddon });
   const profiler = options.verbose ? profileKernels(tf.getBackend()) : undefined;
   const stamps: number[] = [];
   const onStep = () => {

@@ -17,7 +17,7 @@ redis.on("error", (error) => logger.warn({ err: error.message }, "redis connecti
 const queue = createFineTuneQueue(redis, config.queuePrefix);
 queue.on("error", (error) => logger.warn({ err: error.message }, "queue connection error"));
 let backend: BackendInfo | undefined;
-initBackend(config.trainerBackend, logger).then(
+initBackend(config.trainerBackend, { log: logger, blasAddonPath: config.trainerBlasAddon }).then(
   (info) => (backend = info),
   (error) => logger.error({ err: error }, "no tensorflow.js backend could be initialised"),
 );

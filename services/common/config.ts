@@ -2,6 +2,7 @@
 // process with one line naming the variable, rather than failing later mid-request.
 import path from "node:path";
 
+/** The engine's tensorflow.js backends (services/trainer/backend.ts), "auto" picking the fastest that loads. */
 export const BACKENDS = ["auto", "tensorflow", "wasm-blas", "wasm", "cpu"] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
 
@@ -19,6 +20,10 @@ export interface Config {
   dataDir: string;
   logLevel: LogLevel;
   trainerBackend: BackendChoice;
+  /** The OpenBLAS addon to load instead of the built one; undefined: services/trainer/native's build. */
+  trainerBlasAddon: string | undefined;
+  /** Classification base models a training sandbox keeps loaded across jobs. */
+  modelCacheSize: number;
   maxUploadBytes: number;
   maxJsonBodyBytes: number;
   bootstrapApiKey: string | undefined;
@@ -83,6 +88,11 @@ function url(env: Env, name: string, fallback: string, protocols: string[]): str
   return raw;
 }
 
+function optionalPath(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value === "" ? undefined : path.resolve(value);
+}
+
 function bootstrapKey(env: Env): string | undefined {
   const key = env.BOOTSTRAP_API_KEY;
   if (key === undefined || key === "") return undefined;
@@ -103,6 +113,8 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: path.resolve(text(env, "DATA_DIR", "var/data")),
     logLevel: oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info"),
     trainerBackend: oneOf(env, "TRAINER_BACKEND", BACKENDS, "auto"),
+    trainerBlasAddon: optionalPath(env, "TRAINER_BLAS_ADDON"),
+    modelCacheSize: integer(env, "MODEL_CACHE_SIZE", 2, 1, 64),
     maxUploadBytes: integer(env, "MAX_UPLOAD_BYTES", 100 * megabyte, 1, 64 * 1024 * megabyte),
     maxJsonBodyBytes: integer(env, "MAX_JSON_BODY_BYTES", megabyte, 1024, 1024 * megabyte),
     bootstrapApiKey: bootstrapKey(env),

@@ -20,14 +20,7 @@ export interface BaseModelInfo {
 const CLASSIFICATION_MODEL_TYPES = ["bert", "distilbert", "roberta"];
 const CAUSAL_LM_MODEL_TYPES = ["gpt2", "llama"];
 
-/** LoRA target modules used when a job names none, by model_type (PEFT's module names). */
-export const DEFAULT_TARGET_MODULES: Record<string, string[]> = {
-  distilbert: ["q_lin", "v_lin"],
-  bert: ["query", "value"],
-  roberta: ["query", "value"],
-  gpt2: ["c_attn"],
-  llama: ["q_proj", "v_proj"],
-};
+export { DEFAULT_TARGET_MODULES } from "../trainer/settings.ts";
 
 export function tasksOf(architecture: string, modelType: string): Task[] {
   if (architecture.endsWith("ForSequenceClassification")) return ["classification"];

@@ -1,14 +1,16 @@
-// Chooses the TensorFlow.js backend once per process, in the order of ARCHITECTURE.md:
-// tensorflow (tfjs-node-gpu / tfjs-node) when it loads, else wasm with its matrix products on
-// OpenBLAS (wasm-blas), else plain wasm, else the pure-JS cpu backend.
+// Chooses the TensorFlow.js backend once per process (or worker thread), as the entry point asks, in
+// the order of docs/architecture.md: tensorflow (tfjs-node-gpu / tfjs-node) when it loads, else wasm
+// with its matrix products on OpenBLAS (wasm-blas), else plain wasm, else the pure-JS cpu backend.
 import { createRequire } from "node:module";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { loadBlasAddon, registerBlasKernels } from "./native/blas.ts";
 import { registerWasmKernels } from "./native/wasm-kernels.ts";
 
-export type BackendName = "tensorflow" | "wasm-blas" | "wasm" | "cpu";
-export type BackendChoice = "auto" | BackendName;
+import type { BackendChoice } from "../common/config.ts";
+
+export type { BackendChoice };
+export type BackendName = Exclude<BackendChoice, "auto">;
 
 export interface BackendInfo {
   name: BackendName;
@@ -23,8 +25,14 @@ interface Log {
   warn(obj: object, msg: string): void;
 }
 
+export interface BackendOptions {
+  log?: Log;
+  /** The OpenBLAS addon to load instead of the one scripts/build-native.sh builds (TRAINER_BLAS_ADDON). */
+  blasAddonPath?: string;
+}
+
 const require = createRequire(import.meta.url);
-let selected: Promise<BackendInfo> | undefined;
+let selected: { choice: BackendChoice; info: Promise<BackendInfo> } | undefined;
 
 async function tryTensorflow(notes: string[]): Promise<boolean> {
   for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
@@ -56,8 +64,8 @@ async function tryWasm(notes: string[]): Promise<boolean> {
 }
 
 /** Routes wasm's matrix products to the BLAS addon; on failure says why in `notes`. */
-function tryBlas(notes: string[]): boolean {
-  const load = loadBlasAddon();
+function tryBlas(notes: string[], addonPath: string | undefined): boolean {
+  const load = loadBlasAddon(addonPath);
   if (!load.ok) {
     notes.push(`BLAS addon not loaded from ${load.path} (${load.reason}); build it with scripts/build-native.sh`);
     return false;
@@ -70,7 +78,7 @@ function firstLine(error: unknown): string {
   return String(error instanceof Error ? error.message : error).split("\n")[0];
 }
 
-async function select(choice: BackendChoice): Promise<BackendInfo> {
+async function select(choice: BackendChoice, blasAddonPath: string | undefined): Promise<BackendInfo> {
   const notes: string[] = [];
   if ((choice === "auto" || choice === "tensorflow") && (await tryTensorflow(notes))) {
     return { name: "tensorflow", notes };
@@ -78,7 +86,7 @@ async function select(choice: BackendChoice): Promise<BackendInfo> {
   if (choice === "tensorflow") throw new Error(`TRAINER_BACKEND=tensorflow but it cannot load: ${notes.join("; ")}`);
   if ((choice === "auto" || choice === "wasm" || choice === "wasm-blas") && (await tryWasm(notes))) {
     if (choice === "wasm") return { name: "wasm", notes };
-    if (tryBlas(notes)) return { name: "wasm-blas", notes };
+    if (tryBlas(notes, blasAddonPath)) return { name: "wasm-blas", notes };
     if (choice === "wasm-blas") throw new Error(`TRAINER_BACKEND=wasm-blas but ${notes.join("; ")}`);
     return { name: "wasm", notes, blasUnavailable: true };
   }
@@ -87,14 +95,40 @@ async function select(choice: BackendChoice): Promise<BackendInfo> {
   return { name: "cpu", notes };
 }
 
-/** Initialises the backend on first call; later calls return the same answer. */
-export function initBackend(choice: BackendChoice, log?: Log): Promise<BackendInfo> {
-  selected ??= select(choice).then((info) => {
-    if (info.blasUnavailable) {
-      log?.warn({ backend: info.name, notes: info.notes }, "BLAS addon unavailable: matrix products run on plain wasm, several times slower");
+export class BackendConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BackendConflictError";
+  }
+}
+
+/**
+ * Initialises the backend on the first call. A process has one backend: a later call asking for the
+ * same choice, or naming the backend that was selected, gets the same answer; any other choice throws
+ * BackendConflictError rather than being silently ignored.
+ */
+export async function initBackend(choice: BackendChoice, options: BackendOptions = {}): Promise<BackendInfo> {
+  if (selected) {
+    const info = await selected.info;
+    if (choice !== selected.choice && choice !== info.name) {
+      throw new BackendConflictError(`the tensorflow.js backend was already initialised as ${info.name} (asked for ${selected.choice}); it cannot be changed to ${choice} in this process`);
     }
-    log?.info({ backend: info.name, notes: info.notes }, `tensorflow.js backend: ${info.name}`);
     return info;
+  }
+  const { log, blasAddonPath } = options;
+  const info = select(choice, blasAddonPath).then((chosen) => {
+    if (chosen.blasUnavailable) {
+      log?.warn({ backend: chosen.name, notes: chosen.notes }, "BLAS addon unavailable: matrix products run on plain wasm, several times slower");
+    }
+    log?.info({ backend: chosen.name, notes: chosen.notes }, `tensorflow.js backend: ${chosen.name}`);
+    return chosen;
   });
-  return selected;
+  selected = { choice, info };
+  return info;
+}
+
+/** The backend an entry point initialised; the engine's train() and services run on it. */
+export function selectedBackend(): Promise<BackendInfo> {
+  if (!selected) return Promise.reject(new Error("no tensorflow.js backend: the entry point must call initBackend first"));
+  return selected.info;
 }

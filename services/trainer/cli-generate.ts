@@ -1,8 +1,9 @@
 // The CLI's `generate` command: text from a GPT-2 / Llama folder, optionally with a LoRA adapter.
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { backendChoice, numberFlag, required, UsageError } from "./cli.ts";
-import { GeneratorService, initBackend, type ChatMessage, type GenerationRequest } from "./index.ts";
+import type { Config } from "../common/config.ts";
+import { numberFlag, required, startBackend, UsageError } from "./cli-flags.ts";
+import { GeneratorService, type ChatMessage, type GenerationRequest } from "./index.ts";
 
 async function request(values: { prompt?: string; chat?: string; messages?: string }): Promise<GenerationRequest> {
   const given = [values.prompt, values.chat, values.messages].filter((value) => value !== undefined).length;
@@ -19,7 +20,7 @@ async function request(values: { prompt?: string; chat?: string; messages?: stri
   return { messages: messages as ChatMessage[] };
 }
 
-export async function runGenerate(args: string[]): Promise<void> {
+export async function runGenerate(args: string[], config: Config): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
@@ -29,8 +30,8 @@ export async function runGenerate(args: string[]): Promise<void> {
     },
   });
   const input = await request(values);
-  await initBackend(backendChoice(values.backend));
-  const service = await GeneratorService.load(required(values, "model"));
+  const backend = await startBackend(values.backend, config);
+  const service = await GeneratorService.load(required(values, "model"), backend.name);
   try {
     const result = await service.generate(
       input,

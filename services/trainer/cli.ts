@@ -1,10 +1,12 @@
-// Command line for the engine; needs no Postgres or Redis.
-//   npx tsx services/trainer/cli.ts train|predict|merge ...
+// Command line for the engine; needs no Postgres or Redis. The entry point: it reads the environment's
+// configuration (services/common/config.ts) and passes the backend choice to the engine.
+//   npx tsx services/trainer/cli.ts train|predict|merge|generate ...
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { ClassifierService, initBackend, mergeAdapter, train, type BackendChoice, type StepReport } from "./index.ts";
+import { loadConfig, type Config } from "../common/config.ts";
+import { helpLine, numberFlag, required, settingFlagOptions, settingsFromFlags, settingsHelp, startBackend, UsageError } from "./cli-flags.ts";
 import { runGenerate } from "./cli-generate.ts";
-import { BACKENDS } from "../common/config.ts";
+import { ClassifierService, mergeAdapter, train, type StepReport } from "./index.ts";
 
 export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts train --model DIR --data FILE.jsonl [--validation FILE] --out DIR [options]
@@ -12,47 +14,19 @@ export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR   (classifiers and causal LMs)
   npx tsx services/trainer/cli.ts generate --model DIR [--adapter DIR] (--prompt T | --chat T | --messages F.json) [options]
 
-train options (defaults in brackets):
-  --validation-split F     hold out this fraction of --data when no --validation [0]
-  --epochs N [3]  --batch-size N [16]  --lr F [5e-4]  --warmup-ratio F [0.06]
-  --weight-decay F [0.01]  --max-seq-length N [128]  --seed N [42]  --max-steps N
-  --grad-accum N [1]  --max-grad-norm F [1]  --scheduler linear|cosine [linear]
-  --class-weights balanced  --eval-every N  --checkpoint-every N
-  --checkpoint-dir DIR  --resume CHECKPOINT_DIR  --base-model-name NAME
-  --lora-r N [8]  --lora-alpha F [16]  --lora-dropout F [0.1]
-  --target-modules a,b|all-linear [q_lin,v_lin DistilBERT; query,value BERT/RoBERTa; c_attn GPT-2; q_proj,v_proj Llama]  --rslora
-  --train-on-inputs  --packing   (causal LMs: loss on prompts too; pack examples into full blocks)
+train options (defaults in brackets; the same settings and defaults as the API's job requests):
+${settingsHelp()}
+${helpLine("--validation-split F", "hold out this fraction of --data when no --validation [0]")}
+${helpLine("--checkpoint-dir DIR", "where --checkpoint-every saves step-N folders")}
+${helpLine("--resume CHECKPOINT_DIR", "continue from a checkpoint made with the same data and settings")}
+${helpLine("--base-model-name NAME", "base_model_name_or_path in adapter_config.json [--model]")}
 generate options:
   --max-new-tokens N [64]  --temperature F [0 = greedy]  --top-k N  --top-p F  --stop S (repeatable)
   --seed N [0]  --no-cache  --json
 common:
-  --backend auto|tensorflow|wasm-blas|wasm|cpu [auto, or TRAINER_BACKEND]
+  --backend auto|tensorflow|wasm-blas|wasm|cpu [TRAINER_BACKEND, else auto]
 Data: JSONL lines {"text": "...", "label": "..."} for classifiers; {"prompt": "...", "completion": "..."}
 or {"messages": [{"role": "user", "content": "..."}, ...]} for GPT-2 / Llama folders.`;
-
-export class UsageError extends Error {}
-
-export function backendChoice(flag: string | undefined): BackendChoice {
-  const choice = flag ?? process.env.TRAINER_BACKEND ?? "auto";
-  if (!(BACKENDS as readonly string[]).includes(choice)) throw new UsageError(`--backend must be one of ${BACKENDS.join(", ")}, got "${choice}"`);
-  return choice as BackendChoice;
-}
-
-export function numberFlag(values: Record<string, unknown>, name: string, fallback: number): number;
-export function numberFlag(values: Record<string, unknown>, name: string): number | undefined;
-export function numberFlag(values: Record<string, unknown>, name: string, fallback?: number): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value)) throw new UsageError(`--${name} needs a number, got "${String(raw)}"`);
-  return value;
-}
-
-export function required(values: Record<string, unknown>, name: string): string {
-  const value = values[name];
-  if (typeof value !== "string" || value === "") throw new UsageError(`--${name} is required`);
-  return value;
-}
 
 function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return "?";
@@ -71,25 +45,16 @@ function progressLine(report: StepReport): string {
   return `[${bar}] ${report.step}/${report.totalSteps} loss ${report.loss.toFixed(4)} lr ${report.learningRate.toExponential(2)} ${Math.round(report.tokensPerSecond)} tok/s ETA ${formatDuration(report.etaMs)}`;
 }
 
-async function runTrain(args: string[]): Promise<void> {
+async function runTrain(args: string[], config: Config): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
       model: { type: "string" }, data: { type: "string" }, validation: { type: "string" }, out: { type: "string" },
-      "validation-split": { type: "string" }, epochs: { type: "string" }, "batch-size": { type: "string" }, lr: { type: "string" },
-      "warmup-ratio": { type: "string" }, "weight-decay": { type: "string" }, "max-seq-length": { type: "string" }, seed: { type: "string" },
-      "max-steps": { type: "string" }, "grad-accum": { type: "string" }, "max-grad-norm": { type: "string" }, scheduler: { type: "string" },
-      "class-weights": { type: "string" }, "eval-every": { type: "string" }, "checkpoint-every": { type: "string" },
-      "checkpoint-dir": { type: "string" }, resume: { type: "string" }, "base-model-name": { type: "string" },
-      "lora-r": { type: "string" }, "lora-alpha": { type: "string" }, "lora-dropout": { type: "string" },
-      "target-modules": { type: "string" }, rslora: { type: "boolean" }, backend: { type: "string" },
-      "train-on-inputs": { type: "boolean" }, packing: { type: "boolean" },
+      "validation-split": { type: "string" }, "checkpoint-dir": { type: "string" }, resume: { type: "string" },
+      "base-model-name": { type: "string" }, backend: { type: "string" }, ...settingFlagOptions(),
     },
   });
-  const scheduler = values.scheduler ?? "linear";
-  if (scheduler !== "linear" && scheduler !== "cosine") throw new UsageError("--scheduler must be linear or cosine");
-  if (values["class-weights"] !== undefined && values["class-weights"] !== "balanced") throw new UsageError("--class-weights accepts only balanced");
-  const backend = await initBackend(backendChoice(values.backend));
+  const backend = await startBackend(values.backend, config);
   process.stderr.write(`backend: ${backend.name}${backend.notes.length ? ` (${backend.notes.join("; ")})` : ""}\n`);
   const interactive = process.stderr.isTTY;
   let lastPrinted = 0;
@@ -103,31 +68,7 @@ async function runTrain(args: string[]): Promise<void> {
       checkpointDir: values["checkpoint-dir"],
       resumeFrom: values.resume,
       baseModelName: values["base-model-name"],
-      lora: {
-        r: numberFlag(values, "lora-r", 8),
-        alpha: numberFlag(values, "lora-alpha", 16),
-        dropout: numberFlag(values, "lora-dropout", 0.1),
-        targetModules: values["target-modules"]?.split(",").map((name) => name.trim()).filter(Boolean),
-        useRslora: values.rslora ?? false,
-      },
-      hyper: {
-        epochs: numberFlag(values, "epochs", 3),
-        batchSize: numberFlag(values, "batch-size", 16),
-        learningRate: numberFlag(values, "lr", 5e-4),
-        warmupRatio: numberFlag(values, "warmup-ratio", 0.06),
-        weightDecay: numberFlag(values, "weight-decay", 0.01),
-        maxSeqLength: numberFlag(values, "max-seq-length", 128),
-        seed: numberFlag(values, "seed", 42),
-        maxSteps: numberFlag(values, "max-steps"),
-        gradientAccumulationSteps: numberFlag(values, "grad-accum", 1),
-        maxGradNorm: numberFlag(values, "max-grad-norm", 1),
-        scheduler,
-        classWeights: values["class-weights"] === "balanced" ? "balanced" : null,
-        evalEverySteps: numberFlag(values, "eval-every"),
-        checkpointEverySteps: numberFlag(values, "checkpoint-every"),
-        trainOnInputs: values["train-on-inputs"] ?? false,
-        packing: values.packing ?? false,
-      },
+      ...settingsFromFlags(values),
     },
     {
       onStep(report) {
@@ -170,15 +111,15 @@ async function readTexts(file: string): Promise<string[]> {
   return texts;
 }
 
-async function runPredict(args: string[]): Promise<void> {
+async function runPredict(args: string[], config: Config): Promise<void> {
   const { values } = parseArgs({
     args,
     options: { model: { type: "string" }, adapter: { type: "string" }, text: { type: "string", multiple: true }, file: { type: "string" }, json: { type: "boolean" }, backend: { type: "string" } },
   });
   const texts = [...(values.text ?? []), ...(values.file ? await readTexts(values.file) : [])];
   if (texts.length === 0) throw new UsageError("give --text (repeatable) or --file");
-  await initBackend(backendChoice(values.backend));
-  const service = await ClassifierService.load(required(values, "model"));
+  const backend = await startBackend(values.backend, config);
+  const service = await ClassifierService.load(required(values, "model"), backend.name);
   try {
     const predictions = await service.predict(texts, values.adapter);
     if (values.json) {
@@ -203,10 +144,10 @@ async function runMerge(args: string[]): Promise<void> {
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
-    if (command === "train") await runTrain(rest);
-    else if (command === "predict") await runPredict(rest);
+    if (command === "train") await runTrain(rest, loadConfig());
+    else if (command === "predict") await runPredict(rest, loadConfig());
     else if (command === "merge") await runMerge(rest);
-    else if (command === "generate") await runGenerate(rest);
+    else if (command === "generate") await runGenerate(rest, loadConfig());
     else {
       process.stderr.write(`${USAGE}\n`);
       return command === undefined || command === "--help" || command === "help" ? 0 : 2;

@@ -1,25 +1,30 @@
 // The engine's public API; the worker, the API and the CLI import only from here.
-export { initBackend, type BackendInfo, type BackendChoice } from "./backend.ts";
-export type { LoraOptions } from "./lora.ts";
-export { train } from "./train.ts";
+export { BackendConflictError, initBackend, type BackendInfo, type BackendChoice } from "./backend.ts";
 export {
+  DEFAULT_TARGET_MODULES,
+  HYPERPARAMETER_SETTINGS,
+  LORA_SETTINGS,
+  resolveJobSettings,
+  settingsJsonSchema,
   TrainingConfigError,
+  type HyperparameterOptions,
   type Hyperparameters,
-  type TrainOptions,
-  type StepReport,
-  type EvaluationReport,
-  type TrainHooks,
-  type TrainResult,
-} from "./loop.ts";
-export { ClassifierService, type Prediction } from "./classifier.ts";
+  type JobSettings,
+  type LoraOptions,
+} from "./settings.ts";
+export { train } from "./train.ts";
+export { type TrainOptions, type StepReport, type EvaluationReport, type TrainHooks, type TrainResult } from "./loop.ts";
+export { ClassifierService, type Prediction } from "./tasks/classification/predict.ts";
 export {
   GeneratorService,
   GenerationError,
   type GenerationOptions,
   type GenerationRequest,
   type GenerationResult,
-} from "./generate.ts";
-export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./chat-template.ts";
-export { causalFamilyOf } from "./hf/causal-config.ts";
-export { loadAdapter, mergeAdapter, AdapterError } from "./peft.ts";
-export { ModelConfigError, readEncoderConfig, readModelConfigJson, type EncoderConfig, type Architecture } from "./hf/config.ts";
+} from "./tasks/causal-lm/generate.ts";
+export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./tasks/causal-lm/chat-template.ts";
+export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
+export { loadAdapter, AdapterError } from "./peft.ts";
+export { mergeAdapter } from "./merge.ts";
+export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
+export { readEncoderConfig, type EncoderConfig, type Architecture } from "./tasks/classification/config.ts";

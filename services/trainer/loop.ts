@@ -5,33 +5,14 @@
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { epochBatches } from "./data/classification.ts";
-import { adapterForwardOptions, type LoraOptions, type LoraSettings } from "./lora.ts";
-import { Dropout, type ForwardOptions } from "./model/encoder.ts";
+import { writeFolderAtomically } from "./atomic-folder.ts";
+import { epochBatches } from "./data/batching.ts";
+import { Dropout, type ForwardOptions } from "./layers/lora-forward.ts";
+import { adapterForwardOptions } from "./lora.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
-import { writeAdapterFiles, writeFolderAtomically, type Adapter } from "./peft.ts";
+import { writeAdapterFiles, type Adapter } from "./peft.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
-
-export interface Hyperparameters {
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  warmupRatio: number;
-  weightDecay: number;
-  maxSeqLength: number;
-  seed: number;
-  evalEverySteps?: number;
-  checkpointEverySteps?: number;
-  maxSteps?: number;
-  gradientAccumulationSteps?: number;
-  maxGradNorm?: number;
-  scheduler?: "linear" | "cosine";
-  classWeights?: "balanced" | null;
-  /** Causal LM, completion format: compute the loss on prompt tokens too (default: completion only). */
-  trainOnInputs?: boolean;
-  /** Causal LM: concatenate training examples into full maxSeqLength blocks. */
-  packing?: boolean;
-}
+import { TrainingConfigError, type HyperparameterOptions, type JobSettings, type LoraOptions, type LoraSettings } from "./settings.ts";
 
 export interface TrainOptions {
   modelDir: string;
@@ -39,11 +20,14 @@ export interface TrainOptions {
   validationFile?: string;
   validationSplit?: number;
   outDir: string;
+  /** The job's settings as given; train() resolves the rest from their declaration (settings.ts). */
   lora: LoraOptions;
-  hyper: Hyperparameters;
+  hyper: HyperparameterOptions;
   checkpointDir?: string;
   resumeFrom?: string;
   baseModelName?: string;
+  /** Classification base models this thread keeps loaded for later jobs (MODEL_CACHE_SIZE); absent: this job's only. */
+  modelCacheSize?: number;
 }
 
 export interface StepReport {
@@ -78,13 +62,6 @@ export interface TrainResult {
   metrics: Record<string, number>;
   baseline: Record<string, number>;
   lastCheckpoint?: { step: number; dir: string };
-}
-
-export class TrainingConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "TrainingConfigError";
-  }
 }
 
 export interface TrainerState {
@@ -129,31 +106,15 @@ export interface TrainingTask<E extends { ids: number[] }> {
   dispose(): void;
 }
 
-function requirePositiveInteger(value: number, name: string): void {
-  if (!Number.isInteger(value) || value < 1) throw new TrainingConfigError(`${name} must be a positive integer`);
-}
-
-export function checkHyperparameters(h: Hyperparameters): void {
-  requirePositiveInteger(h.epochs, "epochs");
-  requirePositiveInteger(h.batchSize, "batchSize");
-  requirePositiveInteger(h.maxSeqLength, "maxSeqLength");
-  requirePositiveInteger(h.gradientAccumulationSteps ?? 1, "gradientAccumulationSteps");
-  if (h.maxSteps !== undefined) requirePositiveInteger(h.maxSteps, "maxSteps");
-  if (!(h.learningRate > 0)) throw new TrainingConfigError("learningRate must be positive");
-  if (!(h.warmupRatio >= 0 && h.warmupRatio < 1)) throw new TrainingConfigError("warmupRatio must be in [0, 1)");
-  if (!(h.weightDecay >= 0)) throw new TrainingConfigError("weightDecay must be non-negative");
-  if (!Number.isInteger(h.seed)) throw new TrainingConfigError("seed must be an integer");
-}
-
 export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
   return new Map([...tensors].map(([name, tensor]) => [name, { shape: tensor.shape, data: (tensor.dataSync() as Float32Array).slice() }]));
 }
 
 /** Trains the task's parameters; always disposes them, the optimizer and the task. */
-export async function runTraining<E extends { ids: number[] }>(task: TrainingTask<E>, options: TrainOptions, hooks: TrainHooks, backend: string): Promise<TrainResult> {
-  const hyper = options.hyper;
+export async function runTraining<E extends { ids: number[] }>(task: TrainingTask<E>, options: TrainOptions, settings: JobSettings, hooks: TrainHooks, backend: string): Promise<TrainResult> {
+  const hyper = settings.hyperparameters;
   const examples = task.trainExamples;
-  const accumulation = hyper.gradientAccumulationSteps ?? 1;
+  const accumulation = hyper.gradientAccumulationSteps;
   const batchesPerEpoch = Math.ceil(examples.length / hyper.batchSize);
   const stepsPerEpoch = Math.ceil(batchesPerEpoch / accumulation);
   const totalSteps = Math.min(hyper.maxSteps ?? Infinity, stepsPerEpoch * hyper.epochs);
@@ -216,7 +177,6 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     let tokensThisRun = 0;
     const epochCache = new Map<number, number[][]>();
     const lengths = examples.map((example) => example.ids.length);
-    const maxGradNorm = hyper.maxGradNorm ?? 1;
     while (state.step < totalSteps) {
       const stop = hooks.stopRequested?.() ?? "none";
       if (stop === "cancel") return { outcome: "cancelled", step: state.step, metrics: {}, baseline, lastCheckpoint };
@@ -252,8 +212,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
           } else gradients.set(key, grad);
         }
       });
-      if (maxGradNorm > 0) clipByGlobalNorm(gradients, maxGradNorm);
-      const learningRate = hyper.learningRate * scheduleFactor(state.step, totalSteps, warmup, hyper.scheduler ?? "linear");
+      if (hyper.maxGradNorm > 0) clipByGlobalNorm(gradients, hyper.maxGradNorm);
+      const learningRate = hyper.learningRate * scheduleFactor(state.step, totalSteps, warmup, hyper.scheduler);
       optimizer.apply(params, gradients, learningRate, state.step + 1);
       for (const grad of gradients.values()) grad.dispose();
 
@@ -300,6 +260,7 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
         validation_examples: task.validationCount,
         tokens_seen: state.tokensSeen,
         backend,
+        settings,
         evaluations: state.evaluations,
         loss_curve: state.lossCurve,
       }),

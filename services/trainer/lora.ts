@@ -1,52 +1,22 @@
 // LoRA with PEFT semantics: target modules by name, A Kaiming-uniform (a = sqrt(5)), B zero.
 import type * as tf from "@tensorflow/tfjs";
-import type { CausalFamily } from "./hf/causal-config.ts";
-import type { Architecture } from "./hf/config.ts";
-import type { LinearModule } from "./model/causal.ts";
-import { encoderLinearModules, type Dropout, type EncoderClassifier, type ForwardOptions, type LoraModule } from "./model/encoder.ts";
+import type { Dropout, ForwardOptions, LoraModule } from "./layers/lora-forward.ts";
 import { Rng } from "./rng.ts";
 import type { NamedArray } from "./safetensors.ts";
+import { ALL_LINEAR, type LoraSettings } from "./settings.ts";
 
-export interface LoraOptions {
-  r: number;
-  alpha: number;
-  dropout: number;
-  targetModules?: string[];
-  useRslora?: boolean;
+/** A linear layer of a base model that LoRA can target. */
+export interface LinearModule {
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
 }
-
-export interface LoraSettings {
-  r: number;
-  alpha: number;
-  dropout: number;
-  targetModules: string[];
-  useRslora: boolean;
-}
-
-export const DEFAULT_TARGETS: Record<Architecture | CausalFamily, string[]> = {
-  distilbert: ["q_lin", "v_lin"],
-  bert: ["query", "value"],
-  roberta: ["query", "value"],
-  gpt2: ["c_attn"],
-  llama: ["q_proj", "v_proj"],
-};
-
-/** PEFT's shorthand for every linear layer of the body (the output head excluded). */
-export const ALL_LINEAR = "all-linear";
 
 export class LoraOptionsError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "LoraOptionsError";
   }
-}
-
-export function resolveLora(options: LoraOptions, architecture: Architecture | CausalFamily): LoraSettings {
-  if (!Number.isInteger(options.r) || options.r < 1 || options.r > 256) throw new LoraOptionsError("lora r must be an integer in 1..256");
-  if (!(options.alpha > 0)) throw new LoraOptionsError("lora alpha must be positive");
-  if (!(options.dropout >= 0 && options.dropout < 1)) throw new LoraOptionsError("lora dropout must be in [0, 1)");
-  const targetModules = options.targetModules?.length ? options.targetModules : DEFAULT_TARGETS[architecture];
-  return { r: options.r, alpha: options.alpha, dropout: options.dropout, targetModules, useRslora: options.useRslora ?? false };
 }
 
 export function loraScale(settings: Pick<LoraSettings, "r" | "alpha" | "useRslora">): number {
@@ -62,14 +32,6 @@ export function matchTargetModules(modules: string[], targets: string[]): string
 export interface LoraWeights {
   a: NamedArray;
   b: NamedArray;
-}
-
-export function initLora(model: EncoderClassifier, settings: LoraSettings, seed: number): Map<string, LoraWeights> {
-  const modules = encoderLinearModules(model.config).flatMap((name) => {
-    const shape = model.linearShape(name);
-    return shape ? [{ name, inFeatures: shape[1], outFeatures: shape[0] }] : [];
-  });
-  return initLoraModules(modules, settings, seed, model.config.architecture);
 }
 
 /** Fresh LoRA pairs for the linear modules the settings target. */

@@ -1,15 +1,11 @@
-// Adapters in Hugging Face PEFT's on-disk layout (see shared/PEFT_FORMAT.md), and merging one into
-// a full Hugging Face model folder.
-import { copyFile, mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+// Reads and writes adapters in Hugging Face PEFT's on-disk layout (docs/adapter-format.md):
+// adapter_config.json, adapter_model.safetensors, and our metrics.json beside them.
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { LoraSettings, LoraWeights } from "./lora.ts";
-import { headKey, loraKey, loraScale, parsePeftKey } from "./lora.ts";
-import { readEncoderConfig, readModelConfigJson, sequenceClassificationClass } from "./hf/config.ts";
-import { canonicalName, isHeadParameter, readCheckpoint } from "./model/load.ts";
+import { writeFolderAtomically } from "./atomic-folder.ts";
+import { headKey, loraKey, parsePeftKey, type LoraWeights } from "./lora.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
-import { mergeCausalAdapter } from "./causal-merge.ts";
-import { causalFamilyOf } from "./hf/causal-config.ts";
-
+import type { LoraSettings } from "./settings.ts";
 
 export interface Adapter {
   settings: LoraSettings;
@@ -31,17 +27,6 @@ export class AdapterError extends Error {
     super(message);
     this.name = "AdapterError";
   }
-}
-
-/** `load()` once per key: concurrent first uses share it, and a failed load is forgotten so the next use retries. */
-export function loadOnce<T>(loads: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
-  let loading = loads.get(key);
-  if (!loading) {
-    loading = load();
-    loads.set(key, loading);
-    loading.catch(() => loads.delete(key));
-  }
-  return loading;
 }
 
 /**
@@ -91,20 +76,6 @@ export function adapterTensors(adapter: Adapter): Map<string, NamedArray> {
   }
   for (const [name, value] of adapter.head) tensors.set(headKey(name), value);
   return tensors;
-}
-
-/** Writes into a temporary sibling folder, then renames it into place, so readers never see half a folder. */
-export async function writeFolderAtomically(dir: string, write: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-  await mkdir(tmp, { recursive: true });
-  try {
-    await write(tmp);
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-  } catch (error) {
-    await rm(tmp, { recursive: true, force: true });
-    throw error;
-  }
 }
 
 export async function writeAdapterFiles(dir: string, adapter: Adapter, metrics: Record<string, unknown>): Promise<void> {
@@ -169,61 +140,3 @@ export async function loadAdapter(dir: string): Promise<Adapter> {
   };
 }
 
-/** W + scale · B A for every LoRA module, head replaced: the merged weights. */
-export function mergedWeights(base: Map<string, NamedArray>, adapter: Adapter): Map<string, NamedArray> {
-  const scale = loraScale(adapter.settings);
-  const merged = new Map(base);
-  for (const [module, { a, b }] of adapter.lora) {
-    const weight = base.get(`${module}.weight`);
-    if (!weight) throw new AdapterError(`the base model has no ${module}.weight`);
-    // GPT-2's Conv1D stores [in, out] (fan_in_fan_out): the delta B A is added transposed.
-    const fanInFanOut = adapter.fanInFanOut ?? false;
-    const [out, inFeatures] = fanInFanOut ? [weight.shape[1], weight.shape[0]] : weight.shape;
-    const r = a.shape[0];
-    const data = weight.data.slice();
-    for (let i = 0; i < out; i++) {
-      for (let k = 0; k < r; k++) {
-        const bik = b.data[i * r + k] * scale;
-        if (bik === 0) continue;
-        for (let j = 0; j < inFeatures; j++) data[fanInFanOut ? j * out + i : i * inFeatures + j] += bik * a.data[k * inFeatures + j];
-      }
-    }
-    merged.set(`${module}.weight`, { shape: weight.shape, data });
-  }
-  for (const [name, value] of adapter.head) merged.set(name, value);
-  return merged;
-}
-
-/** Writes a full *ForSequenceClassification Hugging Face folder: base weights with the adapter merged in. */
-export async function mergeAdapter(modelDir: string, adapterDir: string, outDir: string): Promise<void> {
-  if (causalFamilyOf(await readModelConfigJson(modelDir))) return mergeCausalAdapter(modelDir, adapterDir, outDir);
-  const config = await readEncoderConfig(modelDir);
-  const adapter = await loadAdapter(adapterDir);
-  const labels = adapter.labels.length ? adapter.labels : config.labels ?? [];
-  const stored = await readCheckpoint(modelDir);
-  const prefix = config.architecture;
-  const base = new Map<string, NamedArray>();
-  for (const [name, value] of stored) {
-    const canonical = canonicalName(name, prefix);
-    if (canonical.startsWith(`${prefix}.`) || isHeadParameter(canonical)) base.set(canonical, value);
-  }
-  const merged = mergedWeights(base, adapter);
-  await writeFolderAtomically(outDir, async (tmp) => {
-    const raw = { ...config.raw };
-    raw.architectures = [sequenceClassificationClass(config.architecture)];
-    raw.id2label = Object.fromEntries(labels.map((label, id) => [String(id), label]));
-    raw.label2id = Object.fromEntries(labels.map((label, id) => [label, id]));
-    await writeFile(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
-    await writeSafetensors(path.join(tmp, "model.safetensors"), merged);
-    await copyTokenizerFiles(modelDir, tmp);
-  });
-}
-
-/** The tokenizer files of a model folder (and its generation settings), for a merged copy of it. */
-export async function copyTokenizerFiles(modelDir: string, outDir: string): Promise<void> {
-  for (const file of await readdir(modelDir)) {
-    if (/^(tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|vocab\.json|merges\.txt|generation_config\.json)$/.test(file)) {
-      await copyFile(path.join(modelDir, file), path.join(outDir, file));
-    }
-  }
-}

@@ -33,7 +33,7 @@ export class FineTuneWorker {
   constructor(private readonly deps: FineTuneWorkerDeps) {
     const { settings, logger } = deps;
     this.runner = new JobRunner(deps);
-    this.allSandboxes = Array.from({ length: settings.workerConcurrency }, () => new Sandbox(settings.trainerBackend, logger));
+    this.allSandboxes = Array.from({ length: settings.workerConcurrency }, () => new Sandbox(settings, logger));
     this.idleSandboxes = [...this.allSandboxes];
     this.workerRedis = createRedis(settings.redisUrl, { forWorker: true });
     this.queueRedis = createRedis(settings.redisUrl, { forWorker: true });

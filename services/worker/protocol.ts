@@ -1,11 +1,14 @@
 // Messages between the worker's main thread and a training sandbox thread. Stop requests
 // travel through shared memory instead, so the engine sees them even while the sandbox's
 // event loop is busy with a training step.
-import type { BackendChoice } from "../common/config.ts";
+import type { Config } from "../common/config.ts";
 import type { EvaluationReport, StepReport, TrainOptions, TrainResult } from "../trainer/index.ts";
 
+/** The configuration the sandbox's engine runs with: its backend, BLAS addon and base-model cache. */
+export type EngineConfig = Pick<Config, "trainerBackend" | "trainerBlasAddon" | "modelCacheSize">;
+
 export interface SandboxInit {
-  backend: BackendChoice;
+  engine: EngineConfig;
   /** Int32Array over this buffer; slot 0 holds a StopSignal. */
   control: SharedArrayBuffer;
 }

@@ -27,8 +27,8 @@ function stopRequested(): "none" | "cancel" | "checkpoint" {
 
 async function run(options: Extract<ToSandbox, { type: "train" }>["options"]): Promise<void> {
   try {
-    await initBackend(init.backend);
-    const result = await train(options, {
+    await initBackend(init.engine.trainerBackend, { blasAddonPath: init.engine.trainerBlasAddon });
+    const result = await train({ ...options, modelCacheSize: init.engine.modelCacheSize }, {
       onStep: (report) => send({ type: "step", report }),
       onEvaluation: (report) => send({ type: "evaluation", report }),
       // Training continues only once the main thread has recorded the checkpoint, so a

@@ -1,10 +1,9 @@
 // A training sandbox: one long-lived worker thread that trains one job at a time. Training
 // never runs on the main thread, whose event loop renews BullMQ locks and writes progress.
 import { Worker } from "node:worker_threads";
-import type { BackendChoice } from "../common/config.ts";
 import type { Logger } from "../common/logger.ts";
 import type { EvaluationReport, StepReport, TrainOptions, TrainResult } from "../trainer/index.ts";
-import { StopSignal, type FromSandbox, type SandboxInit, type StopKind, type ToSandbox } from "./protocol.ts";
+import { StopSignal, type EngineConfig, type FromSandbox, type SandboxInit, type StopKind, type ToSandbox } from "./protocol.ts";
 
 /** The sandbox thread died or was terminated: the job did not fail by itself and may be retried. */
 export class SandboxLost extends Error {
@@ -33,13 +32,18 @@ export class Sandbox {
   private thread: Worker | undefined;
   private readonly control = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
 
+  private readonly engine: EngineConfig;
+
   constructor(
-    private readonly backend: BackendChoice,
+    engine: EngineConfig,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // Only these fields travel: workerData is copied into the thread, and the rest of a config is not its business.
+    this.engine = { trainerBackend: engine.trainerBackend, trainerBlasAddon: engine.trainerBlasAddon, modelCacheSize: engine.modelCacheSize };
+  }
 
   private spawn(): Worker {
-    const init: SandboxInit = { backend: this.backend, control: this.control.buffer as SharedArrayBuffer };
+    const init: SandboxInit = { engine: this.engine, control: this.control.buffer as SharedArrayBuffer };
     const thread = new Worker(bootstrapUrl, { workerData: init });
     thread.unref();
     thread.once("exit", () => {

@@ -143,7 +143,7 @@ describe("fine-tuning through HTTP with a worker", () => {
     });
     assert.equal(predicted.status, 200, await predicted.clone().text());
     const served = ((await predicted.json()) as { predictions: { label: string; score: number; scores: Record<string, number> }[] }).predictions;
-    const local = await ClassifierService.load(fixture.modelDir);
+    const local = await ClassifierService.load(fixture.modelDir, "auto");
     try {
       const expected = (await local.predict(probeTexts, unpacked)).map(({ label, score, scores }) => ({ label, score, scores }));
       assert.deepEqual(served, expected);

@@ -5,6 +5,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { loadConfig } from "../../services/common/config.ts";
 import { createLogger } from "../../services/common/logger.ts";
 import type { TrainOptions } from "../../services/trainer/index.ts";
 import { Sandbox, SandboxLost, TrainingFailed } from "../../services/worker/sandbox.ts";
@@ -13,7 +14,7 @@ import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
 describe("training sandbox", () => {
   let root: string;
   let options: TrainOptions;
-  const sandbox = new Sandbox((process.env.TRAINER_BACKEND ?? "auto") as "auto", createLogger("silent", "test"));
+  const sandbox = new Sandbox(loadConfig(), createLogger("silent", "test"));
   const listener = (checkpoints: number[] = [], steps: number[] = []) => ({
     onStep: (report: { step: number }) => void steps.push(report.step),
     onEvaluation: () => {},

@@ -6,7 +6,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
 import type { LoraWeights } from "../../services/trainer/lora.ts";
-import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { saveAdapter } from "../../services/trainer/peft.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 import { PYTHON } from "./python.ts";

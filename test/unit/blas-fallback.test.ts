@@ -1,6 +1,6 @@
 // Backend selection with and without the BLAS addon, each in its own process (the choice is
-// made once per process). TRAINER_BLAS_ADDON pointing at a missing file stands for a machine
-// where the addon did not build.
+// made once per process; a later call asking for another is refused). TRAINER_BLAS_ADDON pointing
+// at a missing file stands for a machine where the addon did not build.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -12,16 +12,20 @@ import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
 
 const probe = `
 import * as tf from "@tensorflow/tfjs";
+import { loadConfig } from "./services/common/config.ts";
 import { initBackend } from "./services/trainer/backend.ts";
 const lines = [];
 const log = { info: (o, m) => lines.push({ level: "info", m }), warn: (o, m) => lines.push({ level: "warn", m, notes: o.notes }) };
 try {
-  const info = await initBackend(process.env.TRAINER_BACKEND, log);
-  await initBackend(process.env.TRAINER_BACKEND, log);
+  const config = loadConfig();
+  const info = await initBackend(config.trainerBackend, { log, blasAddonPath: config.trainerBlasAddon });
+  await initBackend(config.trainerBackend, { log });
+  const byName = await initBackend(info.name);
+  const conflict = await initBackend("cpu").then(() => undefined, (error) => error.name + ": " + error.message);
   const a = tf.tensor3d([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [2, 2, 3]);
   const b = tf.tensor2d([1, 0, 2, -1, 0.5, 3], [2, 3]);
   const product = Array.from(await tf.matMul(a, b, false, true).data());
-  console.log(JSON.stringify({ name: info.name, active: tf.getBackend(), product, lines }));
+  console.log(JSON.stringify({ name: info.name, byName: byName.name, conflict, active: tf.getBackend(), product, lines }));
 } catch (error) {
   console.log(JSON.stringify({ error: error.message }));
 }
@@ -66,6 +70,13 @@ describe("backend selection and the BLAS addon", () => {
     assert.match(warnings[0].notes.join(" "), /\/nonexistent\/blas\.node.*build-native\.sh/);
   });
 
+  it("answers a later call with the same choice or the selected backend's name, and refuses another choice", () => {
+    const result = select("auto", "/nonexistent/blas.node");
+    assert.equal(result.byName, "wasm");
+    assert.match(result.conflict, /^BackendConflictError: .*already initialised as wasm \(asked for auto\); it cannot be changed to cpu/);
+    assert.equal(result.active, "wasm", "the refused choice changed nothing");
+  });
+
   it("refuses TRAINER_BACKEND=wasm-blas without the addon, naming the cause", () => {
     assert.match(select("wasm-blas", "/nonexistent/blas.node").error, /TRAINER_BACKEND=wasm-blas but .*BLAS addon not loaded/);
   });
@@ -74,7 +85,8 @@ describe("backend selection and the BLAS addon", () => {
     const fixtures = await engineFixtures();
     const work = await mkdtemp(path.join(os.tmpdir(), "blas-train-"));
     const script = `
-      import { train } from "./services/trainer/index.ts";
+      import { initBackend, train } from "./services/trainer/index.ts";
+      await initBackend(process.env.TRAINER_BACKEND);
       const losses = [];
       await train({
         modelDir: ${JSON.stringify(fixtureModel("distilbert-base"))},

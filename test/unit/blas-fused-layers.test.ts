@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { attention, gelu, layerNorm, linear } from "../../services/trainer/model/fused.ts";
+import { attention, gelu, layerNorm, linear } from "../../services/trainer/layers/fused.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 
 const rng = new Rng(11);

@@ -6,9 +6,9 @@ import path from "node:path";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { GenerationError, GeneratorService, initBackend } from "../../services/trainer/index.ts";
-import { sampleToken } from "../../services/trainer/generate.ts";
+import { sampleToken } from "../../services/trainer/tasks/causal-lm/generate.ts";
 import { matchTargetModules, type LoraWeights } from "../../services/trainer/lora.ts";
-import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { AdapterError, saveAdapter } from "../../services/trainer/peft.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
@@ -44,7 +44,7 @@ async function randomAdapter(model: string, targets: string[], seed: number): Pr
 for (const [model, targets] of [["gpt2-tiny", ["c_attn", "c_fc"]], ["llama-tiny", ["q_proj", "k_proj", "v_proj", "down_proj"]], ["llama3-tiny", ["all-linear"]]] as const) {
   test(`${model}: generation with the KV cache equals generation without it, greedy and sampled`, async () => {
     const adapter = await randomAdapter(model, [...targets], 7);
-    const service = await GeneratorService.load(path.join(fixtures, model));
+    const service = await GeneratorService.load(path.join(fixtures, model), "wasm");
     const request = { prompt: "colour red is" };
     for (const options of [{ maxNewTokens: 12 }, { maxNewTokens: 12, temperature: 1.3, topK: 50, topP: 0.95, seed: 5 }]) {
       const cached = await service.generate(request, options, adapter);
@@ -58,7 +58,7 @@ for (const [model, targets] of [["gpt2-tiny", ["c_attn", "c_fc"]], ["llama-tiny"
 }
 
 test("seeded sampling repeats with its seed and varies across seeds", async () => {
-  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"), "wasm");
   const options = { maxNewTokens: 16, temperature: 2 };
   const a = await service.generate({ prompt: "hello" }, { ...options, seed: 1 });
   const b = await service.generate({ prompt: "hello" }, { ...options, seed: 1 });
@@ -87,7 +87,7 @@ test("sampling: top-k 1 and a tiny top-p are greedy; temperature draws follow th
 });
 
 test("stop sequences cut the text before them and end generation", async () => {
-  const service = await GeneratorService.load(path.join(fixtures, "llama-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "llama-tiny"), "wasm");
   const free = await service.generate({ prompt: "the" }, { maxNewTokens: 10 });
   assert.equal(free.finishReason, "length");
   assert.ok(free.text.length >= 4, free.text);
@@ -102,7 +102,7 @@ test("stop sequences cut the text before them and end generation", async () => {
 test("adapters swap over one loaded base; the base answers unchanged between them", async () => {
   const first = await randomAdapter("gpt2-tiny", ["c_attn"], 11);
   const second = await randomAdapter("gpt2-tiny", ["c_proj"], 12);
-  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"), "wasm");
   const request = { messages: [{ role: "user" as const, content: "colour red" }] };
   const base = await service.generate(request, { maxNewTokens: 8 });
   const one = await service.generate(request, { maxNewTokens: 8 }, first);
@@ -119,7 +119,7 @@ test("adapters swap over one loaded base; the base answers unchanged between the
 test("concurrent first uses of an adapter load it once, and dispose frees every tensor", async () => {
   const adapter = await randomAdapter("gpt2-tiny", ["c_fc"], 14);
   const tensorsBefore = tf.memory().numTensors;
-  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"), "wasm");
   const request = { prompt: "colour blue" };
   const [first, second] = await Promise.all([service.generate(request, { maxNewTokens: 4 }, adapter), service.generate(request, { maxNewTokens: 4 }, adapter)]);
   assert.deepEqual(first, second);
@@ -129,7 +129,7 @@ test("concurrent first uses of an adapter load it once, and dispose frees every 
 });
 
 test("bad generation options are refused with GenerationError", async () => {
-  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"), "wasm");
   for (const options of [{ maxNewTokens: 0 }, { temperature: -1 }, { topK: 0 }, { topP: 1.5 }, { stop: [""] }]) {
     await assert.rejects(service.generate({ prompt: "x" }, options), GenerationError);
   }

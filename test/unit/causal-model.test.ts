@@ -9,14 +9,15 @@ import path from "node:path";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { parseCausalConfig } from "../../services/trainer/hf/causal-config.ts";
-import { disposeCache, emptyCache, selectRows } from "../../services/trainer/model/causal.ts";
-import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
-import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { parseCausalConfig } from "../../services/trainer/tasks/causal-lm/config.ts";
+import { disposeCache, emptyCache, selectRows } from "../../services/trainer/tasks/causal-lm/model.ts";
+import { inverseFrequencies } from "../../services/trainer/tasks/causal-lm/llama.ts";
+import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
 import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
-import { loadAdapter, mergeAdapter } from "../../services/trainer/peft.ts";
+import { loadAdapter } from "../../services/trainer/peft.ts";
+import { mergeAdapter } from "../../services/trainer/merge.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import {
   decodeLogits,

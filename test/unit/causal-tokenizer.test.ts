@@ -8,11 +8,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
 import { chatRecords, completionRecords, gpt2Tokenizer } from "../../scripts/make-causal-fixtures.ts";
-import { encodeCausalRecords } from "../../services/trainer/causal-train.ts";
-import { ChatFormatter, ChatTemplateError, FALLBACK_CHAT_TEMPLATE } from "../../services/trainer/chat-template.ts";
-import { CausalDataError, encodeChat, encodeCompletion, IGNORE, packExamples, readCausalFile } from "../../services/trainer/data/causal.ts";
+import { encodeCausalRecords } from "../../services/trainer/tasks/causal-lm/task.ts";
+import { ChatFormatter, ChatTemplateError, FALLBACK_CHAT_TEMPLATE } from "../../services/trainer/tasks/causal-lm/chat-template.ts";
+import { CausalDataError, encodeChat, encodeCompletion, IGNORE, packExamples, readCausalFile } from "../../services/trainer/tasks/causal-lm/data.ts";
 import { initBackend } from "../../services/trainer/index.ts";
-import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "../../services/trainer/model/load-causal.ts";
+import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { TextTokenizer } from "../../services/trainer/tokenizer.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 

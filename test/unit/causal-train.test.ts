@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
 import { chatRecords, completionRecords, PATTERN_PAIRS } from "../../scripts/make-causal-fixtures.ts";
-import { GeneratorService, initBackend, train, type Hyperparameters } from "../../services/trainer/index.ts";
+import { GeneratorService, initBackend, train, type HyperparameterOptions } from "../../services/trainer/index.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 
@@ -20,7 +20,7 @@ before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), "causal-train-"));
 });
 
-const HYPER: Hyperparameters = { epochs: 40, batchSize: 8, learningRate: 2e-2, warmupRatio: 0, weightDecay: 0, maxSeqLength: 64, seed: 1 };
+const HYPER: HyperparameterOptions = { epochs: 40, batchSize: 8, learningRate: 2e-2, warmupRatio: 0, weightDecay: 0, maxSeqLength: 64, seed: 1 };
 
 test("GPT-2, completions, all-linear: validation loss falls far below the base, generation writes the trained completions", async () => {
   const outDir = path.join(scratch, "gpt2-adapter");
@@ -50,7 +50,7 @@ test("GPT-2, completions, all-linear: validation loss falls far below the base, 
   assert.deepEqual(tensors.get("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight")!.shape, [96, 8]);
   assert.deepEqual(tensors.get("base_model.model.transformer.h.1.mlp.c_proj.lora_A.weight")!.shape, [8, 128]);
 
-  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "gpt2-tiny"), "wasm");
   for (const record of completionRecords()) {
     const adapted = await service.generate({ prompt: record.prompt }, { maxNewTokens: 6 }, outDir);
     assert.equal(adapted.text, record.completion, `prompt "${record.prompt}"`);
@@ -80,7 +80,7 @@ test("Llama, chat with the model's template, default q_proj/v_proj: assistant re
   assert.deepEqual(tensors.get("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")!.shape, [16, 8]);
   assert.deepEqual(tensors.get("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")!.shape, [32, 8]);
 
-  const service = await GeneratorService.load(path.join(fixtures, "llama-tiny"));
+  const service = await GeneratorService.load(path.join(fixtures, "llama-tiny"), "wasm");
   for (const [index, record] of chatRecords().entries()) {
     const reply = await service.generate({ messages: record.messages.slice(0, 2) }, { maxNewTokens: 6 }, outDir);
     assert.equal(reply.text.trim(), PATTERN_PAIRS[index][1]);

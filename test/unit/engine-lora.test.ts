@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { crossEntropy } from "../../services/trainer/inference.ts";
-import { adapterForwardOptions, headKey, initLora, loraKey, loraScale, matchTargetModules, resolveLora } from "../../services/trainer/lora.ts";
-import { Dropout, encoderLinearModules, loraLinear } from "../../services/trainer/model/encoder.ts";
-import { initialHead, loadPretrained } from "../../services/trainer/model/load.ts";
+import { crossEntropy } from "../../services/trainer/losses.ts";
+import { adapterForwardOptions, headKey, loraKey, loraScale, matchTargetModules } from "../../services/trainer/lora.ts";
+import { resolveJobSettings } from "../../services/trainer/settings.ts";
+import { Dropout, loraLinear } from "../../services/trainer/layers/lora-forward.ts";
+import { encoderLinearModules, initEncoderLora } from "../../services/trainer/tasks/classification/encoder.ts";
+import { initialHead, loadPretrained } from "../../services/trainer/tasks/classification/load.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
 
@@ -53,8 +55,8 @@ test("target modules match by full name or dotted suffix, as PEFT does", () => {
 for (const name of ["distilbert-cls", "bert-cls", "roberta-cls"]) {
   test(`${name}: an untrained adapter (B = 0) reproduces the base logits bit for bit`, async () => {
     const { model, tokenizer, config, checkpointHead } = await loadPretrained(fixtureModel(name));
-    const settings = resolveLora({ r: 4, alpha: 8, dropout: 0.1 }, config.architecture);
-    const lora = initLora(model, settings, 11);
+    const settings = resolveJobSettings({ lora: { r: 4, alpha: 8, dropout: 0.1 } }, config.architecture).lora;
+    const lora = initEncoderLora(model, settings, 11);
     assert.equal(lora.size, 2 * config.numLayers, "default targets: two projections per layer");
     const tensors = new Map<string, tf.Tensor>();
     for (const [module, { a, b }] of lora) {
@@ -78,10 +80,10 @@ for (const name of ["distilbert-cls", "bert-cls", "roberta-cls"]) {
 test("gradients of LoRA and head parameters match central finite differences", async () => {
   const pretrained = await loadPretrained(fixtureModel("distilbert-base"));
   const { model, tokenizer } = pretrained;
-  const settings = resolveLora({ r: 2, alpha: 4, dropout: 0.2, targetModules: ["q_lin", "v_lin", "lin1"] }, "distilbert");
+  const settings = resolveJobSettings({ lora: { r: 2, alpha: 4, dropout: 0.2, targetModules: ["q_lin", "v_lin", "lin1"] } }, "distilbert").lora;
   const rng = new Rng(5);
   const params = new Map<string, tf.Variable>();
-  for (const [module, { a, b }] of initLora(model, settings, 2)) {
+  for (const [module, { a, b }] of initEncoderLora(model, settings, 2)) {
     params.set(loraKey(module, "A"), tf.variable(tf.tensor(a.data, a.shape)));
     // A non-zero B so that gradients reach A too.
     params.set(loraKey(module, "B"), tf.variable(tf.tensor(rng.fill(b.data.length, (r) => r.normal(0, 0.3)), b.shape)));

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
 import { ClassifierService, initBackend, ModelConfigError, readEncoderConfig } from "../../services/trainer/index.ts";
-import { maxInputLength, parseEncoderConfig } from "../../services/trainer/hf/config.ts";
+import { maxInputLength, parseEncoderConfig } from "../../services/trainer/tasks/classification/config.ts";
 import { readSafetensors, writeSafetensors } from "../../services/trainer/safetensors.ts";
 import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
 
@@ -39,8 +39,8 @@ test("a sharded checkpoint (model.safetensors.index.json) loads like a single fi
   await writeSafetensors(path.join(dir, shards[0]), new Map(tensors.slice(0, half)));
   await writeSafetensors(path.join(dir, shards[1]), new Map(tensors.slice(half)));
   await writeFile(path.join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(tensors.map(([name], i) => [name, shards[i < half ? 0 : 1]])) }));
-  const single = await ClassifierService.load(source);
-  const sharded = await ClassifierService.load(dir);
+  const single = await ClassifierService.load(source, "wasm");
+  const sharded = await ClassifierService.load(dir, "wasm");
   const texts = ["hello world", "the film was dull"];
   assert.deepEqual((await sharded.predict(texts)).map((p) => p.logits), (await single.predict(texts)).map((p) => p.logits));
   single.dispose();
@@ -50,10 +50,10 @@ test("a sharded checkpoint (model.safetensors.index.json) loads like a single fi
 test("missing weights or tokenizer give a clear model error", async () => {
   const dir = await mkdtemp(path.join(tmpdir(), "broken-"));
   await copyFile(path.join(fixtureModel("bert-cls"), "config.json"), path.join(dir, "config.json"));
-  await assert.rejects(ClassifierService.load(dir), (error: Error) => error instanceof ModelConfigError && /tokenizer\.json/.test(error.message));
+  await assert.rejects(ClassifierService.load(dir, "wasm"), (error: Error) => error instanceof ModelConfigError && /tokenizer\.json/.test(error.message));
   await copyFile(path.join(fixtureModel("bert-cls"), "tokenizer.json"), path.join(dir, "tokenizer.json"));
-  await assert.rejects(ClassifierService.load(dir), (error: Error) => error instanceof ModelConfigError && /model\.safetensors/.test(error.message));
-  await assert.rejects(ClassifierService.load(path.join(dir, "nope")), ModelConfigError);
+  await assert.rejects(ClassifierService.load(dir, "wasm"), (error: Error) => error instanceof ModelConfigError && /model\.safetensors/.test(error.message));
+  await assert.rejects(ClassifierService.load(path.join(dir, "nope"), "wasm"), ModelConfigError);
   await writeFile(path.join(dir, "config.json"), "{ not json");
-  await assert.rejects(ClassifierService.load(dir), (error: Error) => error instanceof ModelConfigError && /not valid JSON/.test(error.message));
+  await assert.rejects(ClassifierService.load(dir, "wasm"), (error: Error) => error instanceof ModelConfigError && /not valid JSON/.test(error.message));
 });

@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { balancedClassWeights, epochBatches, splitValidation } from "../../services/trainer/data/classification.ts";
-import { crossEntropy } from "../../services/trainer/inference.ts";
-import { classificationMetrics } from "../../services/trainer/metrics.ts";
+import { balancedClassWeights } from "../../services/trainer/tasks/classification/data.ts";
+import { epochBatches, splitValidation } from "../../services/trainer/data/batching.ts";
+import { crossEntropy } from "../../services/trainer/losses.ts";
+import { classificationMetrics } from "../../services/trainer/tasks/classification/metrics.ts";
 import { AdamW, clipByGlobalNorm, scheduleFactor, warmupSteps } from "../../services/trainer/optim.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 

@@ -27,7 +27,7 @@ async function trainAdapter(model: string, lora = { r: 4, alpha: 8, dropout: 0.1
   return outDir;
 }
 
-// What PEFT's save_pretrained writes for a SEQ_CLS LoRA on each architecture (names per PEFT_FORMAT.md).
+// What PEFT's save_pretrained writes for a SEQ_CLS LoRA on each architecture (names per docs/adapter-format.md).
 const EXPECTED = {
   "distilbert-cls": {
     modules: (l: number) => [`distilbert.transformer.layer.${l}.attention.q_lin`, `distilbert.transformer.layer.${l}.attention.v_lin`],
@@ -90,8 +90,8 @@ test("a merged Hugging Face folder predicts what base + adapter predicts", async
   assert.deepEqual(mergedConfig.architectures, ["RobertaForSequenceClassification"]);
   assert.deepEqual(mergedConfig.id2label, { 0: "negative", 1: "positive" });
   const texts = ["the movie was great", "boring and dull film", "中文 naïve café!"];
-  const base = await ClassifierService.load(fixtureModel("roberta-base"));
-  const merged = await ClassifierService.load(mergedDir);
+  const base = await ClassifierService.load(fixtureModel("roberta-base"), "wasm");
+  const merged = await ClassifierService.load(mergedDir, "wasm");
   const viaAdapter = await base.predict(texts, adapterDir);
   const viaMerge = await merged.predict(texts);
   viaAdapter.forEach((prediction, i) => {
@@ -107,7 +107,7 @@ test("a merged Hugging Face folder predicts what base + adapter predicts", async
 
 test("the classifier service swaps adapters on one base model", async () => {
   const first = await trainAdapter("distilbert-cls", { r: 2, alpha: 4, dropout: 0 }, 4);
-  const service = await ClassifierService.load(fixtureModel("distilbert-cls"));
+  const service = await ClassifierService.load(fixtureModel("distilbert-cls"), "wasm");
   const [plain] = await service.predict(["the plot was awful"]);
   const [adapted] = await service.predict(["the plot was awful"], first);
   const [plainAgain] = await service.predict(["the plot was awful"]);

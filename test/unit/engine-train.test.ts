@@ -4,7 +4,7 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
-import { initBackend, train, TrainingConfigError, type EvaluationReport, type Hyperparameters, type StepReport, type TrainOptions } from "../../services/trainer/index.ts";
+import { initBackend, train, TrainingConfigError, type EvaluationReport, type HyperparameterOptions, type StepReport, type TrainOptions } from "../../services/trainer/index.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { engineFixtures, fixtureModel, FIXTURES_DIR } from "../helpers/engine-fixtures.ts";
 
@@ -15,9 +15,9 @@ before(async () => {
   work = await mkdtemp(path.join(tmpdir(), "engine-train-"));
 });
 
-const baseHyper: Hyperparameters = { epochs: 2, batchSize: 16, learningRate: 5e-3, warmupRatio: 0.1, weightDecay: 0.01, maxSeqLength: 32, seed: 7 };
+const baseHyper: HyperparameterOptions = { epochs: 2, batchSize: 16, learningRate: 5e-3, warmupRatio: 0.1, weightDecay: 0.01, maxSeqLength: 32, seed: 7 };
 
-function options(name: string, overrides: Partial<TrainOptions> = {}, hyper: Partial<Hyperparameters> = {}): TrainOptions {
+function options(name: string, overrides: Partial<TrainOptions> = {}, hyper: HyperparameterOptions = {}): TrainOptions {
   return {
     modelDir: fixtureModel("distilbert-base"),
     trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"),
@@ -58,7 +58,7 @@ test("training a tiny model on a learnable task lifts validation accuracy from c
 });
 
 test("a run resumed from a mid-run checkpoint continues the same loss curve", async () => {
-  const hyper: Partial<Hyperparameters> = { epochs: 3, gradientAccumulationSteps: 2, scheduler: "cosine", classWeights: "balanced", maxGradNorm: 0.5 };
+  const hyper: HyperparameterOptions = { epochs: 3, gradientAccumulationSteps: 2, scheduler: "cosine", classWeights: "balanced", maxGradNorm: 0.5 };
   const full: StepReport[] = [];
   const uninterrupted = await train(options("full", {}, hyper), { onStep: (r) => full.push(r) });
   assert.equal(uninterrupted.outcome, "completed");

@@ -60,7 +60,7 @@ interface GenerateBody {
 
 export async function generateRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
   const { store, config, adapterTargets } = deps;
-  const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => GeneratorService.load(modelDir));
+  const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => GeneratorService.load(modelDir, config.trainerBackend));
 
   app.post(
     "/v1/adapters/:id/generate",

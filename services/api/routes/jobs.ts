@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
 import type { Job } from "../../common/generated/prisma/client.ts";
-import { DEFAULT_TARGET_MODULES, type ModelRegistry, type Task } from "../../common/models.ts";
+import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
 import type { AppDeps } from "../app.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
@@ -15,51 +15,15 @@ import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
 import { eventRoutes } from "./events.ts";
 import { JOB_STATUSES } from "../../common/job-status.ts";
+import { DEFAULT_TARGET_MODULES, HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
 
 /** About 1.5 KB each: 10,000 jobs polled at once cost some 15 MB. */
 const SERVED_VIEWS_CAPACITY = 10_000;
 
-const loraSchema = {
-  type: "object",
-  additionalProperties: false,
-  properties: {
-    r: { type: "integer", minimum: 1, maximum: 256, default: 8 },
-    alpha: { type: "number", exclusiveMinimum: 0, maximum: 4096, default: 16 },
-    dropout: { type: "number", minimum: 0, maximum: 0.9, default: 0.05 },
-    targetModules: {
-      type: "array",
-      minItems: 1,
-      maxItems: 32,
-      uniqueItems: true,
-      items: { type: "string", pattern: "^([A-Za-z0-9_.]{1,64}|all-linear)$" },
-      description: "module names as in PEFT, or [\"all-linear\"]; defaults per architecture (DistilBERT q_lin,v_lin; BERT/RoBERTa query,value; GPT-2 c_attn; Llama q_proj,v_proj)",
-    },
-    useRslora: { type: "boolean", default: false },
-  },
-} as const;
-
-const hyperparametersSchema = {
-  type: "object",
-  additionalProperties: false,
-  properties: {
-    epochs: { type: "integer", minimum: 1, maximum: 1000, default: 3 },
-    batchSize: { type: "integer", minimum: 1, maximum: 1024, default: 8 },
-    learningRate: { type: "number", exclusiveMinimum: 0, maximum: 1, default: 0.0002 },
-    warmupRatio: { type: "number", minimum: 0, maximum: 1, default: 0.06 },
-    weightDecay: { type: "number", minimum: 0, maximum: 1, default: 0 },
-    maxSeqLength: { type: "integer", minimum: 8, maximum: 8192, default: 128 },
-    seed: { type: "integer", minimum: 0, maximum: 4294967295, default: 42 },
-    evalEverySteps: { type: "integer", minimum: 1 },
-    checkpointEverySteps: { type: "integer", minimum: 1 },
-    maxSteps: { type: "integer", minimum: 1 },
-    gradientAccumulationSteps: { type: "integer", minimum: 1, maximum: 1024, default: 1 },
-    maxGradNorm: { type: "number", exclusiveMinimum: 0, default: 1 },
-    scheduler: { type: "string", enum: ["linear", "cosine"], default: "linear" },
-    classWeights: { type: ["string", "null"], enum: ["balanced", null], default: null },
-    trainOnInputs: { type: "boolean", default: false, description: "causal_lm, completion data: compute the loss on prompts too" },
-    packing: { type: "boolean", default: false, description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
-  },
-} as const;
+// Both from the engine's one declaration of job settings (services/trainer/settings.ts): same names,
+// ranges, defaults and descriptions as the CLI, and as the engine resolves them.
+const loraSchema = settingsJsonSchema(LORA_SETTINGS);
+const hyperparametersSchema = settingsJsonSchema(HYPERPARAMETER_SETTINGS);
 
 const createJobBody = {
   type: "object",
@@ -90,8 +54,8 @@ interface CreateJobBody {
   validationDatasetId?: string;
   validationSplit?: number;
   task?: Task;
-  lora: { r: number; alpha: number; dropout: number; targetModules?: string[]; useRslora: boolean };
-  hyperparameters: Record<string, unknown>;
+  lora: LoraOptions;
+  hyperparameters: HyperparameterOptions;
   priority: number;
   metadata: Record<string, string>;
 }
@@ -213,8 +177,11 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       if (!model!.tasks.includes(task)) {
         throw invalidReference("body.baseModel", `${model!.id} (${model!.architecture}) does not support ${task}; it supports ${model!.tasks.join(", ") || "nothing known"}`);
       }
-      const targetModules = body.lora.targetModules ?? DEFAULT_TARGET_MODULES[model!.modelType];
-      if (!targetModules) throw invalidReference("body.lora.targetModules", `no default target modules for model_type ${model!.modelType}; name them`);
+      if (!body.lora.targetModules && !DEFAULT_TARGET_MODULES[model!.modelType]) {
+        throw invalidReference("body.lora.targetModules", `no default target modules for model_type ${model!.modelType}; name them`);
+      }
+      // Stored resolved, so the job row says exactly what the worker trains with.
+      const settings = resolveJobSettings(body, model!.modelType);
 
       let job: JobWithAdapter;
       try {
@@ -225,8 +192,8 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
           trainDatasetId: body.trainDatasetId,
           validationDatasetId: body.validationDatasetId ?? null,
           validationSplit: body.validationSplit ?? null,
-          loraConfig: { ...body.lora, targetModules },
-          hyperparameters: body.hyperparameters,
+          loraConfig: settings.lora,
+          hyperparameters: settings.hyperparameters,
           priority: body.priority,
           metadata: body.metadata,
           idempotencyKey: idempotencyKey ?? null,

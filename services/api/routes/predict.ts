@@ -110,7 +110,7 @@ const predictResponse = {
 
 export async function predictRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
   const { store, config, adapterTargets } = deps;
-  const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => ClassifierService.load(modelDir).then((service) => new LoadedBase(service, config.predictMaxBatch)));
+  const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => ClassifierService.load(modelDir, config.trainerBackend).then((service) => new LoadedBase(service, config.predictMaxBatch)));
 
   app.post(
     "/v1/adapters/:id/predict",

@@ -35,14 +35,14 @@ interface BlasAddon {
 export const GELU_KERNEL = "TrainerGelu";
 export const GELU_GRAD_KERNEL = "TrainerGeluGrad";
 
-/** Where the addon is looked for; TRAINER_BLAS_ADDON overrides it (a missing file means no addon). */
+/** Where the addon is looked for unless the entry point names another build (TRAINER_BLAS_ADDON; a missing file means no addon). */
 export const defaultAddonPath = fileURLToPath(new URL("./build/Release/blas.node", import.meta.url));
 
 const require = createRequire(import.meta.url);
 
 export type AddonLoad = { ok: true; addon: BlasAddon; path: string } | { ok: false; path: string; reason: string };
 
-export function loadBlasAddon(addonPath = process.env.TRAINER_BLAS_ADDON || defaultAddonPath): AddonLoad {
+export function loadBlasAddon(addonPath = defaultAddonPath): AddonLoad {
   try {
     return { ok: true, addon: require(addonPath) as BlasAddon, path: addonPath };
   } catch (error) {

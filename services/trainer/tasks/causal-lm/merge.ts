@@ -1,13 +1,15 @@
 // Merging a causal LM adapter into a full GPT2LMHeadModel / LlamaForCausalLM folder.
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { parseCausalConfig } from "./hf/causal-config.ts";
-import { readModelConfigJson } from "./hf/config.ts";
-import { canonicalGpt2Name } from "./model/gpt2.ts";
-import { canonicalLlamaName } from "./model/llama.ts";
-import { readCheckpoint } from "./model/load.ts";
-import { AdapterError, copyTokenizerFiles, loadAdapter, mergedWeights, writeFolderAtomically } from "./peft.ts";
-import { writeSafetensors, type NamedArray } from "./safetensors.ts";
+import { parseCausalConfig } from "./config.ts";
+import { readModelConfigJson } from "../../hf/config.ts";
+import { canonicalGpt2Name } from "./gpt2.ts";
+import { canonicalLlamaName } from "./llama.ts";
+import { readCheckpoint } from "../../hf/weights.ts";
+import { AdapterError, loadAdapter } from "../../peft.ts";
+import { copyTokenizerFiles, mergedWeights } from "../../lora-merge.ts";
+import { writeFolderAtomically } from "../../atomic-folder.ts";
+import { writeSafetensors, type NamedArray } from "../../safetensors.ts";
 
 const LM_CLASS = { gpt2: "GPT2LMHeadModel", llama: "LlamaForCausalLM" } as const;
 

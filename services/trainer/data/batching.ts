@@ -1,26 +1,6 @@
-// Classification examples for the engine: tokenised once, batched per epoch from the seed.
-import { loadDatasetFile } from "./jsonl.ts";
-import type { ClassificationRecord } from "./records.ts";
+// How any task's examples are split and batched: a seeded validation split, and per-epoch batches
+// that depend only on (seed, epoch) so a resumed run sees the same order.
 import { Rng } from "../rng.ts";
-import type { EncodedInput, TextTokenizer } from "../tokenizer.ts";
-
-export interface Example extends EncodedInput {
-  label: number;
-}
-
-export async function readClassificationFile(file: string): Promise<ClassificationRecord[]> {
-  const { records } = await loadDatasetFile(file, "classification");
-  return records as ClassificationRecord[];
-}
-
-export function encodeExamples(records: ClassificationRecord[], tokenizer: TextTokenizer, maxLength: number, labels: string[]): Example[] {
-  const index = new Map(labels.map((label, id) => [label, id]));
-  return records.map((record) => {
-    const label = index.get(record.label);
-    if (label === undefined) throw new Error(`label "${record.label}" is not one of the model's labels (${labels.join(", ")})`);
-    return { ...tokenizer.encode(record.text, maxLength), label };
-  });
-}
 
 /** Splits off a seeded fraction of the records for validation. */
 export function splitValidation<T>(records: T[], fraction: number, seed: number): { train: T[]; validation: T[] } {
@@ -47,11 +27,4 @@ export function epochBatches(lengths: number[], batchSize: number, seed: number,
     for (let i = 0; i < bucket.length; i += batchSize) batches.push(bucket.slice(i, i + batchSize));
   }
   return rng.shuffle(batches);
-}
-
-/** sklearn's "balanced" weights: n_samples / (n_classes * count), 0 for a class with no example. */
-export function balancedClassWeights(labels: number[], numClasses: number): number[] {
-  const counts = new Array<number>(numClasses).fill(0);
-  for (const label of labels) counts[label]++;
-  return counts.map((count) => (count ? labels.length / (numClasses * count) : 0));
 }

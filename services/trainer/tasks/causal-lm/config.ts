@@ -1,6 +1,6 @@
 // Reads a Hugging Face decoder config.json (GPT2LMHeadModel, LlamaForCausalLM) into the numbers the
 // causal forward pass needs. Defaults are the ones transformers' GPT2Config and LlamaConfig use.
-import { ModelConfigError, readModelConfigJson } from "./config.ts";
+import { ModelConfigError, readModelConfigJson } from "../../hf/config.ts";
 
 export type CausalFamily = "gpt2" | "llama";
 

@@ -2,17 +2,18 @@
 // the frozen decoder, token-level cross-entropy on the labelled positions, and metrics for the adapter and
 // the untouched base.
 import * as tf from "@tensorflow/tfjs";
-import { causalBatch, encodeChat, encodeCompletion, hasLoss, packExamples, readCausalFile, type CausalExample, type EncodingSettings } from "./data/causal.ts";
-import { splitValidation } from "./data/classification.ts";
-import type { ChatRecord, CompletionRecord } from "./data/records.ts";
-import { crossEntropy } from "./inference.ts";
-import { initLoraModules, loraKey, matchTargetModules, resolveLora, savedTargetModules } from "./lora.ts";
-import { TrainingConfigError, type TrainingTask, type TrainOptions } from "./loop.ts";
-import { selectRows, type CausalLM } from "./model/causal.ts";
-import type { ForwardOptions } from "./model/encoder.ts";
-import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
-import { splitAdapterTensors } from "./peft.ts";
-import type { NamedArray } from "./safetensors.ts";
+import { splitValidation } from "../../data/batching.ts";
+import type { ChatRecord, CompletionRecord } from "../../data/records.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
+import { initLoraModules, loraKey, matchTargetModules, savedTargetModules } from "../../lora.ts";
+import type { TrainingTask, TrainOptions } from "../../loop.ts";
+import { crossEntropy } from "../../losses.ts";
+import { splitAdapterTensors } from "../../peft.ts";
+import type { NamedArray } from "../../safetensors.ts";
+import { TrainingConfigError, type JobSettings } from "../../settings.ts";
+import { causalBatch, encodeChat, encodeCompletion, hasLoss, packExamples, readCausalFile, type CausalExample, type EncodingSettings } from "./data.ts";
+import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./load.ts";
+import { selectRows, type CausalLM } from "./model.ts";
 
 export function encodeCausalRecords(records: (CompletionRecord | ChatRecord)[], format: "completion" | "chat", pretrained: CausalPretrained, settings: EncodingSettings): CausalExample[] {
   if (format === "completion") return records.map((record) => encodeCompletion(record as CompletionRecord, pretrained.tokenizer, settings));
@@ -42,10 +43,10 @@ export function evaluateCausal(model: CausalLM, examples: CausalExample[], optio
   return { loss, perplexity: Math.exp(loss), next_token_accuracy: count ? correct / count : 0 };
 }
 
-export async function causalTask(options: TrainOptions): Promise<TrainingTask<CausalExample>> {
+export async function causalTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
   const pretrained = await loadCausalPretrained(options.modelDir);
   try {
-    return await causalTaskOn(pretrained, options);
+    return await causalTaskOn(pretrained, options, jobSettings);
   } catch (error) {
     // Bad options or data are found after the weights are on the device; a sandbox lives on for the next job.
     pretrained.model.dispose();
@@ -53,10 +54,10 @@ export async function causalTask(options: TrainOptions): Promise<TrainingTask<Ca
   }
 }
 
-async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions): Promise<TrainingTask<CausalExample>> {
-  const hyper = options.hyper;
+async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
+  const hyper = jobSettings.hyperparameters;
   const { config, model, tokenizer } = pretrained;
-  const requested = resolveLora(options.lora, config.family);
+  const requested = jobSettings.lora;
   const linears = model.linearModules();
   const settings = { ...requested, targetModules: savedTargetModules(requested, matchTargetModules(linears.map((l) => l.name), requested.targetModules)) };
 
@@ -71,7 +72,7 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions)
   } else if (options.validationSplit && options.validationSplit > 0) {
     ({ train: trainRecords, validation: validationRecords } = splitValidation(trainRecords, options.validationSplit, hyper.seed));
   }
-  const encoding: EncodingSettings = { maxLength: Math.min(hyper.maxSeqLength, config.maxPositions), trainOnInputs: hyper.trainOnInputs ?? false, eosId: pretrained.eosIds[0] };
+  const encoding: EncodingSettings = { maxLength: Math.min(hyper.maxSeqLength, config.maxPositions), trainOnInputs: hyper.trainOnInputs, eosId: pretrained.eosIds[0] };
   const encodedTrain = encodeCausalRecords(trainRecords, train.format, pretrained, encoding);
   const withLoss = encodedTrain.filter(hasLoss);
   const trainExamples = hyper.packing ? packExamples(withLoss, encoding.maxLength).filter(hasLoss) : withLoss;
@@ -93,7 +94,7 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions)
     validationCount: validationExamples.length,
     labels: [],
     lora: settings,
-    schedule: { maxLength: encoding.maxLength, trainOnInputs: encoding.trainOnInputs, packing: hyper.packing ?? false },
+    schedule: { maxLength: encoding.maxLength, trainOnInputs: encoding.trainOnInputs, packing: hyper.packing },
     initialParams,
     loss: (examples, forward) => {
       const { batch, rows, targets } = causalBatch(examples, padId);

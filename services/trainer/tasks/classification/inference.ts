@@ -1,19 +1,11 @@
-// Batched logits in input order, and the loss and metrics computed from them.
+// Batched logits in input order, and the validation loss and metrics computed from them.
 import * as tf from "@tensorflow/tfjs";
-import type { Example } from "./data/classification.ts";
+import type { Example } from "./data.ts";
 import { classificationMetrics } from "./metrics.ts";
-import type { EncoderClassifier, ForwardOptions } from "./model/encoder.ts";
-import type { EncodedInput, TextTokenizer } from "./tokenizer.ts";
-
-/** Mean cross-entropy; with class weights, weighted as torch's CrossEntropyLoss(weight=...). */
-export function crossEntropy(logits: tf.Tensor2D, labels: number[], classWeights?: number[]): tf.Scalar {
-  const logProbabilities = tf.logSoftmax(logits);
-  const oneHot = tf.oneHot(tf.tensor1d(labels, "int32"), logits.shape[1]);
-  const nll = oneHot.mul(logProbabilities).sum(1).neg();
-  if (!classWeights) return nll.mean() as tf.Scalar;
-  const weights = tf.tensor1d(labels.map((label) => classWeights[label]));
-  return nll.mul(weights).sum().div(weights.sum()) as tf.Scalar;
-}
+import type { EncoderClassifier } from "./encoder.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
+import type { EncodedInput, TextTokenizer } from "../../tokenizer.ts";
+import { crossEntropy } from "../../losses.ts";
 
 export function computeLogits(model: EncoderClassifier, tokenizer: TextTokenizer, inputs: EncodedInput[], options: ForwardOptions, batchSize: number): number[][] {
   // Sorting by length keeps padding small; results go back to input order.

@@ -2,14 +2,15 @@
 // EOS, stop sequences or a token budget, with or without the KV cache (same tokens either way); and
 // GeneratorService: one base model in memory, adapters swapped per call without reloading it.
 import * as tf from "@tensorflow/tfjs";
-import { initBackend, type BackendChoice } from "./backend.ts";
+import { initBackend, type BackendChoice } from "../../backend.ts";
 import type { ChatFormatter, ChatMessage } from "./chat-template.ts";
-import { adapterForwardOptions, loraKey } from "./lora.ts";
-import { disposeCache, emptyCache, type CausalLM, type KVCache } from "./model/causal.ts";
-import type { ForwardOptions } from "./model/encoder.ts";
-import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./model/load-causal.ts";
-import { AdapterError, assertAdapterFits, loadAdapter, loadOnce } from "./peft.ts";
-import { Rng } from "./rng.ts";
+import { adapterForwardOptions, loraKey } from "../../lora.ts";
+import { disposeCache, emptyCache, type CausalLM, type KVCache } from "./model.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
+import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./load.ts";
+import { AdapterError, assertAdapterFits, loadAdapter } from "../../peft.ts";
+import { loadOnce } from "../../load-once.ts";
+import { Rng } from "../../rng.ts";
 
 export interface GenerationOptions {
   /** Tokens to generate at most [64]. */
@@ -164,8 +165,9 @@ export class GeneratorService {
     this.formatter = chatFormatterOf(pretrained);
   }
 
-  static async load(modelDir: string): Promise<GeneratorService> {
-    await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+  /** Loads the base model on the entry point's backend choice (TRAINER_BACKEND). */
+  static async load(modelDir: string, backend: BackendChoice): Promise<GeneratorService> {
+    await initBackend(backend);
     return new GeneratorService(await loadCausalPretrained(modelDir));
   }
 

@@ -1,9 +1,10 @@
 // Decoder-only language models (GPT-2, Llama) on TensorFlow.js ops, with Hugging Face weight names,
 // LoRA on any linear layer, and a key/value cache for generation. Hidden states are [batch*length, hidden].
 import * as tf from "@tensorflow/tfjs";
-import type { CausalConfig } from "../hf/causal-config.ts";
-import { loraBranch, type ForwardOptions } from "./encoder.ts";
-import { linear } from "./fused.ts";
+import type { CausalConfig } from "./config.ts";
+import { loraBranch, type ForwardOptions } from "../../layers/lora-forward.ts";
+import { linear } from "../../layers/fused.ts";
+import type { LinearModule } from "../../lora.ts";
 
 /** Token ids of a right-padded batch, row-major [batchSize, length]. */
 export interface TokenBatch {
@@ -16,12 +17,6 @@ export interface TokenBatch {
 export interface KVCache {
   layers: { key: tf.Tensor4D; value: tf.Tensor4D }[];
   length: number;
-}
-
-export interface LinearModule {
-  name: string;
-  inFeatures: number;
-  outFeatures: number;
 }
 
 export class CausalWeightsError extends Error {

@@ -1,12 +1,13 @@
 // Prediction: a base model loaded once; adapters are read on first use and swapped per call.
 import * as tf from "@tensorflow/tfjs";
-import { initBackend, type BackendChoice } from "./backend.ts";
+import { initBackend, type BackendChoice } from "../../backend.ts";
 import { computeLogits, softmax } from "./inference.ts";
-import { adapterForwardOptions, headKey, loraKey } from "./lora.ts";
-import type { ForwardOptions } from "./model/encoder.ts";
-import { loadPretrained, type PretrainedModel } from "./model/load.ts";
-import { maxInputLength } from "./hf/config.ts";
-import { AdapterError, assertAdapterFits, loadAdapter, loadOnce } from "./peft.ts";
+import { adapterForwardOptions, headKey, loraKey } from "../../lora.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
+import { loadPretrained, type PretrainedModel } from "./load.ts";
+import { maxInputLength } from "./config.ts";
+import { AdapterError, assertAdapterFits, loadAdapter } from "../../peft.ts";
+import { loadOnce } from "../../load-once.ts";
 
 export interface Prediction {
   label: string;
@@ -35,8 +36,9 @@ export class ClassifierService {
     this.baseOptions = { overrides };
   }
 
-  static async load(modelDir: string): Promise<ClassifierService> {
-    await initBackend((process.env.TRAINER_BACKEND ?? "auto") as BackendChoice);
+  /** Loads the base model on the entry point's backend choice (TRAINER_BACKEND). */
+  static async load(modelDir: string, backend: BackendChoice): Promise<ClassifierService> {
+    await initBackend(backend);
     return new ClassifierService(await loadPretrained(modelDir));
   }
 

@@ -2,7 +2,7 @@
 // and the split of a rendered conversation into the parts the loss ignores and the assistant turns it
 // trains on.
 import { Template } from "@huggingface/jinja";
-import type { ChatRecord } from "./data/records.ts";
+import type { ChatRecord } from "../../data/records.ts";
 
 export type ChatMessage = ChatRecord["messages"][number];
 

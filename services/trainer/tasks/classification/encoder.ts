@@ -1,47 +1,12 @@
 // Forward passes of DistilBERT, BERT and RoBERTa for sequence classification, with Hugging Face
 // weight names, written on TensorFlow.js ops. Hidden states are kept as [batch*length, hidden].
 import * as tf from "@tensorflow/tfjs";
-import type { EncoderConfig } from "../hf/config.ts";
-import type { PaddedBatch } from "../tokenizer.ts";
-import { attention, gelu, layerNorm, linear, type LoraBranch } from "./fused.ts";
-
-export interface LoraModule {
-  a: tf.Tensor2D; // [r, in]
-  b: tf.Tensor2D; // [out, r]
-  scale: number;
-  dropout: number;
-}
-
-/** Seeded dropout: masks come from a seed and a call counter, so a step can be replayed exactly. */
-export class Dropout {
-  private calls = 0;
-  constructor(private readonly seed: string) {}
-
-  apply<T extends tf.Tensor>(x: T, rate: number): T {
-    if (rate <= 0) return x;
-    const keep = tf.randomUniform(x.shape, 0, 1, "float32", `${this.seed}/${this.calls++}`).greaterEqual(rate);
-    return x.mul(keep.cast("float32")).div(1 - rate) as T;
-  }
-}
-
-export interface ForwardOptions {
-  /** LoRA modules by Hugging Face module path; absent for the base model. */
-  lora?: Map<string, LoraModule>;
-  /** Parameters that override the frozen weights by name (the trained classification head). */
-  overrides?: Map<string, tf.Tensor>;
-  /** Present only in training: enables every dropout of the model. */
-  dropout?: Dropout;
-}
-
-/** PEFT's LoRA term for a linear layer: scale · B A dropout(x). */
-export function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout): LoraBranch | undefined {
-  return lora && { input: dropout ? dropout.apply(x, lora.dropout) : x, a: lora.a, b: lora.b, scale: lora.scale };
-}
-
-/** nn.Linear (y = x Wᵀ + b, W stored [out, in] as in Hugging Face) plus PEFT's LoRA term scale · B A dropout(x). */
-export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout): tf.Tensor2D {
-  return linear(x, { weight: weight as tf.Tensor2D }, bias, loraBranch(x, lora, dropout));
-}
+import { activation, attention, layerNorm, linear } from "../../layers/fused.ts";
+import { loraBranch, loraLinear, type ForwardOptions } from "../../layers/lora-forward.ts";
+import type { PaddedBatch } from "../../tokenizer.ts";
+import { initLoraModules, type LoraWeights } from "../../lora.ts";
+import type { LoraSettings } from "../../settings.ts";
+import type { EncoderConfig } from "./config.ts";
 
 const LOWEST_FLOAT32 = -3.4028234663852886e38;
 
@@ -87,23 +52,13 @@ export function encoderLinearModules(config: EncoderConfig): string[] {
   return names;
 }
 
-export function activation(name: string, x: tf.Tensor): tf.Tensor {
-  switch (name) {
-    case "gelu":
-      return gelu(x);
-    case "gelu_new":
-    case "gelu_pytorch_tanh": {
-      const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
-      return x.mul(0.5).mul(tf.tanh(inner).add(1));
-    }
-    case "relu":
-      return tf.relu(x);
-    case "silu":
-    case "swish":
-      return x.mul(tf.sigmoid(x));
-    default:
-      throw new Error(`activation "${name}" is not supported`);
-  }
+/** Fresh LoRA pairs for the encoder linears the settings target. */
+export function initEncoderLora(model: EncoderClassifier, settings: LoraSettings, seed: number): Map<string, LoraWeights> {
+  const modules = encoderLinearModules(model.config).flatMap((name) => {
+    const shape = model.linearShape(name);
+    return shape ? [{ name, inFeatures: shape[1], outFeatures: shape[0] }] : [];
+  });
+  return initLoraModules(modules, settings, seed, model.config.architecture);
 }
 
 export class EncoderClassifier {

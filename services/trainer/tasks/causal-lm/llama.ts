@@ -1,11 +1,13 @@
 // LlamaForCausalLM: RMSNorm, rotary position embeddings (rope_theta, linear or llama3 scaling),
 // grouped-query attention, SwiGLU MLP, a tied or separate lm_head.
 import * as tf from "@tensorflow/tfjs";
-import type { CausalConfig } from "../hf/causal-config.ts";
-import type { NamedArray } from "../safetensors.ts";
-import { transposed } from "./load.ts";
-import { CausalLM, CausalWeightsError, type KVCache, type LinearModule, type TokenBatch } from "./causal.ts";
-import { activation, type ForwardOptions } from "./encoder.ts";
+import type { CausalConfig } from "./config.ts";
+import type { NamedArray } from "../../safetensors.ts";
+import { transposed } from "../../hf/weights.ts";
+import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
+import type { LinearModule } from "../../lora.ts";
+import { activation } from "../../layers/fused.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
 
 const PREFIX = "model";
 const LINEAR = /\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/;

@@ -2,14 +2,14 @@
 // tokenizer_config.json (chat template, BOS/EOS).
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { ChatFormatter } from "../chat-template.ts";
-import { ModelConfigError } from "../hf/config.ts";
-import { readCausalConfig, type CausalConfig } from "../hf/causal-config.ts";
-import { TextTokenizer } from "../tokenizer.ts";
-import type { CausalLM } from "./causal.ts";
+import { ChatFormatter } from "./chat-template.ts";
+import { ModelConfigError } from "../../hf/config.ts";
+import { readCausalConfig, type CausalConfig } from "./config.ts";
+import { TextTokenizer } from "../../tokenizer.ts";
+import type { CausalLM } from "./model.ts";
 import { Gpt2LM } from "./gpt2.ts";
 import { LlamaLM } from "./llama.ts";
-import { readCheckpoint } from "./load.ts";
+import { readCheckpoint } from "../../hf/weights.ts";
 
 export interface CausalPretrained {
   dir: string;

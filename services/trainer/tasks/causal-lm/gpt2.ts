@@ -1,10 +1,12 @@
 // GPT2LMHeadModel: learned positions, pre-norm blocks with Conv1D layers (weights stored [in, out]),
 // fused q/k/v projection c_attn, the configured activation (gelu_new: the tanh approximation), tied head.
 import * as tf from "@tensorflow/tfjs";
-import type { CausalConfig } from "../hf/causal-config.ts";
-import type { NamedArray } from "../safetensors.ts";
-import { CausalLM, CausalWeightsError, type KVCache, type LinearModule, type TokenBatch } from "./causal.ts";
-import { activation, type ForwardOptions } from "./encoder.ts";
+import type { CausalConfig } from "./config.ts";
+import type { NamedArray } from "../../safetensors.ts";
+import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
+import type { LinearModule } from "../../lora.ts";
+import { activation } from "../../layers/fused.ts";
+import type { ForwardOptions } from "../../layers/lora-forward.ts";
 
 const PREFIX = "transformer";
 

@@ -1,11 +1,11 @@
-// Encoder building blocks with hand-written gradients. tfjs keeps every intermediate tensor of a
-// step alive until the gradients are done (forward temporaries and every accumulated gradient),
-// so a composite op written with plain ops holds several full-size copies of its activations.
-// Each block here keeps only what its backward needs (everything the backward reads goes through
-// `save`: a caller's tidy may dispose the originals before the backward runs), frees its own
-// temporaries, and returns
-// gradients only for inputs that can be trained (a frozen weight is a constant, not an input):
-// that also skips the weight-gradient products LoRA does not need.
+// Building blocks of every model (encoders and decoders) with hand-written gradients, and the
+// activations configs name. tfjs keeps every intermediate tensor of a step alive until the gradients
+// are done (forward temporaries and every accumulated gradient), so a composite op written with plain
+// ops holds several full-size copies of its activations. Each block here keeps only what its backward
+// needs (everything the backward reads goes through `save`: a caller's tidy may dispose the originals
+// before the backward runs), frees its own temporaries, and returns gradients only for inputs that can
+// be trained (a frozen weight is a constant, not an input): that also skips the weight-gradient
+// products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
 import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
 
@@ -138,4 +138,24 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAd
       },
     };
   }) as tf.Tensor4D;
+}
+
+/** The activation a config names, Hugging Face's names. */
+export function activation(name: string, x: tf.Tensor): tf.Tensor {
+  switch (name) {
+    case "gelu":
+      return gelu(x);
+    case "gelu_new":
+    case "gelu_pytorch_tanh": {
+      const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+      return x.mul(0.5).mul(tf.tanh(inner).add(1));
+    }
+    case "relu":
+      return tf.relu(x);
+    case "silu":
+    case "swish":
+      return x.mul(tf.sigmoid(x));
+    default:
+      throw new Error(`activation "${name}" is not supported`);
+  }
 }

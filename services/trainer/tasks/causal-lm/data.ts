@@ -1,11 +1,11 @@
 // Causal LM examples: completion records (loss on the completion, optionally on the prompt too) and
 // chat records (loss on assistant turns), EOS appended, truncated to a maximum length, optionally
 // packed into full-length blocks. Labels follow Hugging Face: a copy of the ids, IGNORE where no loss.
-import type { ChatFormatter } from "../chat-template.ts";
-import type { TextTokenizer } from "../tokenizer.ts";
-import type { TokenBatch } from "../model/causal.ts";
-import { loadDatasetFile } from "./jsonl.ts";
-import type { ChatRecord, CompletionRecord, DatasetFormat } from "./records.ts";
+import type { ChatFormatter } from "./chat-template.ts";
+import type { TextTokenizer } from "../../tokenizer.ts";
+import type { TokenBatch } from "./model.ts";
+import { loadDatasetFile } from "../../data/jsonl.ts";
+import type { ChatRecord, CompletionRecord, DatasetFormat } from "../../data/records.ts";
 
 export const IGNORE = -100;
 

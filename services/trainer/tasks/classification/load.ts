@@ -1,12 +1,15 @@
-// Loads a Hugging Face folder (config.json, model.safetensors, tokenizer.json) and builds heads.
+// Loads a Hugging Face encoder folder (config.json, model.safetensors, tokenizer.json), shares loaded
+// base models between training jobs, and builds classification heads.
 import { existsSync } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { ModelConfigError, readEncoderConfig, type EncoderConfig } from "../hf/config.ts";
-import { Rng } from "../rng.ts";
-import { readSafetensors, type NamedArray } from "../safetensors.ts";
-import { TextTokenizer } from "../tokenizer.ts";
+import { ModelConfigError } from "../../hf/config.ts";
+import { readCheckpoint, transposed } from "../../hf/weights.ts";
+import { Rng } from "../../rng.ts";
+import type { NamedArray } from "../../safetensors.ts";
+import { TextTokenizer } from "../../tokenizer.ts";
+import { readEncoderConfig, type EncoderConfig } from "./config.ts";
 import { EncoderClassifier, encoderLinearModules } from "./encoder.ts";
 
 export interface PretrainedModel {
@@ -27,28 +30,8 @@ export function canonicalName(name: string, prefix: string): string {
   return canonical;
 }
 
-/** An [out, in] matrix as a tensor of shape [in, out]. */
-export function transposed({ shape: [out, inFeatures], data }: NamedArray): tf.Tensor2D {
-  const result = new Float32Array(out * inFeatures);
-  for (let o = 0; o < out; o++) for (let i = 0; i < inFeatures; i++) result[i * out + o] = data[o * inFeatures + i];
-  return tf.tensor2d(result, [inFeatures, out], "float32");
-}
-
 export function isHeadParameter(name: string): boolean {
   return HEAD_ROOTS.some((root) => name.startsWith(root));
-}
-
-/** model.safetensors, or the shards listed in model.safetensors.index.json. */
-export async function readCheckpoint(dir: string): Promise<Map<string, NamedArray>> {
-  if (existsSync(path.join(dir, "model.safetensors"))) return readSafetensors(path.join(dir, "model.safetensors"));
-  const index = path.join(dir, "model.safetensors.index.json");
-  if (!existsSync(index)) {
-    throw new ModelConfigError(`${dir} has no model.safetensors (pytorch_model.bin is not read: convert it to safetensors first)`);
-  }
-  const { weight_map: weightMap } = JSON.parse(await readFile(index, "utf8")) as { weight_map: Record<string, string> };
-  const tensors = new Map<string, NamedArray>();
-  for (const shard of new Set(Object.values(weightMap))) for (const [name, value] of await readSafetensors(path.join(dir, shard))) tensors.set(name, value);
-  return tensors;
 }
 
 export async function loadPretrained(dir: string): Promise<PretrainedModel> {
@@ -74,16 +57,14 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   return { dir, config, model: new EncoderClassifier(config, weights, linearWeights), tokenizer, checkpointHead };
 }
 
-/** Most base models kept loaded by `loadPretrainedShared` in one process or thread (MODEL_CACHE_SIZE). */
-const SHARED_CAPACITY = Math.max(1, Number(process.env.MODEL_CACHE_SIZE) || 2);
 const shared = new Map<string, Promise<PretrainedModel>>();
 
 /**
- * Training reads base weights and never changes them, so jobs on one base model share one
- * load: the least recently used model beyond the capacity is disposed. Keyed by folder and
- * the newest modification time of its files, so a replaced model is loaded afresh.
+ * Training reads base weights and never changes them, so jobs on one base model share one load:
+ * the least recently used model beyond `capacity` (the entry point's MODEL_CACHE_SIZE) is disposed.
+ * Keyed by folder and the newest modification time of its files, so a replaced model is loaded afresh.
  */
-export async function loadPretrainedShared(dir: string): Promise<PretrainedModel> {
+export async function loadPretrainedShared(dir: string, capacity: number): Promise<PretrainedModel> {
   const names = await readdir(dir);
   const times = await Promise.all(names.map(async (name) => (await stat(path.join(dir, name))).mtimeMs));
   const key = `${path.resolve(dir)}@${Math.max(0, ...times)}`;
@@ -92,7 +73,7 @@ export async function loadPretrainedShared(dir: string): Promise<PretrainedModel
   shared.set(key, entry);
   entry.catch(() => shared.delete(key));
   for (const [oldKey, old] of shared) {
-    if (shared.size <= SHARED_CAPACITY) break;
+    if (shared.size <= capacity) break;
     shared.delete(oldKey);
     void old.then((model) => model.model.dispose(), () => {});
   }
