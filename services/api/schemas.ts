@@ -21,9 +21,9 @@ export const pageQuery = {
   },
 } as const;
 
-/** Error responses a route may give, each in the shared error shape. */
+/** Error responses a route may give, each in the shared error shape; every such route may also answer 503 while Postgres is down. */
 export function errorResponses(...statuses: number[]): Record<number, { $ref: string }> {
-  return Object.fromEntries(statuses.map((status) => [status, { $ref: "ErrorResponse#" }]));
+  return Object.fromEntries([...statuses, 503].map((status) => [status, { $ref: "ErrorResponse#" }]));
 }
 
 const nullableString = { type: ["string", "null"] } as const;

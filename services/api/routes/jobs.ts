@@ -4,6 +4,7 @@
 // reconciler (services/common/reconcile.ts) adds it to the queue once Redis is back.
 import { createHash } from "node:crypto";
 import type { FastifyInstance } from "fastify";
+import { isDatabaseUnavailable } from "../../common/db.ts";
 import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
 import type { Job } from "../../common/generated/prisma/client.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
@@ -215,7 +216,11 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
         request.log.warn({ job: job.id, err: (error as Error).message }, "job stored but not queued; the reconciler will queue it");
         return reply.code(202).send(jobView(job));
       }
-      const enqueuedAt = await jobSql.markEnqueued(job.id);
+      // The job is stored and queued: a lost enqueuedAt stamp must not make the client submit it again.
+      const enqueuedAt = await jobSql.markEnqueued(job.id).catch((error: unknown) => {
+        if (!isDatabaseUnavailable(error)) throw error;
+        return null;
+      });
       return reply.code(201).send(jobView({ ...job, enqueuedAt }));
     },
   );
