@@ -72,9 +72,32 @@ export class OutageLog {
   }
 }
 
-/** A pg pool whose dropped idle connections are logged through `outages`, never thrown. */
+/** The server ended this connection (pg_terminate_backend, a restart) or it broke: a fresh one may well work. */
+const CONNECTION_DROPPED_SQLSTATES = new Set(["57P01", "57P02"]);
+const isConnectionDropped = (error: unknown) => {
+  const { code, message } = error as ErrorFields;
+  return (typeof code === "string" && (CONNECTION_DROPPED_SQLSTATES.has(code) || code === "ECONNRESET" || code === "EPIPE")) ||
+    (typeof message === "string" && message.startsWith("Connection terminated"));
+};
+
+/**
+ * A pg pool whose dropped idle connections are logged through `outages`, never thrown. A statement
+ * sent on a pooled connection the server had already ended is sent once more on a new connection:
+ * the statement never ran (a terminated backend rolls back what it was doing), and without the
+ * retry the first request after a failover would fail although Postgres is up.
+ */
 export function createPgPool(config: pg.PoolConfig, outages: OutageLog): pg.Pool {
   const pool = new pg.Pool(config);
+  const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+  pool.query = ((...args: unknown[]) => {
+    // The callback form is not used here; only promises are retried.
+    if (typeof args.at(-1) === "function") return query(...args);
+    return query(...args).catch((error: unknown) => {
+      if (!isConnectionDropped(error)) throw error;
+      outages.lost(error);
+      return query(...args);
+    });
+  }) as typeof pool.query;
   pool.on("error", (error) => outages.lost(error));
   pool.on("connect", (client) => {
     outages.restored();

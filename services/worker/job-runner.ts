@@ -3,7 +3,7 @@
 // queue now or later.
 import { DelayedError, WaitingError, type Job as QueueJob } from "bullmq";
 import type { ArtifactStore } from "../common/artifacts.ts";
-import type { OutageLog, PrismaClient } from "../common/db.ts";
+import { isDatabaseUnavailable, type OutageLog, type PrismaClient } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import type { FineTunePayload } from "../common/queue.ts";
 import { Durable, type RetryPolicy } from "./durable.ts";
@@ -44,7 +44,8 @@ export class JobRunner {
   async process(queueJob: QueueJob<FineTunePayload>, token: string | undefined, sandbox: Sandbox): Promise<string> {
     const outcome = await this.runUnderLease(queueJob, sandbox).catch((error): RunOutcome => {
       // Postgres or the artifact store failed us, not the job: let BullMQ bring it back.
-      this.deps.logger.error({ jobId: queueJob.data.jobId, err: error }, "could not run the job; it will be tried again");
+      if (isDatabaseUnavailable(error)) this.deps.outages.lost(error);
+      else this.deps.logger.error({ jobId: queueJob.data.jobId, err: error }, "could not run the job; it will be tried again");
       return { kind: "requeue", delayMs: RETRY_BACKOFF_MS };
     });
     if (outcome.kind === "final") return outcome.status;
