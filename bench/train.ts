@@ -17,7 +17,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
-import { wordPieceTokenizer } from "../scripts/make-fixtures.ts";
+import { wordPieceTokenizer } from "../test/fixtures/make-fixtures.ts";
 import { initBackend, type BackendChoice, type BackendName } from "../services/trainer/backend.ts";
 import { encodeExamples } from "../services/trainer/data/classification.ts";
 import { crossEntropy } from "../services/trainer/inference.ts";

@@ -15,7 +15,7 @@ import { ClassifierService } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { serveWithWorker, waitFor, type WorkerProcess } from "../helpers/worker-harness.ts";
-import { serverSentEvents } from "../../scripts/sse.ts";
+import { serverSentEvents } from "../helpers/sse.ts";
 
 interface StreamedEvent {
   id: string;

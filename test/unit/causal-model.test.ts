@@ -14,7 +14,7 @@ import { disposeCache, emptyCache, selectRows } from "../../services/trainer/mod
 import { inverseFrequencies } from "../../services/trainer/model/llama.ts";
 import { loadCausalPretrained } from "../../services/trainer/model/load-causal.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
-import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
+import { CAUSAL_SPECS } from "../fixtures/make-causal-fixtures.ts";
 import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
 import { loadAdapter, mergeAdapter } from "../../services/trainer/peft.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
