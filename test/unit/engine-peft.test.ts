@@ -27,7 +27,7 @@ async function trainAdapter(model: string, lora = { r: 4, alpha: 8, dropout: 0.1
   return outDir;
 }
 
-// What PEFT's save_pretrained writes for a SEQ_CLS LoRA on each architecture (names per PEFT_FORMAT.md).
+// What PEFT's save_pretrained writes for a SEQ_CLS LoRA on each architecture (names per docs/adapter-format.md).
 const EXPECTED = {
   "distilbert-cls": {
     modules: (l: number) => [`distilbert.transformer.layer.${l}.attention.q_lin`, `distilbert.transformer.layer.${l}.attention.v_lin`],
