@@ -8,7 +8,7 @@ import type { Config } from "../common/config.ts";
 import type { PrismaClient } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import type { FineTunePayload } from "../common/queue.ts";
-import type { BackendInfo } from "../trainer/backend.ts";
+import type { BackendInfo } from "../trainer/index.ts";
 
 export interface AppDeps {
   config: Config;
