@@ -14,7 +14,10 @@ describe("worker cancel and timeout", () => {
   it("cancels a running job within 5 s at a step boundary and removes its partial artifacts", async () => {
     const { db, store, fixture } = suite;
     const worker = suite.startWorker({ CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps) });
-    const jobId = await submitJob(db.prisma, store, suite.queue, fixture.job);
+    // Ten times the fixture's epochs: its own run can end within the worker's 1 s cancel poll of
+    // the first checkpoint, and the cancel would then race the job's success.
+    const longerJob = { ...fixture.job, hyperparameters: { ...fixture.job.hyperparameters, epochs: 40 } };
+    const jobId = await submitJob(db.prisma, store, suite.queue, longerJob);
     await waitFor(() => db.prisma.checkpoint.findFirst({ where: { jobId } }), 60_000, `a checkpoint\n${worker.log}`);
     assert.ok(await store.exists(`jobs/${jobId}`));
 
