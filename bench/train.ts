@@ -1,8 +1,9 @@
-// Training throughput and memory of the engine on the workload of ../shared/bench/peer_torch_lora.py:
+// Training throughput and memory of the engine next to PyTorch (bench/peer_torch_lora.py) on one workload:
 // a DistilBERT-shaped encoder (6 layers, d 768, 12 heads, FFN 3072, vocab 30522) with random
 // weights, batch 8 × 128 tokens, LoRA r 16 / alpha 32 on q_lin and v_lin, a trained head, AdamW.
 // Each backend runs in its own child process, so peak RSS is per backend; --peer runs the
-// PyTorch script in the same run and prints the ratios.
+// PyTorch script in the same run and prints the ratios (installing Debian's python3-torch when
+// /usr/bin/python3 cannot import torch).
 //
 //   npm run bench:train -- [--layers 6] [--steps 6] [--rounds 1] [--peer] [--full] [--verbose] [--backends wasm-blas,wasm,cpu]
 //
@@ -17,7 +18,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
-import { wordPieceTokenizer } from "../scripts/make-fixtures.ts";
+import { wordPieceTokenizer } from "../test/fixtures/make-fixtures.ts";
 import { loadConfig } from "../services/common/config.ts";
 import { initBackend, type BackendChoice, type BackendName } from "../services/trainer/backend.ts";
 import { encodeExamples } from "../services/trainer/tasks/classification/data.ts";
@@ -31,7 +32,8 @@ import { train } from "../services/trainer/train.ts";
 import { matmulTable } from "./matmul.ts";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
-const peerScript = path.join(repoRoot, "..", "shared", "bench", "peer_torch_lora.py");
+const peerScript = path.join(repoRoot, "bench", "peer_torch_lora.py");
+const PYTHON = "/usr/bin/python3";
 const LABELS = ["negative", "positive"];
 
 const { values: options } = parseArgs({
@@ -260,10 +262,29 @@ interface Row {
   peakRssMiB: number;
 }
 
+/**
+ * Undefined once PYTHON imports torch, installing Debian's python3-torch with apt when it does not
+ * (PyPI's wheels need the network and a compiler toolchain; the Debian package needs neither), else why not.
+ */
+function ensureTorch(): string | undefined {
+  const importsTorch = () => spawnSync(PYTHON, ["-c", "import torch"], { stdio: "ignore" }).status === 0;
+  if (importsTorch()) return undefined;
+  if (process.getuid?.() !== 0) return `${PYTHON} cannot import torch; install it with: sudo apt-get install -y python3-torch`;
+  console.error(`${PYTHON} cannot import torch: installing python3-torch with apt-get`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  for (const args of [["update"], ["install", "-y", "--no-install-recommends", "python3-torch"]]) {
+    const apt = spawnSync("apt-get", args, { stdio: ["ignore", "ignore", "inherit"], env });
+    if (apt.status !== 0) return `apt-get ${args.join(" ")} failed (exit ${apt.status ?? apt.error?.message})`;
+  }
+  return importsTorch() ? undefined : `${PYTHON} still cannot import torch after installing python3-torch`;
+}
+
 function runPeer(): Row | string {
+  const missing = ensureTorch();
+  if (missing) return `PyTorch peer skipped: ${missing}`;
   const args = [peerScript, "--layers", String(layers), "--steps", String(steps), "--batch", String(batchSize), "--seq", String(seqLength)];
   if (options.full) args.push("--full");
-  const run = spawnSync("/usr/bin/python3", args, { encoding: "utf8" });
+  const run = spawnSync(PYTHON, args, { encoding: "utf8" });
   const line = run.stdout?.trim().split("\n").at(-1) ?? "";
   const field = (key: string) => Number(new RegExp(`${key}=([0-9.]+)`).exec(line)?.[1]);
   if (run.status !== 0 || !Number.isFinite(field("tokens_per_s"))) return `PyTorch peer failed: ${(run.stderr || line).trim().split("\n").at(-1)}`;

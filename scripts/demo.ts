@@ -9,8 +9,10 @@ import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { makeFixtures } from "./make-fixtures.ts";
-import { serverSentEvents } from "./sse.ts";
+// The tiny model and the event-stream reader are the ones the tests use: the demo runs the same
+// job the end-to-end tests run, so it shares their fixtures instead of keeping copies.
+import { makeFixtures } from "../test/fixtures/make-fixtures.ts";
+import { serverSentEvents } from "../test/helpers/sse.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
 const apiUrl = (process.env.API_URL ?? "http://127.0.0.1:8080").replace(/\/$/, "");

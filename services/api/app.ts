@@ -1,32 +1,27 @@
-// Builds the Fastify application from its dependencies; server.ts listens, tests use it
-// through supertest. Each route file is a plugin that owns its schemas.
+// Builds the Fastify application from its dependencies (deps.ts); server.ts listens, tests use it
+// through supertest. Each route file is a Fastify plugin that owns its schemas and gets only the
+// dependencies it uses as typed options; this file decides what is registered where.
 import { randomUUID } from "node:crypto";
-import multipart from "@fastify/multipart";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import type { Queue } from "bullmq";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
-import type { ArtifactStore } from "../common/artifacts.ts";
 import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
-import type { Config } from "../common/config.ts";
-import { CANONICAL_UUID, type OutageLog, type PrismaClient } from "../common/db.ts";
-import type { Logger } from "../common/logger.ts";
+import { CANONICAL_UUID } from "../common/db.ts";
 import { ModelRegistry } from "../common/models.ts";
-import type { FineTunePayload } from "../common/queue.ts";
-import type { BackendInfo } from "../trainer/backend.ts";
-import { JobSql } from "./job-sql.ts";
 import { AdapterTargets } from "./adapter-targets.ts";
-import { requireApiKey } from "./plugins/auth.ts";
+import type { AppDeps } from "./deps.ts";
+import { JobSql } from "./job-sql.ts";
+import { apiKeyAuth } from "./plugins/auth.ts";
 import { errorsPlugin } from "./plugins/errors.ts";
 import { metricsPlugin } from "./plugins/metrics.ts";
-import { limitRequestsPerKey } from "./plugins/rate-limit.ts";
+import { rateLimitPerKey } from "./plugins/rate-limit.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
 import { datasetRoutes } from "./routes/datasets.ts";
+import { eventRoutes } from "./routes/events.ts";
+import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { modelRoutes } from "./routes/models.ts";
-import { generateRoutes } from "./routes/generate.ts";
 import { predictRoutes } from "./routes/predict.ts";
 import { registerSharedSchemas } from "./schemas.ts";
 
@@ -44,21 +39,8 @@ const SECURITY_HEADERS = {
   "x-frame-options": "DENY",
 } as const;
 
-export interface AppDeps {
-  config: Config;
-  logger: Logger;
-  prisma: PrismaClient;
-  /** Shared by every Postgres pool of the process, so an outage is logged once. */
-  outages: OutageLog;
-  redis: Redis;
-  queue: Queue<FineTunePayload>;
-  store: ArtifactStore;
-  /** The engine backend of this process, once chosen. */
-  backend: () => BackendInfo | undefined;
-}
-
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const { config } = deps;
+  const { config, prisma, queue, store } = deps;
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: config.maxJsonBodyBytes,
@@ -86,28 +68,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
   });
-  // Not encapsulated: its onResponse hook must see every route.
-  await metricsPlugin(app, deps);
-  await app.register(async (scope) => healthRoutes(scope, deps));
+  await app.register(metricsPlugin, { prisma, queue });
+  await app.register(healthRoutes, { prisma, redis: deps.redis, backend: deps.backend });
 
-  const models = new ModelRegistry(deps.prisma, config.modelsDir, deps.logger);
-  const resolver = new ApiKeyResolver(deps.prisma, config.authCacheTtlMs);
+  // Objects several route plugins share, or that must close with the app.
+  const models = new ModelRegistry(prisma, config.modelsDir, deps.logger);
   const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
+  const adapterTargets = new AdapterTargets(prisma, store);
+
+  // Everything under /v1 needs an API key, and counts against that key's rate limit.
   await app.register(async (v1) => {
-    requireApiKey(v1, resolver);
-    limitRequestsPerKey(v1, config.rateLimitPerMinute);
-    // Only the dataset routes take uploads; multipart's hooks would otherwise run on every /v1 request.
-    await v1.register(async (uploads) => {
-      await uploads.register(multipart);
-      await datasetRoutes(uploads, deps);
-    });
-    await modelRoutes(v1, { models });
-    await jobRoutes(v1, { ...deps, models, jobSql });
-    await adapterRoutes(v1, deps);
-    const adapterTargets = new AdapterTargets(deps.prisma, deps.store);
-    await predictRoutes(v1, { ...deps, adapterTargets });
-    await generateRoutes(v1, { ...deps, adapterTargets });
+    await v1.register(apiKeyAuth, { resolver: new ApiKeyResolver(prisma, config.authCacheTtlMs) });
+    await v1.register(rateLimitPerKey, { maxPerMinute: config.rateLimitPerMinute });
+    await v1.register(datasetRoutes, { prisma, store, config });
+    await v1.register(modelRoutes, { models });
+    await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
+    await v1.register(eventRoutes, { prisma, config });
+    await v1.register(adapterRoutes, { prisma, store });
+    await v1.register(predictRoutes, { store, config, adapterTargets });
+    await v1.register(generateRoutes, { store, config, adapterTargets });
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
@@ -115,7 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (config.bootstrapApiKey) {
     // The API still starts with Postgres down; the key then works from the next start.
-    await ensureBootstrapKey(deps.prisma, config.bootstrapApiKey).catch((error: Error) =>
+    await ensureBootstrapKey(prisma, config.bootstrapApiKey).catch((error: Error) =>
       deps.logger.error({ err: error.message }, "could not install BOOTSTRAP_API_KEY"),
     );
   }

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { CallBatcher } from "../common/batcher.ts";
 import { createPgPool, type OutageLog } from "../common/db.ts";
-import type { JobWithAdapter } from "./routes/jobs.ts";
+import type { JobWithAdapter } from "./job-view.ts";
 
 const TIMESTAMP_WITHOUT_TIME_ZONE = 1114;
 

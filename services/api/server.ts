@@ -5,7 +5,7 @@ import { createPrisma, OutageLog } from "../common/db.ts";
 import { createLogger } from "../common/logger.ts";
 import { createFineTuneQueue, createRedis } from "../common/queue.ts";
 import { onShutdownSignal } from "../common/shutdown.ts";
-import { initBackend, type BackendInfo } from "../trainer/backend.ts";
+import { initBackend, type BackendInfo } from "../trainer/index.ts";
 import { buildApp } from "./app.ts";
 
 const config = loadConfigOrExit();

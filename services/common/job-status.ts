@@ -1,4 +1,6 @@
-// A job's lifecycle (ARCHITECTURE.md): queued → running ⇄ cancelling → succeeded | failed | cancelled.
+// A job's statuses (docs/job-lifecycle.md): queued → running → succeeded | failed | cancelled. A cancel
+// ends a queued job at once and makes a running one `cancelling` until its worker stops; a retry or a
+// hand-back on shutdown takes a running job back to `queued`.
 import type { JobStatus } from "./generated/prisma/enums.ts";
 
 export type { JobStatus };

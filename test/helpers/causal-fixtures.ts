@@ -1,7 +1,7 @@
 // The tiny decoder fixtures (part of the engine fixtures, generated on first use, gitignored). A fixtures
 // folder made before the causal part existed gets only that part added.
 import path from "node:path";
-import { makeCausalFixtures } from "../../scripts/make-causal-fixtures.ts";
+import { makeCausalFixtures } from "../fixtures/make-causal-fixtures.ts";
 import { engineFixtures, generateOnce } from "./engine-fixtures.ts";
 
 export async function causalFixtures(): Promise<string> {

@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { makeFixtures } from "../../scripts/make-fixtures.ts";
+import { makeFixtures } from "../fixtures/make-fixtures.ts";
 
 export const FIXTURES_DIR = path.join(import.meta.dirname, "..", "fixtures", "generated");
 

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { chatRecords, PATTERN_PAIRS } from "../../scripts/make-causal-fixtures.ts";
+import { chatRecords, PATTERN_PAIRS } from "../fixtures/make-causal-fixtures.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { serveWithWorker, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";

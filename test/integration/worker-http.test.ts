@@ -16,7 +16,7 @@ import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { JOB_PROGRESS_FIELDS, type JobProgress } from "../../services/common/job-progress.ts";
 import { CheckpointHold, serveWithWorker, stopRequested, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
-import { serverSentEvents } from "../../scripts/sse.ts";
+import { serverSentEvents } from "../helpers/sse.ts";
 
 interface StreamedEvent {
   id: string;

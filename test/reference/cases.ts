@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { MODEL_SPECS } from "../../scripts/make-fixtures.ts";
+import { MODEL_SPECS } from "../fixtures/make-fixtures.ts";
 import { adapterForwardOptions, headKey, loraKey, matchTargetModules } from "../../services/trainer/lora.ts";
 import { encoderLinearModules } from "../../services/trainer/tasks/classification/encoder.ts";
 import { headLayout, loadPretrained } from "../../services/trainer/tasks/classification/load.ts";

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
+import { CAUSAL_SPECS } from "../fixtures/make-causal-fixtures.ts";
 import type { LoraWeights } from "../../services/trainer/lora.ts";
 import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { saveAdapter } from "../../services/trainer/peft.ts";

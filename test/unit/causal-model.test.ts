@@ -14,7 +14,7 @@ import { disposeCache, emptyCache, selectRows } from "../../services/trainer/tas
 import { inverseFrequencies } from "../../services/trainer/tasks/causal-lm/llama.ts";
 import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
-import { CAUSAL_SPECS } from "../../scripts/make-causal-fixtures.ts";
+import { CAUSAL_SPECS } from "../fixtures/make-causal-fixtures.ts";
 import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
 import { loadAdapter } from "../../services/trainer/peft.ts";
 import { mergeAdapter } from "../../services/trainer/merge.ts";

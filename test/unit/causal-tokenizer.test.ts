@@ -7,7 +7,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
-import { chatRecords, completionRecords, gpt2Tokenizer } from "../../scripts/make-causal-fixtures.ts";
+import { chatRecords, completionRecords, gpt2Tokenizer } from "../fixtures/make-causal-fixtures.ts";
 import { encodeCausalRecords } from "../../services/trainer/tasks/causal-lm/task.ts";
 import { ChatFormatter, ChatTemplateError, FALLBACK_CHAT_TEMPLATE } from "../../services/trainer/tasks/causal-lm/chat-template.ts";
 import { CausalDataError, encodeChat, encodeCompletion, IGNORE, packExamples, readCausalFile } from "../../services/trainer/tasks/causal-lm/data.ts";

@@ -6,7 +6,7 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
-import { chatRecords, completionRecords, PATTERN_PAIRS } from "../../scripts/make-causal-fixtures.ts";
+import { chatRecords, completionRecords, PATTERN_PAIRS } from "../fixtures/make-causal-fixtures.ts";
 import { GeneratorService, initBackend, train, type HyperparameterOptions } from "../../services/trainer/index.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";

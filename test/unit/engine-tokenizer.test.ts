@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
-import { byteLevelBpeTokenizer } from "../../scripts/make-fixtures.ts";
+import { byteLevelBpeTokenizer } from "../fixtures/make-fixtures.ts";
 import { TextTokenizer } from "../../services/trainer/tokenizer.ts";
 import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
 

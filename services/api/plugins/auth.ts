@@ -1,5 +1,7 @@
-// Bearer API keys. Applied to the /v1 scope only; health, metrics and docs stay open.
-import type { FastifyInstance, FastifyRequest } from "fastify";
+// Bearer API keys. Registered in the /v1 scope only (fastify-plugin: its hook and the request's
+// `principal` belong to that scope, not to one of its own); health, metrics and docs stay open.
+import type { FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
 import type { ApiKeyResolver, Principal } from "../../common/auth.ts";
 import { AppError } from "../../common/errors.ts";
 
@@ -15,7 +17,11 @@ export function tenantOf(request: FastifyRequest): string {
   return request.principal.tenantId;
 }
 
-export function requireApiKey(app: FastifyInstance, resolver: ApiKeyResolver): void {
+export interface ApiKeyAuthOptions {
+  resolver: ApiKeyResolver;
+}
+
+export const apiKeyAuth = fp<ApiKeyAuthOptions>(async (app, { resolver }) => {
   app.decorateRequest("principal", null as unknown as Principal);
   // Callback style, not async: a key seen within the cache TTL then costs no promise at all.
   app.addHook("onRequest", (request, _reply, done) => {
@@ -34,4 +40,4 @@ export function requireApiKey(app: FastifyInstance, resolver: ApiKeyResolver): v
       done();
     }, done);
   });
-}
+}, { name: "api-key-auth" });

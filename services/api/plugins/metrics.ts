@@ -1,16 +1,18 @@
 // Prometheus metrics on /metrics: request durations by route, and, read at scrape time,
 // queue depth by BullMQ state and jobs by database status. A registry per app, so
-// several apps in one process (tests) never collide.
-import type { Queue } from "bullmq";
-import type { FastifyInstance } from "fastify";
+// several apps in one process (tests) never collide. Not encapsulated (fastify-plugin): its
+// onResponse hook must see every route.
+import fp from "fastify-plugin";
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { PrismaClient } from "../../common/db.ts";
-import { withRedisTimeout, type FineTunePayload } from "../../common/queue.ts";
+import { withRedisTimeout } from "../../common/queue.ts";
+import type { AppDeps } from "../deps.ts";
 import { JOB_STATUSES } from "../../common/job-status.ts";
 
 const QUEUE_STATES = ["waiting", "prioritized", "active", "delayed", "completed", "failed"] as const;
 
-export async function metricsPlugin(app: FastifyInstance, deps: { prisma: PrismaClient; queue: Queue<FineTunePayload> }): Promise<void> {
+export type MetricsOptions = Pick<AppDeps, "prisma" | "queue">;
+
+export const metricsPlugin = fp<MetricsOptions>(async (app, deps) => {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const durations = new Histogram({
@@ -68,4 +70,4 @@ export async function metricsPlugin(app: FastifyInstance, deps: { prisma: Prisma
       return registry.metrics();
     },
   );
-}
+}, { name: "metrics" });

@@ -1,6 +1,7 @@
 // A fixed one-minute window of requests per API key, counted in this process (with several API
 // replicas each enforces the limit alone). Synchronous on purpose: it runs on every /v1 request.
-import type { FastifyInstance } from "fastify";
+// Registered in the /v1 scope after api-key-auth (fastify-plugin, so the hook joins that scope).
+import fp from "fastify-plugin";
 import { AppError } from "../../common/errors.ts";
 
 const WINDOW_MS = 60_000;
@@ -11,7 +12,11 @@ interface Window {
   count: number;
 }
 
-export function limitRequestsPerKey(app: FastifyInstance, maxPerMinute: number): void {
+export interface RateLimitOptions {
+  maxPerMinute: number;
+}
+
+export const rateLimitPerKey = fp<RateLimitOptions>(async (app, { maxPerMinute }) => {
   const windows = new Map<string, Window>();
 
   // onRequest, right after the key is resolved: requests that fail parsing or validation count too,
@@ -36,4 +41,4 @@ export function limitRequestsPerKey(app: FastifyInstance, maxPerMinute: number):
     reply.header("retry-after", resetSeconds);
     done(new AppError(429, "rate_limited", `rate limit of ${maxPerMinute} requests a minute exceeded; retry in ${resetSeconds} s`));
   });
-}
+}, { name: "rate-limit-per-key", dependencies: ["api-key-auth"] });

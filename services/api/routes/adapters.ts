@@ -1,10 +1,10 @@
 // Trained adapters: metadata, the whole PEFT folder as a reproducible tar.gz whose sha256
 // is both Adapter.sha256 and the ETag, and single files named in the adapter's manifest.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { archiveKeyOf, packAdapterFolder, type AdapterFile } from "../../common/adapter-archive.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import type { Adapter } from "../../common/generated/prisma/client.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
@@ -28,8 +28,9 @@ function sendFile(request: FastifyRequest, reply: FastifyReply, etag: string, se
   return send();
 }
 
-export async function adapterRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { prisma, store } = deps;
+export type AdapterRoutesOptions = Pick<AppDeps, "prisma" | "store">;
+
+export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (app, { prisma, store }) => {
 
   async function find(request: FastifyRequest): Promise<Adapter> {
     const { id } = request.params as { id: string };
@@ -115,4 +116,4 @@ export async function adapterRoutes(app: FastifyInstance, deps: AppDeps): Promis
       );
     },
   );
-}
+};

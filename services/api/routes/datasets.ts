@@ -2,11 +2,12 @@
 // content-addressed by sha256, so identical uploads share one file.
 import fs from "node:fs/promises";
 import { Transform } from "node:stream";
-import type { FastifyInstance } from "fastify";
+import multipart from "@fastify/multipart";
+import type { FastifyPluginAsync } from "fastify";
 import { AppError, notFound } from "../../common/errors.ts";
 import type { Dataset } from "../../common/generated/prisma/client.ts";
 import { DATASET_FORMATS, type DatasetFormat } from "../../trainer/data/records.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { JsonlUploadValidator, REPORTED_PROBLEMS } from "../datasets/validation.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -16,7 +17,7 @@ import { UNFINISHED_STATUSES } from "../../common/job-status.ts";
 /** Slack for multipart boundaries and headers when judging Content-Length against the limit. */
 const MULTIPART_OVERHEAD_BYTES = 64 * 1024;
 
-export const datasetView = (row: Dataset) => ({ ...row, sizeBytes: Number(row.sizeBytes) });
+const datasetView = (row: Dataset) => ({ ...row, sizeBytes: Number(row.sizeBytes) });
 const storageKeyOf = (sha256: string) => `datasets/${sha256.slice(0, 2)}/${sha256}.jsonl`;
 // Serialises the upload and delete of one content hash, so a delete never removes bytes
 // that a concurrent upload of the same content has just recorded.
@@ -42,8 +43,12 @@ function asMalformedMultipart(error: unknown): never {
   throw new AppError(400, "invalid_body", `malformed multipart body: ${(error as Error).message}`);
 }
 
-export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { prisma, store, config } = deps;
+export type DatasetRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config">;
+
+export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (app, { prisma, store, config }) => {
+  // Registered inside this plugin's own scope: only the dataset routes take uploads, and
+  // multipart's hooks would otherwise run on every /v1 request.
+  await app.register(multipart);
 
   app.post(
     "/v1/datasets",
@@ -181,4 +186,4 @@ export async function datasetRoutes(app: FastifyInstance, deps: AppDeps): Promis
       return reply.code(204).send();
     },
   );
-}
+};

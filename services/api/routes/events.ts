@@ -3,11 +3,11 @@
 // events there), sends a comment line as heartbeat when quiet, and ends with an `end`
 // event once the job is finished and every event before that has been sent.
 import { setTimeout as sleep } from "node:timers/promises";
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { isDatabaseUnavailable } from "../../common/db.ts";
 import { notFound } from "../../common/errors.ts";
 import type { JobEvent } from "../../common/generated/prisma/client.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
 import { isFinished } from "../../common/job-status.ts";
@@ -33,10 +33,11 @@ const eventsPage = {
   },
 } as const;
 
-export const eventView = (event: JobEvent) => ({ ...event, id: event.id.toString() });
+const eventView = (event: JobEvent) => ({ ...event, id: event.id.toString() });
 
-export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const { prisma, config } = deps;
+export type EventRoutesOptions = Pick<AppDeps, "prisma" | "config">;
+
+export const eventRoutes: FastifyPluginAsync<EventRoutesOptions> = async (app, { prisma, config }) => {
   // Open streams end when the server shuts down, so that close() never waits on them.
   let shuttingDown = false;
   app.addHook("preClose", async () => {
@@ -129,4 +130,4 @@ export async function eventRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       };
     },
   );
-}
+};

@@ -1,11 +1,11 @@
 // Text generation with a causal LM adapter. Base models stay loaded in this process (least recently
 // used dropped beyond PREDICT_MODEL_CACHE_SIZE); adapters of one base are swapped on it without
 // reloading it.
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import { AppError } from "../../common/errors.ts";
 import { AdapterError, ChatTemplateError, GenerationError, GeneratorService, type GenerationRequest } from "../../trainer/index.ts";
 import { acquireBaseModel, type AdapterTargets } from "../adapter-targets.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { BaseModelCache } from "../model-cache.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
@@ -58,8 +58,9 @@ interface GenerateBody {
   seed: number;
 }
 
-export async function generateRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
-  const { store, config, adapterTargets } = deps;
+export type GenerateRoutesOptions = Pick<AppDeps, "store" | "config"> & { adapterTargets: AdapterTargets };
+
+export const generateRoutes: FastifyPluginAsync<GenerateRoutesOptions> = async (app, { store, config, adapterTargets }) => {
   const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => GeneratorService.load(modelDir, config.trainerBackend));
 
   app.post(
@@ -105,4 +106,4 @@ export async function generateRoutes(app: FastifyInstance, deps: AppDeps & { ada
       }
     },
   );
-}
+};

@@ -1,9 +1,9 @@
 // Liveness and readiness. Readiness names each dependency, so an operator sees at once
 // whether Postgres or Redis is the one down; it recovers when the dependency does.
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import { pingDatabase } from "../../common/db.ts";
 import { pingRedis } from "../../common/queue.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 
 const checkSchema = {
   type: "object",
@@ -29,7 +29,9 @@ async function check(probe: () => Promise<void>): Promise<{ ok: boolean; error?:
   }
 }
 
-export async function healthRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+export type HealthRoutesOptions = Pick<AppDeps, "prisma" | "redis" | "backend">;
+
+export const healthRoutes: FastifyPluginAsync<HealthRoutesOptions> = async (app, deps) => {
   app.get(
     "/healthz",
     { schema: { tags: ["health"], response: { 200: { type: "object", properties: { status: { type: "string" } } } } } },
@@ -48,4 +50,4 @@ export async function healthRoutes(app: FastifyInstance, deps: AppDeps): Promise
       error: { code: "dependency_unavailable", message: `unavailable: ${failed.join(", ")}`, details: [] },
     });
   });
-}
+};

@@ -2,21 +2,22 @@
 // (id = row id) only tells a worker to look at it. If Redis is down at submit time the
 // row stays `queued` with enqueuedAt null, the client gets 202, and the worker's
 // reconciler (services/common/reconcile.ts) adds it to the queue once Redis is back.
-import { createHash } from "node:crypto";
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import { isDatabaseUnavailable } from "../../common/db.ts";
-import { AppError, notFound, type ErrorDetail } from "../../common/errors.ts";
-import type { Job } from "../../common/generated/prisma/client.ts";
+import { AppError, notFound } from "../../common/errors.ts";
+import { JOB_STATUSES } from "../../common/job-status.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
+import { canonicalHash, resolveSubmission } from "../job-submission.ts";
+import { jobView, SerializedJobViews, type JobWithAdapter } from "../job-view.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
-import { eventRoutes } from "./events.ts";
-import { JOB_STATUSES } from "../../common/job-status.ts";
-import { DEFAULT_TARGET_MODULES, HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
+import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
+
+export type JobRoutesOptions = Pick<AppDeps, "prisma" | "queue" | "config"> & { models: ModelRegistry; jobSql: JobSql };
 
 /** About 1.5 KB each: 10,000 jobs polled at once cost some 15 MB. */
 const SERVED_VIEWS_CAPACITY = 10_000;
@@ -71,52 +72,7 @@ const idempotencyHeaders = {
   properties: { "idempotency-key": { type: "string", minLength: 1, maxLength: 200 } },
 } as const;
 
-const taskOfFormat = (format: string): Task => (format === "classification" ? "classification" : "causal_lm");
-
-export type JobWithAdapter = Job & { adapter: { id: string } | null };
-
-export function jobView(job: JobWithAdapter) {
-  const { loraConfig, adapter, tenantId: _tenant, idempotencyKey: _key, requestHash: _hash, workerId: _worker, ...rest } = job;
-  return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null };
-}
-
-/**
- * Serialized job views by job id, each valid for one version of its row. Pollers mostly read
- * jobs that have not changed since the last poll: they then cost a two-column query, and no
- * full row to parse, no view to build and serialize. Least recently stored first out.
- */
-class SerializedJobViews {
-  private readonly bodies = new Map<string, { version: string; body: string }>();
-
-  constructor(private readonly capacity: number) {}
-
-  get(id: string, version: string): string | undefined {
-    const entry = this.bodies.get(id);
-    return entry?.version === version ? entry.body : undefined;
-  }
-
-  set(id: string, version: string, body: string): void {
-    this.bodies.delete(id);
-    this.bodies.set(id, { version, body });
-    if (this.bodies.size > this.capacity) this.bodies.delete(this.bodies.keys().next().value!);
-  }
-}
-
-/** The same request always hashes the same, whatever order its keys came in. */
-function canonicalHash(value: unknown): string {
-  const canonical = (item: unknown): unknown =>
-    Array.isArray(item)
-      ? item.map(canonical)
-      : item && typeof item === "object"
-        ? Object.fromEntries(Object.keys(item).sort().map((key) => [key, canonical((item as Record<string, unknown>)[key])]))
-        : item;
-  return createHash("sha256").update(JSON.stringify(canonical(value))).digest("hex");
-}
-
-const invalidReference = (path: string, message: string) => new AppError(422, "invalid_reference", message, [{ path, message }]);
-
-export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: ModelRegistry; jobSql: JobSql }): Promise<void> {
-  const { prisma, queue, config, models, jobSql } = deps;
+export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { prisma, queue, config, models, jobSql }) => {
   const withAdapter = { adapter: { select: { id: true } } } as const;
   const enqueuer = new EnqueueBatcher(queue, config.enqueueTimeoutMs);
   const servedViews = new SerializedJobViews(SERVED_VIEWS_CAPACITY);
@@ -152,44 +108,16 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
         const replay = await replayOrConflict(tenantId, idempotencyKey, requestHash!);
         if (replay) return reply.code(200).send(jobView(replay));
       }
-      if (body.validationDatasetId !== undefined && body.validationSplit !== undefined) {
-        throw new AppError(400, "validation_failed", "give validationDatasetId or validationSplit, not both", [
-          { path: "body.validationSplit", message: "not allowed together with validationDatasetId" },
-        ]);
-      }
-
-      const datasetIds = [body.trainDatasetId, ...(body.validationDatasetId ? [body.validationDatasetId] : [])];
-      const [model, datasets] = await Promise.all([
-        models.get(body.baseModel),
-        jobSql.liveDatasets(datasetIds, tenantId),
-      ]);
-      const problems: ErrorDetail[] = [];
-      if (!model) problems.push({ path: "body.baseModel", message: `no base model ${body.baseModel} in the model directory` });
-      const train = datasets.find((dataset) => dataset.id === body.trainDatasetId);
-      if (!train) problems.push({ path: "body.trainDatasetId", message: `no dataset ${body.trainDatasetId}` });
-      const validation = body.validationDatasetId ? datasets.find((dataset) => dataset.id === body.validationDatasetId) : undefined;
-      if (body.validationDatasetId && !validation) problems.push({ path: "body.validationDatasetId", message: `no dataset ${body.validationDatasetId}` });
-      if (problems.length > 0) throw new AppError(422, "invalid_reference", "the job refers to something that does not exist", problems);
-      const task = taskOfFormat(train!.format);
-      if (body.task && body.task !== task) throw invalidReference("body.task", `a ${train!.format} dataset trains a ${task} model, not ${body.task}`);
-      if (validation && validation.format !== train!.format) {
-        throw invalidReference("body.validationDatasetId", `the validation dataset is ${validation.format}, the training dataset ${train!.format}`);
-      }
-      if (!model!.tasks.includes(task)) {
-        throw invalidReference("body.baseModel", `${model!.id} (${model!.architecture}) does not support ${task}; it supports ${model!.tasks.join(", ") || "nothing known"}`);
-      }
-      if (!body.lora.targetModules && !DEFAULT_TARGET_MODULES[model!.modelType]) {
-        throw invalidReference("body.lora.targetModules", `no default target modules for model_type ${model!.modelType}; name them`);
-      }
+      const { model, task } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
       // Stored resolved, so the job row says exactly what the worker trains with.
-      const settings = resolveJobSettings(body, model!.modelType);
+      const settings = resolveJobSettings(body, model.modelType);
 
       let job: JobWithAdapter;
       try {
         job = await jobSql.insertJob({
           tenantId,
           task,
-          baseModelId: model!.id,
+          baseModelId: model.id,
           trainDatasetId: body.trainDatasetId,
           validationDatasetId: body.validationDatasetId ?? null,
           validationSplit: body.validationSplit ?? null,
@@ -327,6 +255,4 @@ export async function jobRoutes(app: FastifyInstance, deps: AppDeps & { models: 
       return { data: job.checkpoints.map((checkpoint) => ({ ...checkpoint, sizeBytes: Number(checkpoint.sizeBytes) })) };
     },
   );
-
-  await eventRoutes(app, deps);
-}
+};

@@ -1,12 +1,16 @@
 // Base models: whatever Hugging Face folders MODELS_DIR holds right now.
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import { notFound } from "../../common/errors.ts";
 import { DEFAULT_TARGET_MODULES, type BaseModelInfo, type ModelRegistry } from "../../common/models.ts";
 import { errorResponses } from "../schemas.ts";
 
 const modelView = ({ path: _path, ...model }: BaseModelInfo) => ({ ...model, defaultTargetModules: DEFAULT_TARGET_MODULES[model.modelType] ?? [] });
 
-export async function modelRoutes(app: FastifyInstance, deps: { models: ModelRegistry }): Promise<void> {
+export interface ModelRoutesOptions {
+  models: ModelRegistry;
+}
+
+export const modelRoutes: FastifyPluginAsync<ModelRoutesOptions> = async (app, deps) => {
   app.get(
     "/v1/models",
     {
@@ -36,4 +40,4 @@ export async function modelRoutes(app: FastifyInstance, deps: { models: ModelReg
       return modelView(model);
     },
   );
-}
+};

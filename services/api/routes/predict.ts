@@ -2,11 +2,11 @@
 // recently used one is dropped beyond PREDICT_MODEL_CACHE_SIZE); adapters of one base are
 // swapped on it without reloading it; requests that arrive together for the same adapter
 // are answered by one batched forward pass.
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import { AppError } from "../../common/errors.ts";
 import { AdapterError, ClassifierService, type Prediction } from "../../trainer/index.ts";
 import { acquireBaseModel, type AdapterTargets } from "../adapter-targets.ts";
-import type { AppDeps } from "../app.ts";
+import type { AppDeps } from "../deps.ts";
 import { BaseModelCache } from "../model-cache.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
@@ -108,8 +108,9 @@ const predictResponse = {
   },
 } as const;
 
-export async function predictRoutes(app: FastifyInstance, deps: AppDeps & { adapterTargets: AdapterTargets }): Promise<void> {
-  const { store, config, adapterTargets } = deps;
+export type PredictRoutesOptions = Pick<AppDeps, "store" | "config"> & { adapterTargets: AdapterTargets };
+
+export const predictRoutes: FastifyPluginAsync<PredictRoutesOptions> = async (app, { store, config, adapterTargets }) => {
   const models = new BaseModelCache(config.predictModelCacheSize, (modelDir) => ClassifierService.load(modelDir, config.trainerBackend).then((service) => new LoadedBase(service, config.predictMaxBatch)));
 
   app.post(
@@ -146,4 +147,4 @@ export async function predictRoutes(app: FastifyInstance, deps: AppDeps & { adap
       }
     },
   );
-}
+};
