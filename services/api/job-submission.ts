@@ -3,7 +3,8 @@
 // LoRA has target modules. Also the request hash that makes Idempotency-Key replays safe.
 import { createHash } from "node:crypto";
 import { AppError, type ErrorDetail } from "../common/errors.ts";
-import { DEFAULT_TARGET_MODULES, type BaseModelInfo, type ModelRegistry, type Task } from "../common/models.ts";
+import type { BaseModelInfo, ModelRegistry, Task } from "../common/models.ts";
+import { DEFAULT_TARGET_MODULES } from "../trainer/index.ts";
 import type { JobSql } from "./job-sql.ts";
 
 /** The parts of a submission that name things outside the request. */

@@ -20,8 +20,6 @@ export interface BaseModelInfo {
 const CLASSIFICATION_MODEL_TYPES = ["bert", "distilbert", "roberta"];
 const CAUSAL_LM_MODEL_TYPES = ["gpt2", "llama"];
 
-export { DEFAULT_TARGET_MODULES } from "../trainer/settings.ts";
-
 export function tasksOf(architecture: string, modelType: string): Task[] {
   if (architecture.endsWith("ForSequenceClassification")) return ["classification"];
   if (/^(DistilBert|Bert|Roberta)Model$/.test(architecture)) return ["classification"];

@@ -1,7 +1,8 @@
 // Base models: whatever Hugging Face folders MODELS_DIR holds right now.
 import type { FastifyPluginAsync } from "fastify";
 import { notFound } from "../../common/errors.ts";
-import { DEFAULT_TARGET_MODULES, type BaseModelInfo, type ModelRegistry } from "../../common/models.ts";
+import type { BaseModelInfo, ModelRegistry } from "../../common/models.ts";
+import { DEFAULT_TARGET_MODULES } from "../../trainer/index.ts";
 import { errorResponses } from "../schemas.ts";
 
 const modelView = ({ path: _path, ...model }: BaseModelInfo) => ({ ...model, defaultTargetModules: DEFAULT_TARGET_MODULES[model.modelType] ?? [] });
