@@ -8,7 +8,7 @@ import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { buildApp } from "../../services/api/app.ts";
-import { ArtifactStore } from "../../services/common/artifacts.ts";
+import { FsArtifactStore, type ArtifactStore } from "../../services/common/artifacts.ts";
 import { createApiKey } from "../../services/common/auth.ts";
 import { loadConfig, type Config } from "../../services/common/config.ts";
 import { createLogger } from "../../services/common/logger.ts";
@@ -64,7 +64,7 @@ export async function startTestApi(label: string, env: Record<string, string> = 
   redis.on("error", () => {});
   const queue = createFineTuneQueue(redis, testQueuePrefix(label));
   queue.on("error", () => {});
-  const store = new ArtifactStore(config.dataDir);
+  const store = new FsArtifactStore(config.dataDir);
   const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
   const serverErrors: string[] = [];
   app.addHook("onResponse", async (request, reply) => {
