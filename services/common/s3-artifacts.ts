@@ -34,6 +34,8 @@ export interface S3Settings {
   endpoint: string | undefined;
   region: string;
   forcePathStyle: boolean;
+  /** Only for tests; otherwise the SDK's default chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
 interface Manifest {
@@ -71,6 +73,7 @@ export class S3ArtifactStore extends LocalArea implements ArtifactStore {
       region: settings.region,
       endpoint: settings.endpoint,
       forcePathStyle: settings.forcePathStyle,
+      credentials: settings.credentials,
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
     });
