@@ -60,12 +60,13 @@ export async function startTestApi(label: string, env: Record<string, string> = 
     MODELS_DIR: modelsDir,
     DATA_DIR: path.join(root, "data"),
     ENQUEUE_TIMEOUT_MS: "500",
+    QUEUE_PREFIX: testQueuePrefix(label),
     ...s3?.env(),
     ...env,
   });
   const redis = createRedis(redisUrl);
   redis.on("error", () => {});
-  const queue = createFineTuneQueue(redis, testQueuePrefix(label));
+  const queue = createFineTuneQueue(redis, config.queuePrefix);
   queue.on("error", () => {});
   const store: ArtifactStore = s3 ? s3.store(config.dataDir) : new FsArtifactStore(config.dataDir);
   const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
