@@ -70,7 +70,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(metricsPlugin, { prisma, queue });
-  await app.register(healthRoutes, { prisma, redis: deps.redis, backend: deps.backend });
+  await app.register(healthRoutes, { prisma, redis: deps.redis, store, backend: deps.backend });
 
   // Objects several route plugins share, or that must close with the app.
   const models = new ModelRegistry(prisma, config.modelsDir, deps.logger);

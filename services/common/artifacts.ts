@@ -39,6 +39,8 @@ export interface ArtifactStore {
   dropLocal(key: string): Promise<void>;
   /** A short-lived URL a client can download the key from directly, when the store has one. */
   downloadUrl(key: string, fileName: string): Promise<string | undefined>;
+  /** For readiness: resolves when the store can be written (fs) or the bucket answers (s3). */
+  ping(): Promise<void>;
 }
 
 /** Local paths and scratch files under DATA_DIR, shared by both stores. */
@@ -96,6 +98,12 @@ export abstract class LocalArea {
     }
   }
 
+  /** DATA_DIR is writable: for fs the store itself, for s3 its scratch space. */
+  protected async localWritable(): Promise<void> {
+    await fs.mkdir(this.root, { recursive: true });
+    await fs.access(this.root, fs.constants.W_OK);
+  }
+
   protected localExists(key: string): Promise<boolean> {
     return fs.access(this.pathOf(key)).then(
       () => true,
@@ -134,5 +142,9 @@ export class FsArtifactStore extends LocalArea implements ArtifactStore {
 
   async downloadUrl(): Promise<string | undefined> {
     return undefined;
+  }
+
+  ping(): Promise<void> {
+    return this.localWritable();
   }
 }

@@ -12,6 +12,7 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -226,9 +227,10 @@ export class S3ArtifactStore extends LocalArea implements ArtifactStore {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: objectKey }));
   }
 
-  /** For readiness checks: the bucket answers. */
+  /** For readiness: the bucket answers within 2 s, and DATA_DIR (scratch and cache) is writable. */
   async ping(): Promise<void> {
-    await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+    await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: AbortSignal.timeout(2000) });
+    await this.localWritable();
   }
 
   close(): void {

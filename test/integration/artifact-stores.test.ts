@@ -13,7 +13,11 @@ import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { packAdapterFolder } from "../../services/common/adapter-archive.ts";
 import { FsArtifactStore, type ArtifactStore } from "../../services/common/artifacts.ts";
 import { createLogger } from "../../services/common/logger.ts";
-import type { S3ArtifactStore } from "../../services/common/s3-artifacts.ts";
+import { S3ArtifactStore } from "../../services/common/s3-artifacts.ts";
+import Fastify from "fastify";
+import { healthRoutes } from "../../services/api/routes/health.ts";
+import { errorsPlugin } from "../../services/api/plugins/errors.ts";
+import { freePort } from "../helpers/redis-server.ts";
 import { LocalCache } from "../../services/worker/local-cache.ts";
 import { TestS3 } from "../helpers/s3-server.ts";
 
@@ -118,7 +122,26 @@ for (const kind of ["fs", "s3"] as const) {
       assert.deepEqual(packed.files.map((file) => file.name), ["adapter_config.json", "adapter_model.safetensors"]);
     });
 
+    it("answers readiness pings", async () => {
+      await writer.ping();
+      await reader.ping();
+    });
+
     if (kind === "s3") {
+      it("fails the readiness ping, and /readyz names the artifact store, when the bucket does not answer", async () => {
+        const gone = new S3ArtifactStore(path.join(root, "c"), { bucket: "no-such-server", prefix: "", endpoint: `http://127.0.0.1:${await freePort()}`, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "x", secretAccessKey: "y" } });
+        await assert.rejects(gone.ping());
+        const app = Fastify();
+        await app.register(errorsPlugin);
+        await app.register(healthRoutes, { prisma: {} as never, redis: { status: "end" } as never, store: gone, backend: () => undefined });
+        const ready = await app.inject({ method: "GET", url: "/readyz" });
+        await app.close();
+        gone.close();
+        assert.equal(ready.statusCode, 503);
+        assert.equal(ready.json().checks.artifacts.ok, false);
+        assert.match(ready.json().error.message, /artifacts/);
+      });
+
       it("does not show a folder whose files are uploaded but whose manifest is not yet written", async () => {
         const client = (writer as S3ArtifactStore).client;
         await client.send(new PutObjectCommand({ Bucket: s3!.bucket, Key: "artifacts/jobs/j2/checkpoints/step-4/adapter_model.safetensors", Body: "half" }));

@@ -65,7 +65,7 @@ describe("health and readiness", () => {
     const response = await request(app.server).get("/readyz").expect(200);
     assert.equal(response.body.status, "ready");
     assert.equal(response.body.backend, "cpu");
-    assert.deepEqual(response.body.checks, { postgres: { ok: true }, redis: { ok: true } });
+    assert.deepEqual(response.body.checks, { postgres: { ok: true }, redis: { ok: true }, artifacts: { ok: true } });
   });
 
   it("answers 503 naming Redis while Redis is down, and recovers by itself", async () => {
