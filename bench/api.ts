@@ -11,7 +11,7 @@ import fs from "node:fs/promises";
 import { parseArgs } from "node:util";
 import Fastify from "fastify";
 import { buildApp } from "../services/api/app.ts";
-import { ArtifactStore } from "../services/common/artifacts.ts";
+import { FsArtifactStore } from "../services/common/artifacts.ts";
 import { createApiKey } from "../services/common/auth.ts";
 import { loadConfig } from "../services/common/config.ts";
 import { createLogger } from "../services/common/logger.ts";
@@ -71,7 +71,7 @@ const config = loadConfig({
 const logger = createLogger("silent", "bench");
 const redis = createRedis(config.redisUrl);
 const queue = createFineTuneQueue(redis, testQueuePrefix("bench"));
-const app = await buildApp({ config, logger, prisma: db.prisma, outages: db.outages, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => undefined });
+const app = await buildApp({ config, logger, prisma: db.prisma, outages: db.outages, redis, queue, store: new FsArtifactStore(config.dataDir), backend: () => undefined });
 const bare = Fastify();
 bare.get("/bare", async () => ({ status: "queued", id: "00000000-0000-4000-8000-000000000000" }));
 

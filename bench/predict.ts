@@ -12,7 +12,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { packAdapterFolder } from "../services/common/adapter-archive.ts";
 import { buildApp } from "../services/api/app.ts";
-import { ArtifactStore } from "../services/common/artifacts.ts";
+import { FsArtifactStore } from "../services/common/artifacts.ts";
 import { createApiKey } from "../services/common/auth.ts";
 import { loadConfig } from "../services/common/config.ts";
 import { createLogger } from "../services/common/logger.ts";
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   await fs.cp(fixtureModel("distilbert-cls"), path.join(modelsDir, "tiny-distilbert"), { recursive: true });
   const db = await createTestDatabase("bench_predict");
   const config = loadConfig({ DATABASE_URL: db.url, LOG_LEVEL: "silent", MODELS_DIR: modelsDir, DATA_DIR: path.join(root, "data"), RATE_LIMIT_PER_MINUTE: "10000000", TRAINER_BACKEND: backend.name });
-  const store = new ArtifactStore(config.dataDir);
+  const store = new FsArtifactStore(config.dataDir);
   const redis = createRedis(TEST_REDIS_URL);
   redis.on("error", () => {});
   const queue = createFineTuneQueue(redis, testQueuePrefix("bench"));

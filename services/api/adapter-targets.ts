@@ -35,6 +35,8 @@ export class AdapterTargets {
     if (!target || target.tenantId !== tenantId) throw notFound("adapter", id);
     if (target.task !== task) throw new AppError(422, "unsupported_task", `adapter ${id} is for ${target.task}; ${route} serves ${task} adapters`);
     if (!(await this.store.exists(target.storageKey))) throw new AppError(404, "not_found", `the files of adapter ${id} are gone`);
+    // The serving routes read the folder locally: with the s3 store, fetch its copy once.
+    await this.store.fetch(target.storageKey);
     if (!target.modelPath) throw new AppError(422, "base_model_unusable", `base model ${target.baseModelId} of adapter ${id} is not registered`);
     return { ...target, modelPath: target.modelPath };
   }

@@ -8,6 +8,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
 import { CANONICAL_UUID } from "../common/db.ts";
 import { ModelRegistry } from "../common/models.ts";
+import { RedisRateLimiter } from "../common/rate-limiter.ts";
 import { AdapterTargets } from "./adapter-targets.ts";
 import type { AppDeps } from "./deps.ts";
 import { JobSql } from "./job-sql.ts";
@@ -69,23 +70,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(metricsPlugin, { prisma, queue });
-  await app.register(healthRoutes, { prisma, redis: deps.redis, backend: deps.backend });
+  await app.register(healthRoutes, { prisma, redis: deps.redis, store, backend: deps.backend });
 
   // Objects several route plugins share, or that must close with the app.
   const models = new ModelRegistry(prisma, config.modelsDir, deps.logger);
+  // Both shared through Redis, so that every replica sees the same keys and counts one limit.
+  const resolver = new ApiKeyResolver(prisma, config.authCacheTtlMs, undefined, { redis: deps.redis, prefix: config.queuePrefix });
+  const limiter = new RedisRateLimiter(deps.redis, config.queuePrefix, config.rateLimitPerMinute, 60_000, deps.logger);
   const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
   const adapterTargets = new AdapterTargets(prisma, store);
 
   // Everything under /v1 needs an API key, and counts against that key's rate limit.
   await app.register(async (v1) => {
-    await v1.register(apiKeyAuth, { resolver: new ApiKeyResolver(prisma, config.authCacheTtlMs) });
-    await v1.register(rateLimitPerKey, { maxPerMinute: config.rateLimitPerMinute });
+    await v1.register(apiKeyAuth, { resolver });
+    await v1.register(rateLimitPerKey, { limiter });
     await v1.register(datasetRoutes, { prisma, store, config });
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
     await v1.register(eventRoutes, { prisma, config });
-    await v1.register(adapterRoutes, { prisma, store });
+    await v1.register(adapterRoutes, { prisma, store, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
     await v1.register(generateRoutes, { store, config, adapterTargets });
   });

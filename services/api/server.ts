@@ -1,5 +1,5 @@
 // The API process: validated config, connections, the Fastify app, graceful shutdown.
-import { ArtifactStore } from "../common/artifacts.ts";
+import { openArtifactStore } from "../common/artifact-store.ts";
 import { loadConfigOrExit } from "../common/config.ts";
 import { createPrisma, OutageLog } from "../common/db.ts";
 import { createLogger } from "../common/logger.ts";
@@ -22,7 +22,7 @@ initBackend(config.trainerBackend, { log: logger, blasAddonPath: config.trainerB
   (error) => logger.error({ err: error }, "no tensorflow.js backend could be initialised"),
 );
 
-const app = await buildApp({ config, logger, prisma, outages, redis, queue, store: new ArtifactStore(config.dataDir), backend: () => backend });
+const app = await buildApp({ config, logger, prisma, outages, redis, queue, store: openArtifactStore(config), backend: () => backend });
 await app.listen({ host: config.host, port: config.port });
 
 onShutdownSignal(logger, config.shutdownTimeoutMs, async () => {

@@ -35,9 +35,9 @@ async function sha256OfFile(file: string): Promise<string> {
   return hash.digest("hex");
 }
 
-/** Packs the flat PEFT folder at `storageKey` into `${storageKey}.tar.gz`. */
+/** Packs the flat PEFT folder at `storageKey` into `${storageKey}.tar.gz` (from its local copy, fetched if needed). */
 export async function packAdapterFolder(store: ArtifactStore, storageKey: string): Promise<PackedAdapter> {
-  const folder = store.pathOf(storageKey);
+  const folder = await store.fetch(storageKey);
   const entries = await fs.readdir(folder, { withFileTypes: true });
   const names = entries.filter((entry) => entry.isFile()).map((entry) => entry.name).sort();
   const files: AdapterFile[] = [];

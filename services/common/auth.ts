@@ -1,7 +1,9 @@
 // API keys: random secrets shown once, stored only as sha256, each bound to a tenant.
 // Used by the API (authentication, bootstrap key) and by the keys CLI.
 import { createHash, randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
 import { CANONICAL_UUID, type PrismaClient } from "./db.ts";
+import { withRedisTimeout } from "./queue.ts";
 
 export const DEFAULT_TENANT = "default";
 const KEY_PREFIX = "lora_";
@@ -78,10 +80,21 @@ export interface Principal {
   tenantId: string;
 }
 
+/** A cache of resolved keys in Redis, shared by every API replica; entries carry their expiry. */
+export interface SharedKeyCache {
+  redis: Redis;
+  /** Namespaces the entries (the queue prefix). */
+  prefix: string;
+}
+
+const SHARED_CACHE_TIMEOUT_MS = 250;
+
 /**
  * Resolves bearer keys to tenants with a short-lived cache, so a busy client costs one
  * query per TTL rather than one per request. A revocation takes effect within the TTL.
- * The cache is keyed by the key itself: a hit costs a map lookup, not a sha256.
+ * The local cache is keyed by the key itself: a hit costs a map lookup, not a sha256. With a
+ * shared cache, a replica that has not seen a key asks Redis (by the key's sha256) before
+ * Postgres; a Redis that is down or slow is skipped.
  */
 export class ApiKeyResolver {
   private readonly cache = new Map<string, { principal: Principal; expiresAt: number }>();
@@ -92,6 +105,7 @@ export class ApiKeyResolver {
     private readonly prisma: PrismaClient,
     private readonly ttlMs: number,
     private readonly touchEveryMs = 60_000,
+    private readonly shared?: SharedKeyCache,
   ) {}
 
   /** The principal of a key resolved within the TTL, without touching the database. */
@@ -114,15 +128,32 @@ export class ApiKeyResolver {
 
   private async lookUp(key: string): Promise<Principal | undefined> {
     const now = Date.now();
-    const row = await this.prisma.apiKey.findUnique({ where: { keyHash: hashApiKey(key) }, select: { id: true, tenantId: true, revokedAt: true } });
+    const keyHash = hashApiKey(key);
+    const sharedKey = this.shared && this.ttlMs > 0 ? `${this.shared.prefix}:apikey:${keyHash}` : undefined;
+    if (sharedKey) {
+      const entry = await this.sharedCall(() => this.shared!.redis.get(sharedKey));
+      const parsed = entry ? (JSON.parse(entry) as Principal & { expiresAt: number }) : undefined;
+      if (parsed && parsed.expiresAt > now) {
+        const principal = { keyId: parsed.keyId, tenantId: parsed.tenantId };
+        this.cache.set(key, { principal, expiresAt: parsed.expiresAt });
+        return principal;
+      }
+    }
+    const row = await this.prisma.apiKey.findUnique({ where: { keyHash }, select: { id: true, tenantId: true, revokedAt: true } });
     if (!row || row.revokedAt) {
       this.cache.delete(key);
       return undefined;
     }
     const principal = { keyId: row.id, tenantId: row.tenantId };
-    if (this.ttlMs > 0) this.cache.set(key, { principal, expiresAt: now + this.ttlMs });
+    const expiresAt = now + this.ttlMs;
+    if (this.ttlMs > 0) this.cache.set(key, { principal, expiresAt });
+    if (sharedKey) void this.sharedCall(() => this.shared!.redis.set(sharedKey, JSON.stringify({ ...principal, expiresAt }), "PX", this.ttlMs));
     this.touch(row.id, now);
     return principal;
+  }
+
+  private sharedCall<T>(call: () => Promise<T>): Promise<T | undefined> {
+    return withRedisTimeout(call(), SHARED_CACHE_TIMEOUT_MS, "the API key cache").catch(() => undefined);
   }
 
   // lastUsedAt is advisory: written at most once a minute per key, off the request path.

@@ -40,6 +40,17 @@ export interface Config {
   sseHeartbeatMs: number;
   predictModelCacheSize: number;
   predictMaxBatch: number;
+  /** Where artifacts live: DATA_DIR (fs) or an S3-compatible bucket (s3), DATA_DIR then being a local cache. */
+  artifactStore: "fs" | "s3";
+  s3Bucket: string;
+  s3Prefix: string;
+  s3Endpoint: string | undefined;
+  s3Region: string;
+  s3ForcePathStyle: boolean;
+  /** How adapter archives are downloaded from S3: streamed through the API, or a redirect to a presigned URL. */
+  artifactDownload: "stream" | "redirect";
+  /** Bytes of datasets a worker keeps in its local cache before evicting the least recently used. */
+  workerCacheMaxBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -93,6 +104,34 @@ function optionalPath(env: Env, name: string): string | undefined {
   return value === undefined || value === "" ? undefined : path.resolve(value);
 }
 
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = text(env, name, String(fallback)).toLowerCase();
+  if (raw === "true" || raw === "1") return true;
+  if (raw === "false" || raw === "0") return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function optionalUrl(env: Env, name: string, protocols: string[]): string | undefined {
+  return env[name] ? url(env, name, "", protocols) : undefined;
+}
+
+/** Required with ARTIFACT_STORE=s3; S3's naming rules (3-63 lowercase letters, digits, dots, hyphens). */
+function s3Bucket(env: Env): string {
+  const bucket = text(env, "S3_BUCKET", "");
+  if (bucket === "") {
+    if (env.ARTIFACT_STORE === "s3") throw new ConfigError("S3_BUCKET", "is required when ARTIFACT_STORE=s3");
+    return "";
+  }
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new ConfigError("S3_BUCKET", `is not a valid bucket name: "${bucket}"`);
+  return bucket;
+}
+
+function s3Prefix(env: Env): string {
+  const prefix = text(env, "S3_PREFIX", "");
+  if (prefix.startsWith("/") || prefix.split("/").includes("..")) throw new ConfigError("S3_PREFIX", `must be a relative key prefix, got "${prefix}"`);
+  return prefix;
+}
+
 function bootstrapKey(env: Env): string | undefined {
   const key = env.BOOTSTRAP_API_KEY;
   if (key === undefined || key === "") return undefined;
@@ -131,6 +170,14 @@ export function loadConfig(env: Env = process.env): Config {
     sseHeartbeatMs: integer(env, "SSE_HEARTBEAT_MS", 15_000, 10, 600_000),
     predictModelCacheSize: integer(env, "PREDICT_MODEL_CACHE_SIZE", 2, 1, 64),
     predictMaxBatch: integer(env, "PREDICT_MAX_BATCH", 64, 1, 4096),
+    artifactStore: oneOf(env, "ARTIFACT_STORE", ["fs", "s3"] as const, "fs"),
+    s3Bucket: s3Bucket(env),
+    s3Prefix: s3Prefix(env),
+    s3Endpoint: optionalUrl(env, "S3_ENDPOINT", ["http:", "https:"]),
+    s3Region: text(env, "S3_REGION", "us-east-1"),
+    s3ForcePathStyle: boolean(env, "S3_FORCE_PATH_STYLE", false),
+    artifactDownload: oneOf(env, "ARTIFACT_DOWNLOAD", ["stream", "redirect"] as const, "stream"),
+    workerCacheMaxBytes: integer(env, "WORKER_CACHE_MAX_BYTES", 10 * 1024 * megabyte, megabyte, 2 ** 50),
   };
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from "../common/logger.ts";
 import { createFineTuneQueue, createRedis, FINE_TUNE_QUEUE, type FineTunePayload } from "../common/queue.ts";
 import { reconcileQueue } from "../common/reconcile.ts";
 import { JobRunner } from "./job-runner.ts";
+import type { LocalCache } from "./local-cache.ts";
 import { Sandbox } from "./sandbox.ts";
 import type { WorkerSettings } from "./settings.ts";
 
@@ -18,6 +19,7 @@ export interface FineTuneWorkerDeps {
   prisma: PrismaClient;
   store: ArtifactStore;
   outages: OutageLog;
+  cache?: LocalCache;
 }
 
 export class FineTuneWorker {

@@ -1,7 +1,9 @@
 // Where a job's state and artifacts are written: the Postgres rows of a run (claim, events,
-// progress, checkpoints, the terminal outcome) and the storage layout under DATA_DIR. Every
-// terminal write is one transaction and safe to repeat, so a write retried after a dropped
-// connection never applies twice.
+// progress, checkpoints, the terminal outcome) and the storage layout in the artifact store.
+// The engine only sees local folders: a checkpoint is published to the store before its row is
+// written, the newest recorded one is fetched before a resume, and the adapter is committed
+// from its local folder. Every terminal write is one transaction and safe to repeat, so a
+// write retried after a dropped connection never applies twice.
 import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -11,6 +13,7 @@ import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
 import type { EvaluationReport, TrainResult } from "../trainer/index.ts";
+import type { CachedCopy, LocalCache } from "./local-cache.ts";
 
 export type EventLevel = "debug" | "info" | "warn" | "error";
 
@@ -36,11 +39,15 @@ export type JobWithInputs = Prisma.JobGetPayload<{ include: typeof JOB_INPUTS }>
 
 /** The Postgres rows and stored files of one job, as one run of it sees them. */
 export class JobRecords {
+  /** Local dataset copies this run holds in the worker's cache. */
+  private readonly held: CachedCopy[] = [];
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly store: ArtifactStore,
     readonly jobId: string,
     private readonly workerId: string,
+    private readonly cache?: LocalCache,
   ) {}
 
   async load(): Promise<JobWithInputs | null> {
@@ -65,13 +72,17 @@ export class JobRecords {
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
     const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
     for (const row of rows) {
-      if (await this.store.exists(row.storageKey)) return { step: row.step, dir: this.store.pathOf(row.storageKey) };
+      if (await this.store.exists(row.storageKey)) return { step: row.step, dir: await this.store.fetch(row.storageKey) };
     }
     return undefined;
   }
 
-  datasetPath(storageKey: string): string {
-    return this.store.pathOf(storageKey);
+  /** A local copy of the dataset, held in the worker's cache until `removeLocalCopies`. */
+  async datasetPath(storageKey: string): Promise<string> {
+    if (!this.cache) return this.store.fetch(storageKey);
+    const copy = await this.cache.acquire(storageKey);
+    this.held.push(copy);
+    return copy.path;
   }
 
   checkpointDir(): string {
@@ -82,8 +93,11 @@ export class JobRecords {
     return this.store.scratchPath(`adapter-${this.jobId}`);
   }
 
-  async removeScratch(dir: string): Promise<void> {
-    await fs.rm(dir, { recursive: true, force: true });
+  /** After a run: its scratch folder, its local checkpoint copies (when the store keeps them elsewhere), its hold on cached datasets. */
+  async removeLocalCopies(scratch: string): Promise<void> {
+    await fs.rm(scratch, { recursive: true, force: true });
+    await this.store.dropLocal(jobFolder(this.jobId));
+    for (const copy of this.held.splice(0)) copy.release();
   }
 
   async event(level: EventLevel, type: string, message: string, data?: object): Promise<void> {
@@ -107,6 +121,8 @@ export class JobRecords {
   async checkpoint(step: number, dir: string): Promise<void> {
     const storageKey = path.relative(this.store.root, dir).split(path.sep).join("/");
     const sizeBytes = BigInt(await folderSize(dir));
+    // In the store before Postgres points at it, so whichever worker resumes finds it whole.
+    await this.store.publish(storageKey);
     await this.prisma.$transaction([
       this.prisma.checkpoint.upsert({
         where: { jobId_step: { jobId: this.jobId, step } },
@@ -122,12 +138,14 @@ export class JobRecords {
     const adapterId = randomUUID();
     const storageKey = adapterKey(adapterId);
     const peftConfig = JSON.parse(await fs.readFile(path.join(outDir, "adapter_config.json"), "utf8")) as StoredAdapter["peftConfig"];
-    await this.store.commit(outDir, storageKey);
+    await this.store.commit(outDir, storageKey, { keepLocal: true });
     try {
       return { adapterId, storageKey, packed: await packAdapterFolder(this.store, storageKey), peftConfig };
     } catch (error) {
       await this.discardAdapter({ storageKey });
       throw error;
+    } finally {
+      await this.store.dropLocal(storageKey);
     }
   }
 

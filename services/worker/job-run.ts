@@ -24,7 +24,7 @@ export type StopReason = "cancel" | "timeout" | "shutdown" | "lease_lost";
 export type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs: number };
 export type RunRecords = Pick<
   JobRecords,
-  | "jobId" | "load" | "claim" | "cancelRequested" | "newestCheckpoint" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeScratch" | "event"
+  | "jobId" | "load" | "claim" | "cancelRequested" | "newestCheckpoint" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
   | "storeAdapter" | "discardAdapter" | "succeed" | "cancel" | "fail" | "requeueFailedAttempt" | "handBack"
 >;
 export type RunSandbox = Pick<Sandbox, "run" | "requestStop" | "clearStop" | "terminate">;
@@ -114,10 +114,19 @@ export class JobRun {
     this.logger.info({ jobId: this.jobId, attempt, resumeFromStep: resume?.step }, "training started");
 
     const outDir = await this.records.scratchFolder();
+    let trainFile: string;
+    let validationFile: string | undefined;
+    try {
+      trainFile = await this.records.datasetPath(job.trainDataset.storageKey);
+      validationFile = job.validationDataset ? await this.records.datasetPath(job.validationDataset.storageKey) : undefined;
+    } catch (error) {
+      await this.records.removeLocalCopies(outDir);
+      throw error;
+    }
     const options: TrainOptions = {
       modelDir: job.baseModel.path,
-      trainFile: this.records.datasetPath(job.trainDataset.storageKey),
-      validationFile: job.validationDataset ? this.records.datasetPath(job.validationDataset.storageKey) : undefined,
+      trainFile,
+      validationFile,
       validationSplit: job.validationSplit ?? undefined,
       outDir,
       lora: job.loraConfig as unknown as LoraOptions,
@@ -151,7 +160,7 @@ export class JobRun {
       clearInterval(cancelWatch);
       // The sandbox has stopped: no reason left to end its thread by force.
       clearTimeout(this.forceTimer);
-      await this.records.removeScratch(options.outDir);
+      await this.records.removeLocalCopies(options.outDir);
     }
   }
 

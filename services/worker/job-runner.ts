@@ -10,6 +10,7 @@ import { Durable, type RetryPolicy } from "./durable.ts";
 import { JobRecords } from "./job-records.ts";
 import { JobRun, LEASE_BUSY_RETRY_MS, RETRY_BACKOFF_MS, type RunOutcome } from "./job-run.ts";
 import { JobLease } from "./lease.ts";
+import type { LocalCache } from "./local-cache.ts";
 import { ProgressReporter } from "./progress-reporter.ts";
 import type { Sandbox } from "./sandbox.ts";
 import type { WorkerSettings } from "./settings.ts";
@@ -24,6 +25,8 @@ export interface RunnerDeps {
   store: ArtifactStore;
   outages: OutageLog;
   databaseRetry?: RetryPolicy;
+  /** The worker's bounded local copies of datasets. */
+  cache?: LocalCache;
 }
 
 export class JobRunner {
@@ -67,7 +70,7 @@ export class JobRunner {
       logger.info({ jobId }, "job is being run elsewhere; looking again later");
       return { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS };
     }
-    const records = new JobRecords(prisma, store, jobId, settings.workerId);
+    const records = new JobRecords(prisma, store, jobId, settings.workerId, this.deps.cache);
     const reportTo = (progress: object) => queueJob.updateProgress(progress);
     const reporter = new ProgressReporter(records, this.durable, outages, logger.child({ jobId }), STEP_REPORT_INTERVAL_MS, reportTo, () => this.shuttingDown);
     const run = new JobRun(records, sandbox, reporter, this.durable, settings, logger);

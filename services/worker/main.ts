@@ -1,11 +1,13 @@
 // The worker process: `npm run worker`. Several of these, on several machines, share one
-// Postgres, one Redis and one DATA_DIR.
-import { ArtifactStore } from "../common/artifacts.ts";
+// Postgres, one Redis and one artifact store (a shared DATA_DIR, or an S3 bucket and then
+// each its own DATA_DIR as a local cache).
+import { openArtifactStore } from "../common/artifact-store.ts";
 import { ConfigError } from "../common/config.ts";
 import { createPrisma, OutageLog } from "../common/db.ts";
 import { createLogger } from "../common/logger.ts";
 import { onShutdownSignal } from "../common/shutdown.ts";
 import { FineTuneWorker } from "./fine-tune-worker.ts";
+import { LocalCache } from "./local-cache.ts";
 import { loadWorkerSettings, type WorkerSettings } from "./settings.ts";
 
 let settings: WorkerSettings;
@@ -19,7 +21,9 @@ try {
 const logger = createLogger(settings.logLevel, "worker").child({ workerId: settings.workerId });
 const outages = new OutageLog(logger);
 const prisma = createPrisma(settings.databaseUrl, outages);
-const worker = new FineTuneWorker({ settings, logger, prisma, outages, store: new ArtifactStore(settings.dataDir) });
+const store = openArtifactStore(settings);
+const cache = new LocalCache(store, settings.workerCacheMaxBytes, logger);
+const worker = new FineTuneWorker({ settings, logger, prisma, outages, store, cache });
 onShutdownSignal(logger, settings.shutdownTimeoutMs, async () => {
   await worker.stop();
   await prisma.$disconnect();

@@ -8,11 +8,12 @@ import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { buildApp } from "../../services/api/app.ts";
-import { ArtifactStore } from "../../services/common/artifacts.ts";
+import { FsArtifactStore, type ArtifactStore } from "../../services/common/artifacts.ts";
 import { createApiKey } from "../../services/common/auth.ts";
 import { loadConfig, type Config } from "../../services/common/config.ts";
 import { createLogger } from "../../services/common/logger.ts";
 import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
+import type { TestS3 } from "./s3-server.ts";
 import { createTestDatabase, TEST_REDIS_URL, testQueuePrefix, type TestDatabase } from "./services.ts";
 
 export interface TestApi {
@@ -46,7 +47,8 @@ export async function writeModels(modelsDir: string): Promise<void> {
   await fs.mkdir(path.join(modelsDir, "not-a-model"), { recursive: true });
 }
 
-export async function startTestApi(label: string, env: Record<string, string> = {}, redisUrl = TEST_REDIS_URL): Promise<TestApi> {
+/** With `s3`, artifacts go to its bucket and DATA_DIR is only this API's cache. */
+export async function startTestApi(label: string, env: Record<string, string> = {}, redisUrl = TEST_REDIS_URL, s3?: TestS3): Promise<TestApi> {
   const db = await createTestDatabase(label);
   const root = await fs.mkdtemp(path.join(os.tmpdir(), `lora-${label}-`));
   const modelsDir = path.join(root, "models");
@@ -58,13 +60,15 @@ export async function startTestApi(label: string, env: Record<string, string> = 
     MODELS_DIR: modelsDir,
     DATA_DIR: path.join(root, "data"),
     ENQUEUE_TIMEOUT_MS: "500",
+    QUEUE_PREFIX: testQueuePrefix(label),
+    ...s3?.env(),
     ...env,
   });
   const redis = createRedis(redisUrl);
   redis.on("error", () => {});
-  const queue = createFineTuneQueue(redis, testQueuePrefix(label));
+  const queue = createFineTuneQueue(redis, config.queuePrefix);
   queue.on("error", () => {});
-  const store = new ArtifactStore(config.dataDir);
+  const store: ArtifactStore = s3 ? s3.store(config.dataDir) : new FsArtifactStore(config.dataDir);
   const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
   const serverErrors: string[] = [];
   app.addHook("onResponse", async (request, reply) => {

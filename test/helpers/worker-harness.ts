@@ -11,7 +11,7 @@ import path from "node:path";
 import type { Queue } from "bullmq";
 import pg from "pg";
 import type { Redis } from "ioredis";
-import { ArtifactStore } from "../../services/common/artifacts.ts";
+import { FsArtifactStore, type ArtifactStore } from "../../services/common/artifacts.ts";
 import type { PrismaClient } from "../../services/common/db.ts";
 import type { Job } from "../../services/common/generated/prisma/client.ts";
 import { createFineTuneQueue, createRedis, enqueueFineTune, type FineTunePayload } from "../../services/common/queue.ts";
@@ -192,7 +192,7 @@ export async function createWorkerSuite(label: string): Promise<WorkerSuite> {
     db,
     redis,
     queue,
-    store: new ArtifactStore(dataDir),
+    store: new FsArtifactStore(dataDir),
     fixture,
     startWorker: (env = {}) => {
       const worker = ServiceProcess.worker({ ...suiteEnv, ...env });

@@ -9,6 +9,7 @@ import request from "supertest";
 import tar from "tar-stream";
 import { archiveKeyOf, packAdapterFolder } from "../../services/common/adapter-archive.ts";
 import { classificationRecords, jsonl, startTestApi, type TestApi } from "../helpers/api.ts";
+import { TestS3 } from "../helpers/s3-server.ts";
 
 const binaryParser = (response: request.Response, callback: (error: Error | null, body: Buffer) => void) => {
   const chunks: Buffer[] = [];
@@ -33,8 +34,11 @@ async function untar(archive: Buffer): Promise<Record<string, Buffer>> {
   return files;
 }
 
-describe("adapters API", () => {
+// Run against both artifact stores: DATA_DIR, and an S3 bucket on a real S3-protocol server.
+for (const kind of ["fs", "s3"] as const) {
+describe(`adapters API (${kind} store)`, () => {
   let api: TestApi;
+  let s3: TestS3 | undefined;
   let adapterId: string;
   let storageKey: string;
   const folder: Record<string, Buffer> = {
@@ -51,6 +55,7 @@ describe("adapters API", () => {
     const key = `adapters/${job.id}`;
     await fs.mkdir(api.store.pathOf(key), { recursive: true });
     for (const [name, bytes] of Object.entries(folder)) await fs.writeFile(path.join(api.store.pathOf(key), name), bytes);
+    await api.store.publish(key);
     const packed = await packAdapterFolder(api.store, key);
     const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: job.id } });
     const adapter = await api.db.prisma.adapter.create({
@@ -74,10 +79,14 @@ describe("adapters API", () => {
   }
 
   before(async () => {
-    api = await startTestApi("adapters");
+    if (kind === "s3") s3 = await TestS3.start("adapters");
+    api = await startTestApi(`adapters_${kind}`, {}, undefined, s3);
     ({ id: adapterId, storageKey } = await createAdapter(api.keys.a));
   });
-  after(async () => api.close());
+  after(async () => {
+    await api.close();
+    await s3?.stop();
+  });
 
   it("lists and gets adapters, and the job points at its adapter", async () => {
     const list = (await get("/v1/adapters").expect(200)).body;
@@ -114,6 +123,7 @@ describe("adapters API", () => {
   it("rebuilds a missing archive byte for byte", async () => {
     const before = (await get(`/v1/adapters/${adapterId}/download`).buffer(true).parse(binaryParser).expect(200)).body as Buffer;
     await api.store.remove(archiveKeyOf(storageKey));
+    await api.store.dropLocal(storageKey);
     const after = await get(`/v1/adapters/${adapterId}/download`).buffer(true).parse(binaryParser).expect(200);
     assert.deepEqual(after.body, before);
     assert.equal(after.headers.etag, `"${createHash("sha256").update(before).digest("hex")}"`);
@@ -129,8 +139,10 @@ describe("adapters API", () => {
     assert.equal(weights.headers.etag, etag);
     await get(`/v1/adapters/${adapterId}/files/adapter_model.safetensors`).set("if-none-match", etag).expect(304);
     await fs.writeFile(path.join(api.store.pathOf(storageKey), "secret.txt"), "not in the manifest");
+    await api.store.publish(storageKey);
     await get(`/v1/adapters/${adapterId}/files/secret.txt`).expect(404);
     await get(`/v1/adapters/${adapterId}/files/..%2F..%2Fetc%2Fpasswd`).expect(404);
     await get(`/v1/adapters/${adapterId}/files/adapter_config.json`, api.keys.b).expect(404);
   });
 });
+}

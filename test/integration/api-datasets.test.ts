@@ -3,9 +3,13 @@ import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
 import { classificationRecords, jsonl, startTestApi, type TestApi } from "../helpers/api.ts";
+import { TestS3 } from "../helpers/s3-server.ts";
 
-describe("datasets API", () => {
+// Run against both artifact stores: DATA_DIR, and an S3 bucket on a real S3-protocol server.
+for (const kind of ["fs", "s3"] as const) {
+describe(`datasets API (${kind} store)`, () => {
   let api: TestApi;
+  let s3: TestS3 | undefined;
   const upload = (body: Buffer, fields: Record<string, string> = {}, key?: string) => {
     const call = request(api.app.server).post("/v1/datasets").set("authorization", key ?? api.keys.a);
     for (const [name, value] of Object.entries(fields)) call.field(name, value);
@@ -13,9 +17,13 @@ describe("datasets API", () => {
   };
 
   before(async () => {
-    api = await startTestApi("datasets", { MAX_UPLOAD_BYTES: String(12 * 1024 * 1024), MAX_DATASET_LINE_BYTES: String(64 * 1024) });
+    if (kind === "s3") s3 = await TestS3.start("datasets");
+    api = await startTestApi(`datasets_${kind}`, { MAX_UPLOAD_BYTES: String(12 * 1024 * 1024), MAX_DATASET_LINE_BYTES: String(64 * 1024) }, undefined, s3);
   });
-  after(async () => api.close());
+  after(async () => {
+    await api.close();
+    await s3?.stop();
+  });
 
   it("stores a classification file content-addressed with rows, format and stats", async () => {
     const body = jsonl(classificationRecords(30));
@@ -183,3 +191,4 @@ describe("datasets API", () => {
     assert.equal(finished.body.trainDatasetId, second.id, "finished jobs keep their history");
   });
 });
+}

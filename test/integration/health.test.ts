@@ -4,7 +4,7 @@ import request from "supertest";
 import type { FastifyInstance } from "fastify";
 import { Redis } from "ioredis";
 import { buildApp } from "../../services/api/app.ts";
-import { ArtifactStore } from "../../services/common/artifacts.ts";
+import { FsArtifactStore } from "../../services/common/artifacts.ts";
 import { loadConfig } from "../../services/common/config.ts";
 import { createPrisma, OutageLog } from "../../services/common/db.ts";
 import { createLogger } from "../../services/common/logger.ts";
@@ -41,7 +41,7 @@ describe("health and readiness", () => {
       outages: db.outages,
       redis,
       queue: createFineTuneQueue(redis, testQueuePrefix("health")),
-      store: new ArtifactStore("/tmp/lora-test-health"),
+      store: new FsArtifactStore("/tmp/lora-test-health"),
       backend: () => ({ name: "cpu", notes: [] }),
     });
     await app.ready();
@@ -65,7 +65,7 @@ describe("health and readiness", () => {
     const response = await request(app.server).get("/readyz").expect(200);
     assert.equal(response.body.status, "ready");
     assert.equal(response.body.backend, "cpu");
-    assert.deepEqual(response.body.checks, { postgres: { ok: true }, redis: { ok: true } });
+    assert.deepEqual(response.body.checks, { postgres: { ok: true }, redis: { ok: true }, artifacts: { ok: true } });
   });
 
   it("answers 503 naming Redis while Redis is down, and recovers by itself", async () => {
@@ -91,7 +91,7 @@ describe("health and readiness", () => {
       outages,
       redis,
       queue: createFineTuneQueue(redis, testQueuePrefix("health_offline")),
-      store: new ArtifactStore("/tmp/lora-test-health"),
+      store: new FsArtifactStore("/tmp/lora-test-health"),
       backend: () => undefined,
     });
     await offline.ready();

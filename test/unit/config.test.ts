@@ -22,6 +22,13 @@ describe("configuration", () => {
     ["TRAINER_BACKEND", "gpu", /TRAINER_BACKEND must be one of auto, tensorflow, wasm-blas, wasm, cpu/],
     ["LOG_LEVEL", "loud", /LOG_LEVEL must be one of/],
     ["MAX_UPLOAD_BYTES", "0", /MAX_UPLOAD_BYTES must be between/],
+    ["ARTIFACT_STORE", "nfs", /ARTIFACT_STORE must be one of fs, s3/],
+    ["S3_BUCKET", "No_Such", /S3_BUCKET is not a valid bucket name/],
+    ["S3_PREFIX", "/abs", /S3_PREFIX must be a relative key prefix/],
+    ["S3_ENDPOINT", "ftp://x", /S3_ENDPOINT must use http: or https:/],
+    ["S3_FORCE_PATH_STYLE", "yes", /S3_FORCE_PATH_STYLE must be true or false/],
+    ["ARTIFACT_DOWNLOAD", "proxy", /ARTIFACT_DOWNLOAD must be one of stream, redirect/],
+    ["WORKER_CACHE_MAX_BYTES", "10", /WORKER_CACHE_MAX_BYTES must be between/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {
@@ -32,6 +39,18 @@ describe("configuration", () => {
       });
     });
   }
+
+  it("requires S3_BUCKET with ARTIFACT_STORE=s3 and reads the S3 settings", () => {
+    assert.throws(() => loadConfig({ ARTIFACT_STORE: "s3" }), /S3_BUCKET is required when ARTIFACT_STORE=s3/);
+    const config = loadConfig({ ARTIFACT_STORE: "s3", S3_BUCKET: "lora-artifacts", S3_ENDPOINT: "http://127.0.0.1:9000", S3_FORCE_PATH_STYLE: "true", ARTIFACT_DOWNLOAD: "redirect" });
+    assert.equal(config.artifactStore, "s3");
+    assert.equal(config.s3Bucket, "lora-artifacts");
+    assert.equal(config.s3Endpoint, "http://127.0.0.1:9000");
+    assert.equal(config.s3ForcePathStyle, true);
+    assert.equal(config.s3Region, "us-east-1");
+    assert.equal(config.artifactDownload, "redirect");
+    assert.equal(loadConfig({}).artifactStore, "fs");
+  });
 
   it("makes the API process exit 1 with one line naming the variable", () => {
     const root = path.resolve(import.meta.dirname, "../..");

@@ -64,7 +64,7 @@ class FakeRecords implements RunRecords {
     this.record("newestCheckpoint");
     return undefined;
   }
-  datasetPath(key: string) {
+  async datasetPath(key: string) {
     return `/data/${key}`;
   }
   checkpointDir() {
@@ -73,7 +73,7 @@ class FakeRecords implements RunRecords {
   async scratchFolder() {
     return "/scratch/out";
   }
-  async removeScratch() {}
+  async removeLocalCopies() {}
   async event(_level: string, type: string) {
     this.record("event", type);
   }

@@ -28,9 +28,9 @@ function sendFile(request: FastifyRequest, reply: FastifyReply, etag: string, se
   return send();
 }
 
-export type AdapterRoutesOptions = Pick<AppDeps, "prisma" | "store">;
+export type AdapterRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config">;
 
-export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (app, { prisma, store }) => {
+export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (app, { prisma, store, config }) => {
 
   async function find(request: FastifyRequest): Promise<Adapter> {
     const { id } = request.params as { id: string };
@@ -63,7 +63,7 @@ export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (ap
         summary: "The adapter's PEFT folder as tar.gz; ETag is its sha256, If-None-Match answers 304",
         params: uuidParams,
         produces: ["application/gzip"],
-        response: { 200: binary, 304: { type: "null" }, ...errorResponses(400, 401, 404, 429) },
+        response: { 200: binary, 302: { description: "ARTIFACT_DOWNLOAD=redirect: a presigned URL of the archive", type: "null" }, 304: { type: "null" }, ...errorResponses(400, 401, 404, 429) },
       },
     },
     async (request, reply) => {
@@ -79,10 +79,14 @@ export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (ap
           etag = `"${packed.sha256}"`;
         }
       }
+      const fileName = `adapter-${adapter.id}.tar.gz`;
+      // ARTIFACT_DOWNLOAD=redirect: the client fetches the bytes from the object store itself.
+      const redirect = config.artifactDownload === "redirect" ? await store.downloadUrl(archiveKey, fileName) : undefined;
+      if (redirect) return sendFile(request, reply, etag, () => reply.redirect(redirect, 302));
       return sendFile(request, reply, etag, () =>
         reply
           .type("application/gzip")
-          .header("content-disposition", `attachment; filename="adapter-${adapter.id}.tar.gz"`)
+          .header("content-disposition", `attachment; filename="${fileName}"`)
           .send(store.read(archiveKey)),
       );
     },

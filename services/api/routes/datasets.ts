@@ -111,6 +111,9 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
       }
 
       const storageKey = storageKeyOf(stored.sha256);
+      // The commit runs under the content lock; with the s3 store it is an upload, so the
+      // transaction may last as long as that takes (at least 1 MB/s assumed).
+      const transactionTimeout = 30_000 + Math.ceil(stored.sizeBytes / (1024 * 1024)) * 1000;
       const row = await prisma.$transaction(async (tx) => {
         await tx.$executeRawUnsafe(LOCK_CONTENT, stored.sha256);
         if (await store.exists(storageKey)) await discard();
@@ -127,7 +130,7 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
             stats: outcome.stats as object,
           },
         });
-      });
+      }, { timeout: transactionTimeout });
       return reply.code(201).send(datasetView(row));
     },
   );

@@ -1,5 +1,5 @@
 // Liveness and readiness. Readiness names each dependency, so an operator sees at once
-// whether Postgres or Redis is the one down; it recovers when the dependency does.
+// whether Postgres, Redis or the artifact store is the one down; it recovers when the dependency does.
 import type { FastifyPluginAsync } from "fastify";
 import { pingDatabase } from "../../common/db.ts";
 import { pingRedis } from "../../common/queue.ts";
@@ -14,7 +14,7 @@ const readySchema = {
   type: "object",
   properties: {
     status: { type: "string", enum: ["ready", "unavailable"] },
-    checks: { type: "object", properties: { postgres: checkSchema, redis: checkSchema } },
+    checks: { type: "object", properties: { postgres: checkSchema, redis: checkSchema, artifacts: checkSchema } },
     backend: { type: "string" },
     error: { $ref: "ErrorResponse#/properties/error" },
   },
@@ -29,7 +29,7 @@ async function check(probe: () => Promise<void>): Promise<{ ok: boolean; error?:
   }
 }
 
-export type HealthRoutesOptions = Pick<AppDeps, "prisma" | "redis" | "backend">;
+export type HealthRoutesOptions = Pick<AppDeps, "prisma" | "redis" | "store" | "backend">;
 
 export const healthRoutes: FastifyPluginAsync<HealthRoutesOptions> = async (app, deps) => {
   app.get(
@@ -39,13 +39,17 @@ export const healthRoutes: FastifyPluginAsync<HealthRoutesOptions> = async (app,
   );
 
   app.get("/readyz", { schema: { tags: ["health"], response: { 200: readySchema, 503: readySchema } } }, async (_request, reply) => {
-    const [postgres, redis] = await Promise.all([check(() => pingDatabase(deps.prisma)), check(() => pingRedis(deps.redis))]);
+    const [postgres, redis, artifacts] = await Promise.all([
+      check(() => pingDatabase(deps.prisma)),
+      check(() => pingRedis(deps.redis)),
+      check(() => deps.store.ping()),
+    ]);
     const backend = deps.backend()?.name ?? "initialising";
-    const failed = [postgres.ok ? undefined : "postgres", redis.ok ? undefined : "redis"].filter(Boolean);
-    if (failed.length === 0) return { status: "ready", checks: { postgres, redis }, backend };
+    const failed = [postgres.ok ? undefined : "postgres", redis.ok ? undefined : "redis", artifacts.ok ? undefined : "artifacts"].filter(Boolean);
+    if (failed.length === 0) return { status: "ready", checks: { postgres, redis, artifacts }, backend };
     return reply.code(503).send({
       status: "unavailable",
-      checks: { postgres, redis },
+      checks: { postgres, redis, artifacts },
       backend,
       error: { code: "dependency_unavailable", message: `unavailable: ${failed.join(", ")}`, details: [] },
     });
