@@ -22,12 +22,16 @@ import { trainingFixture, type TrainingFixture } from "./training-fixture.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
-export async function waitFor<T>(probe: () => Promise<T | undefined | null | false>, timeoutMs: number, what: string): Promise<T> {
+/**
+ * Polls `probe` until it yields something. `what` names the wait in the failure message; as a
+ * function it is read only on failure, so process logs it includes are the ones at that moment.
+ */
+export async function waitFor<T>(probe: () => Promise<T | undefined | null | false>, timeoutMs: number, what: string | (() => string)): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
     if (value) return value;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -64,7 +68,7 @@ export class CheckpointHold {
       // pg_locks, not pg_stat_activity: the latter is a snapshot that stays fixed inside this transaction.
       async () => (await this.client.query("SELECT 1 FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")).rowCount,
       timeoutMs,
-      `a worker to be held at ${this.what}\n${log()}`,
+      () => `a worker to be held at ${this.what}\n${log()}`,
     );
   }
 
@@ -77,7 +81,7 @@ export class CheckpointHold {
 
 /** Resolves once `worker` logged that it is stopping a run for `reason` (cancel, timeout, shutdown). */
 export function stopRequested(worker: ServiceProcess, reason: string, timeoutMs = 30_000): Promise<true> {
-  return waitFor(async () => worker.log.includes(`"reason":"${reason}"`) && worker.log.includes("stopping the run"), timeoutMs, `the worker to stop the run (${reason})\n${worker.log}`);
+  return waitFor(async () => worker.log.includes(`"reason":"${reason}"`) && worker.log.includes("stopping the run"), timeoutMs, () => `the worker to stop the run (${reason})\n${worker.log}`);
 }
 
 /** A service started exactly as `npm run worker` or `npm run api` does, so kill -9 and SIGTERM hit a real process. */

@@ -54,7 +54,7 @@ describe("a Postgres outage", () => {
     };
     api = ServiceProcess.api({ ...env, PORT: String(port), BOOTSTRAP_API_KEY: API_KEY, TRAINER_BACKEND: "cpu", RATE_LIMIT_PER_MINUTE: "10000000" });
     worker = ServiceProcess.worker({ ...env, CHECKPOINT_EVERY_STEPS: String(fixture.checkpointEverySteps), RECONCILE_INTERVAL_MS: "1000" });
-    await waitFor(async () => (await fetch(`${baseUrl}/readyz`).catch(() => undefined))?.status === 200, 30_000, `the API to be ready\n${api.log}`);
+    await waitFor(async () => (await fetch(`${baseUrl}/readyz`).catch(() => undefined))?.status === 200, 60_000, () => `the API to be ready\n${api.log}`);
   });
 
   after(async () => {
@@ -109,7 +109,7 @@ describe("a Postgres outage", () => {
 
     const stoppedAt = Date.now();
     await postgres.stop();
-    await waitFor(async () => answers.some((answer) => answer.status === 503), 10_000, `a 503 while Postgres is down\n${logs()}`);
+    await waitFor(async () => answers.some((answer) => answer.status === 503), 10_000, () => `a 503 while Postgres is down\n${logs()}`);
     assert.equal((await fetch(`${baseUrl}/healthz`)).status, 200);
     const ready = await fetch(`${baseUrl}/readyz`);
     assert.equal(ready.status, 503);
@@ -121,7 +121,7 @@ describe("a Postgres outage", () => {
     await postgres.start();
     const restartedAt = Date.now();
 
-    const job = await waitFor(finished(jobId), 120_000, `the job to finish after the outage\n${logs()}`);
+    const job = await waitFor(finished(jobId), 120_000, () => `the job to finish after the outage\n${logs()}`);
     await waitFor(async () => answers.some((answer) => answer.at > restartedAt && answer.status === 200), 30_000, "a 200 after the restart");
     polling = false;
     await Promise.all(pollers);
@@ -137,7 +137,7 @@ describe("a Postgres outage", () => {
 
     assert.equal(job.status, "succeeded", `${JSON.stringify(job.error)}\n${logs()}`);
     assert.equal(job.attempts, 1, "the outage cost the job no attempt");
-    const reference = await waitFor(finished(await submitJob(datasetId)), 120_000, `the uninterrupted job to finish\n${logs()}`);
+    const reference = await waitFor(finished(await submitJob(datasetId)), 120_000, () => `the uninterrupted job to finish\n${logs()}`);
     assert.equal(reference.status, "succeeded");
     assert.ok(job.metrics && reference.metrics);
     assert.deepEqual(Object.keys(job.metrics).sort(), Object.keys(reference.metrics).sort());
@@ -159,7 +159,7 @@ describe("a Postgres outage", () => {
     } finally {
       await admin.end();
     }
-    await waitFor(async () => dropped(api) > apiBefore && dropped(worker) > workerBefore, 10_000, `both processes to notice\n${logs()}`);
+    await waitFor(async () => dropped(api) > apiBefore && dropped(worker) > workerBefore, 10_000, () => `both processes to notice\n${logs()}`);
     const response = await call("/v1/jobs?limit=5");
     assert.equal(response.status, 200, await response.clone().text());
     assert.ok(api.running && worker.running, logs());

@@ -62,7 +62,7 @@ describe("S3 store: API memory while streaming 200 MB each way", () => {
       TRAINER_BACKEND: "cpu",
     });
     url = `http://127.0.0.1:${port}`;
-    await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok, 60_000, `the API to answer /healthz\n${api.log}`);
+    await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok, 60_000, () => `the API to answer /healthz\n${api.log}`);
     key = `Bearer ${(await createApiKey(db.prisma, "tenant-a", "memory")).key}`;
     // Warm up the routes, so lazily loaded code is not counted as growth.
     const small = new FormData();

@@ -43,7 +43,7 @@ describe("scale-out: two APIs and two workers sharing only Postgres, Redis and S
     const service = ServiceProcess.api({ ...sharedEnv, DATA_DIR: await dataDir(name), HOST: "127.0.0.1", PORT: String(port), ...env });
     processes.push(service);
     const url = `http://127.0.0.1:${port}`;
-    await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok, 60_000, `API ${name} to answer /healthz\n${service.log}`);
+    await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok, 60_000, () => `API ${name} to answer /healthz\n${service.log}`);
     return { process: service, url };
   }
 
@@ -124,7 +124,7 @@ describe("scale-out: two APIs and two workers sharing only Postgres, Redis and S
     await hold.release();
 
     const second = await startWorker("worker-2");
-    const job = await waitFor(finished(resumed), 120_000, `the killed worker's job to be finished by worker-2\n${logs()}`);
+    const job = await waitFor(finished(resumed), 120_000, () => `the killed worker's job to be finished by worker-2\n${logs()}`);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     assert.equal(job.attempts, 2);
     const starts = await db.prisma.jobEvent.findMany({ where: { jobId: resumed, type: "started" }, orderBy: { id: "asc" } });
@@ -137,7 +137,7 @@ describe("scale-out: two APIs and two workers sharing only Postgres, Redis and S
     await startWorker("worker-1b");
     const more = [await createJob(apis[0], datasetId), await createJob(apis[1], datasetId)];
     for (const jobId of more) {
-      const done = await waitFor(finished(jobId), 120_000, `job ${jobId} to finish\n${logs()}`);
+      const done = await waitFor(finished(jobId), 120_000, () => `job ${jobId} to finish\n${logs()}`);
       assert.equal(done.status, "succeeded", JSON.stringify(done.error));
     }
     assert.ok(second.running, "worker-2 still runs");

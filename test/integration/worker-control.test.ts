@@ -27,7 +27,7 @@ describe("worker cancel and timeout", () => {
     await db.prisma.job.update({ where: { id: jobId }, data: { status: "cancelling", cancelRequestedAt: new Date() } });
     await stopRequested(worker, "cancel", 5000);
     await hold.release();
-    const job = await waitFor(suite.finished(jobId), 5000, `the job to stop within 5 s\n${worker.log}`);
+    const job = await waitFor(suite.finished(jobId), 5000, () => `the job to stop within 5 s\n${worker.log}`);
     assert.ok(Date.now() - requestedAt <= 5000);
     assert.equal(job.status, "cancelled");
     assert.ok(job.finishedAt);
@@ -48,7 +48,7 @@ describe("worker cancel and timeout", () => {
     // Held at its first checkpoint, the job cannot finish before its time is up, however fast the machine.
     await stopRequested(worker, "timeout");
     await hold.release();
-    const job = await waitFor(suite.finished(jobId), 30_000, `the job to time out\n${worker.log}`);
+    const job = await waitFor(suite.finished(jobId), 30_000, () => `the job to time out\n${worker.log}`);
     assert.equal(job.status, "failed");
     assert.deepEqual(job.error, { code: "job_timeout", message: "the job ran longer than the maximum of 1500 ms (JOB_TIMEOUT_MS)" });
     assert.equal(await db.prisma.adapter.count({ where: { jobId } }), 0);

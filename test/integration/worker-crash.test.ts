@@ -33,9 +33,9 @@ describe("worker crash recovery", () => {
 
     const uninterrupted = await submitJob(db.prisma, store, queue, fixture.job);
     const second = suite.startWorker(workerEnv);
-    const resumedJob = await waitFor(suite.finished(resumed), 80_000, `the resumed job to finish\n${second.log}`);
+    const resumedJob = await waitFor(suite.finished(resumed), 80_000, () => `the resumed job to finish\n${second.log}`);
     const exhaustedJob = await waitFor(suite.finished(exhausted), 10_000, "the job out of attempts to fail");
-    const uninterruptedJob = await waitFor(suite.finished(uninterrupted), 80_000, `the uninterrupted job to finish\n${second.log}`);
+    const uninterruptedJob = await waitFor(suite.finished(uninterrupted), 80_000, () => `the uninterrupted job to finish\n${second.log}`);
 
     assert.equal(resumedJob.status, "succeeded", JSON.stringify(resumedJob.error));
     assert.equal(resumedJob.attempts, 2);

@@ -171,7 +171,7 @@ describe("fine-tuning through HTTP with a worker", () => {
     assert.equal(cancel.status, 202);
     await stopRequested(worker, "cancel", 5000);
     await hold.release();
-    await waitFor(async () => (await getJob()).status === "cancelled", 5000, `the job to be cancelled within 5 s\n${worker.log}`);
+    await waitFor(async () => (await getJob()).status === "cancelled", 5000, () => `the job to be cancelled within 5 s\n${worker.log}`);
     assert.ok(Date.now() - requestedAt <= 5000);
     assert.equal(await api.db.prisma.checkpoint.count({ where: { jobId } }), 0);
   });

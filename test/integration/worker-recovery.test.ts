@@ -24,11 +24,11 @@ describe("worker recovery", () => {
 
     await redis.flushall();
     // The reconcilers put the running job back in the queue; its lease keeps another worker from running it twice.
-    await waitFor(async () => /re-enqueued jobs Redis had lost/.test(logs()), 30_000, `a reconciler to re-enqueue the jobs\n${logs()}`);
+    await waitFor(async () => /re-enqueued jobs Redis had lost/.test(logs()), 30_000, () => `a reconciler to re-enqueue the jobs\n${logs()}`);
     await hold.release();
 
     for (const id of jobIds) {
-      const job = await waitFor(suite.finished(id), 80_000, `job ${id} to finish\n${logs()}`);
+      const job = await waitFor(suite.finished(id), 80_000, () => `job ${id} to finish\n${logs()}`);
       assert.equal(job.status, "succeeded", JSON.stringify(job.error));
       assert.equal(job.attempts, 1, `job ${id} ran ${job.attempts} times`);
       assert.equal(await db.prisma.jobEvent.count({ where: { jobId: id, type: "started" } }), 1);
@@ -62,7 +62,7 @@ describe("worker recovery", () => {
     assert.equal(newest.step, handBackStep);
 
     const successor = startWorker();
-    const job = await waitFor(suite.finished(jobId), 80_000, `the handed-back job to finish\n${successor.log}`);
+    const job = await waitFor(suite.finished(jobId), 80_000, () => `the handed-back job to finish\n${successor.log}`);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     assert.equal(job.attempts, 1);
     const starts = await db.prisma.jobEvent.findMany({ where: { jobId, type: "started" }, orderBy: { id: "asc" } });
