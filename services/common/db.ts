@@ -82,9 +82,11 @@ const isConnectionDropped = (error: unknown) => {
 
 /**
  * A pg pool whose dropped idle connections are logged through `outages`, never thrown. A statement
- * sent on a pooled connection the server had already ended is sent once more on a new connection:
- * the statement never ran (a terminated backend rolls back what it was doing), and without the
- * retry the first request after a failover would fail although Postgres is up.
+ * sent on a pooled connection the server had already ended is sent again: the statement never ran
+ * (a terminated backend rolls back what it was doing), and without the retry the first requests
+ * after a failover would fail although Postgres is up. Each failed try removes one dead connection,
+ * so at most one try more than the pool holds reaches a live or new one; a server that is really
+ * down answers with a refused connection instead, which is not retried.
  */
 export function createPgPool(config: pg.PoolConfig, outages: OutageLog): pg.Pool {
   const pool = new pg.Pool(config);
@@ -92,11 +94,13 @@ export function createPgPool(config: pg.PoolConfig, outages: OutageLog): pg.Pool
   pool.query = ((...args: unknown[]) => {
     // The callback form is not used here; only promises are retried.
     if (typeof args.at(-1) === "function") return query(...args);
-    return query(...args).catch((error: unknown) => {
-      if (!isConnectionDropped(error)) throw error;
-      outages.lost(error);
-      return query(...args);
-    });
+    const attempt = (triesLeft: number): Promise<unknown> =>
+      query(...args).catch((error: unknown) => {
+        if (!isConnectionDropped(error) || triesLeft === 0) throw error;
+        outages.lost(error);
+        return attempt(triesLeft - 1);
+      });
+    return attempt(pool.options.max ?? 10);
   }) as typeof pool.query;
   pool.on("error", (error) => outages.lost(error));
   pool.on("connect", (client) => {
