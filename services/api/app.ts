@@ -75,8 +75,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Objects several route plugins share, or that must close with the app.
   const models = new ModelRegistry(prisma, config.modelsDir, deps.logger);
   // Both shared through Redis, so that every replica sees the same keys and counts one limit.
-  const resolver = new ApiKeyResolver(prisma, config.authCacheTtlMs, undefined, { redis: deps.redis, prefix: config.queuePrefix });
+  // One Redis round trip per request counts it and reads the shared key cache (ApiKeyResolver.admit).
   const limiter = new RedisRateLimiter(deps.redis, config.queuePrefix, config.rateLimitPerMinute, 60_000, deps.logger);
+  const resolver = new ApiKeyResolver(prisma, config.authCacheTtlMs, undefined, { redis: deps.redis, prefix: config.queuePrefix, limiter });
   const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
   const adapterTargets = new AdapterTargets(prisma, store);
@@ -84,7 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Everything under /v1 needs an API key, and counts against that key's rate limit.
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { resolver });
-    await v1.register(rateLimitPerKey, { limiter });
+    await v1.register(rateLimitPerKey);
     await v1.register(datasetRoutes, { prisma, store, config });
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
