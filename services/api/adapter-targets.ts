@@ -3,6 +3,7 @@
 import type { ArtifactStore } from "../common/artifacts.ts";
 import type { PrismaClient } from "../common/db.ts";
 import { AppError, notFound } from "../common/errors.ts";
+import { modelKey } from "../common/models.ts";
 import { ModelConfigError } from "../trainer/index.ts";
 import type { BaseModelCache, Disposable } from "./model-cache.ts";
 
@@ -38,6 +39,8 @@ export class AdapterTargets {
     // The serving routes read the folder locally: with the s3 store, fetch its copy once.
     await this.store.fetch(target.storageKey);
     if (!target.modelPath) throw new AppError(422, "base_model_unusable", `base model ${target.baseModelId} of adapter ${id} is not registered`);
+    // With the s3 store the base model is a folder in the bucket too: this API keeps a copy of each it serves.
+    if (this.store.kind === "s3") return { ...target, modelPath: await this.store.fetch(modelKey(target.baseModelId)) };
     return { ...target, modelPath: target.modelPath };
   }
 

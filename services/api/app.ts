@@ -7,6 +7,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { ApiKeyResolver, ensureBootstrapKey } from "../common/auth.ts";
 import { CANONICAL_UUID } from "../common/db.ts";
+import { modelSource } from "../common/model-store.ts";
 import { ModelRegistry } from "../common/models.ts";
 import { RedisRateLimiter } from "../common/rate-limiter.ts";
 import { AdapterTargets } from "./adapter-targets.ts";
@@ -73,10 +74,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes, { prisma, redis: deps.redis, store, backend: deps.backend });
 
   // Objects several route plugins share, or that must close with the app.
-  const models = new ModelRegistry(prisma, config.modelsDir, deps.logger);
+  const models = new ModelRegistry(prisma, modelSource(config, store), deps.logger);
   // Both shared through Redis, so that every replica sees the same keys and counts one limit.
-  const resolver = new ApiKeyResolver(prisma, config.authCacheTtlMs, undefined, { redis: deps.redis, prefix: config.queuePrefix });
+  // One Redis round trip per request counts it and reads the shared key cache (ApiKeyResolver.admit).
   const limiter = new RedisRateLimiter(deps.redis, config.queuePrefix, config.rateLimitPerMinute, 60_000, deps.logger);
+  const resolver = new ApiKeyResolver(prisma, config.authCacheTtlMs, undefined, { redis: deps.redis, prefix: config.queuePrefix, limiter });
   const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
   const adapterTargets = new AdapterTargets(prisma, store);
@@ -84,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Everything under /v1 needs an API key, and counts against that key's rate limit.
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { resolver });
-    await v1.register(rateLimitPerKey, { limiter });
+    await v1.register(rateLimitPerKey);
     await v1.register(datasetRoutes, { prisma, store, config });
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { CANONICAL_UUID, type PrismaClient } from "./db.ts";
 import { withRedisTimeout } from "./queue.ts";
+import type { LimitVerdict, RedisRateLimiter } from "./rate-limiter.ts";
 
 export const DEFAULT_TENANT = "default";
 const KEY_PREFIX = "lora_";
@@ -85,19 +86,36 @@ export interface SharedKeyCache {
   redis: Redis;
   /** Namespaces the entries (the queue prefix). */
   prefix: string;
+  /** Counts each request by the key's sha256 and reads the shared entry in the same round trip. */
+  limiter?: RedisRateLimiter;
 }
 
 const SHARED_CACHE_TIMEOUT_MS = 250;
 
+interface CachedKey {
+  principal: Principal;
+  expiresAt: number;
+  keyHash: string;
+}
+
+/** What `admit` found: the key's principal (none: unknown or revoked) and its rate-limit verdict. */
+export interface Admission {
+  principal: Principal | undefined;
+  /** Undefined without a limiter, or while Redis cannot count (fail open). */
+  verdict: LimitVerdict | undefined;
+}
+
 /**
  * Resolves bearer keys to tenants with a short-lived cache, so a busy client costs one
  * query per TTL rather than one per request. A revocation takes effect within the TTL.
- * The local cache is keyed by the key itself: a hit costs a map lookup, not a sha256. With a
- * shared cache, a replica that has not seen a key asks Redis (by the key's sha256) before
- * Postgres; a Redis that is down or slow is skipped.
+ * The local cache is keyed by the key itself and remembers its sha256, so a hit costs a map
+ * lookup. `admit` spends exactly one Redis round trip per request: the limiter's script counts
+ * the request and, when this process has not got the key, returns the shared entry; Postgres
+ * is asked only when Redis has no entry either (the entry is then written back, off the
+ * request path). A Redis that is down or slow is skipped.
  */
 export class ApiKeyResolver {
-  private readonly cache = new Map<string, { principal: Principal; expiresAt: number }>();
+  private readonly cache = new Map<string, CachedKey>();
   private readonly lastTouched = new Map<string, number>();
   private readonly lookups = new Map<string, Promise<Principal | undefined>>();
 
@@ -114,31 +132,47 @@ export class ApiKeyResolver {
     return entry && entry.expiresAt > Date.now() ? entry.principal : undefined;
   }
 
+  /** Authenticates and counts one request: one Redis round trip, Postgres only on a double miss. */
+  async admit(key: string): Promise<Admission> {
+    const now = Date.now();
+    const local = this.cache.get(key);
+    const keyHash = local?.keyHash ?? hashApiKey(key);
+    const fresh = local && local.expiresAt > now ? local.principal : undefined;
+    const sharedKey = !fresh && this.shared && this.ttlMs > 0 ? this.sharedKeyOf(keyHash) : undefined;
+    const counted = this.shared?.limiter ? await this.shared.limiter.hit(keyHash, sharedKey) : undefined;
+    const verdict = counted ? { allowed: counted.allowed, limit: counted.limit, remaining: counted.remaining, resetMs: counted.resetMs } : undefined;
+    if (fresh) return { principal: fresh, verdict };
+    const entry = counted?.cached ? (JSON.parse(counted.cached) as Principal & { expiresAt: number }) : undefined;
+    if (entry && entry.expiresAt > now) {
+      const principal = { keyId: entry.keyId, tenantId: entry.tenantId };
+      this.cache.set(key, { principal, expiresAt: entry.expiresAt, keyHash });
+      return { principal, verdict };
+    }
+    return { principal: await this.lookUpOnce(key, keyHash), verdict };
+  }
+
   /** Concurrent requests with a key not yet cached share one database lookup. */
   resolve(key: string): Promise<Principal | undefined> {
     const hit = this.cached(key);
     if (hit) return Promise.resolve(hit);
+    return this.lookUpOnce(key, this.cache.get(key)?.keyHash ?? hashApiKey(key));
+  }
+
+  private sharedKeyOf(keyHash: string): string {
+    return `${this.shared!.prefix}:apikey:${keyHash}`;
+  }
+
+  private lookUpOnce(key: string, keyHash: string): Promise<Principal | undefined> {
     let lookup = this.lookups.get(key);
     if (!lookup) {
-      lookup = this.lookUp(key).finally(() => this.lookups.delete(key));
+      lookup = this.lookUp(key, keyHash).finally(() => this.lookups.delete(key));
       this.lookups.set(key, lookup);
     }
     return lookup;
   }
 
-  private async lookUp(key: string): Promise<Principal | undefined> {
+  private async lookUp(key: string, keyHash: string): Promise<Principal | undefined> {
     const now = Date.now();
-    const keyHash = hashApiKey(key);
-    const sharedKey = this.shared && this.ttlMs > 0 ? `${this.shared.prefix}:apikey:${keyHash}` : undefined;
-    if (sharedKey) {
-      const entry = await this.sharedCall(() => this.shared!.redis.get(sharedKey));
-      const parsed = entry ? (JSON.parse(entry) as Principal & { expiresAt: number }) : undefined;
-      if (parsed && parsed.expiresAt > now) {
-        const principal = { keyId: parsed.keyId, tenantId: parsed.tenantId };
-        this.cache.set(key, { principal, expiresAt: parsed.expiresAt });
-        return principal;
-      }
-    }
     const row = await this.prisma.apiKey.findUnique({ where: { keyHash }, select: { id: true, tenantId: true, revokedAt: true } });
     if (!row || row.revokedAt) {
       this.cache.delete(key);
@@ -146,14 +180,13 @@ export class ApiKeyResolver {
     }
     const principal = { keyId: row.id, tenantId: row.tenantId };
     const expiresAt = now + this.ttlMs;
-    if (this.ttlMs > 0) this.cache.set(key, { principal, expiresAt });
-    if (sharedKey) void this.sharedCall(() => this.shared!.redis.set(sharedKey, JSON.stringify({ ...principal, expiresAt }), "PX", this.ttlMs));
+    if (this.ttlMs > 0) this.cache.set(key, { principal, expiresAt, keyHash });
+    if (this.shared && this.ttlMs > 0) {
+      const entry = JSON.stringify({ ...principal, expiresAt });
+      withRedisTimeout(this.shared.redis.set(this.sharedKeyOf(keyHash), entry, "PX", this.ttlMs), SHARED_CACHE_TIMEOUT_MS, "the API key cache").catch(() => {});
+    }
     this.touch(row.id, now);
     return principal;
-  }
-
-  private sharedCall<T>(call: () => Promise<T>): Promise<T | undefined> {
-    return withRedisTimeout(call(), SHARED_CACHE_TIMEOUT_MS, "the API key cache").catch(() => undefined);
   }
 
   // lastUsedAt is advisory: written at most once a minute per key, off the request path.

@@ -1,5 +1,6 @@
-// Base models are Hugging Face folders inside MODELS_DIR (config.json + weights +
-// tokenizer). The registry scans the folder, keeps BaseModel rows in step with it, and
+// Base models are Hugging Face folders (config.json + weights + tokenizer): inside MODELS_DIR
+// with the fs artifact store, or folders under `models/<id>` in the bucket with the s3 store
+// (model-store.ts). The registry scans its source, keeps BaseModel rows in step with it, and
 // answers from memory between scans.
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -34,11 +35,17 @@ export function isModelId(id: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id);
 }
 
-async function readModelFolder(modelsDir: string, id: string): Promise<BaseModelInfo | undefined> {
-  const folder = path.join(modelsDir, id);
+/** Where a base model lives in the artifact store (s3): a folder with its manifest. */
+export const modelKey = (id: string) => `models/${id}`;
+
+/** Lists the base models a registry knows (a folder scan, or a bucket listing). */
+export type ModelSource = () => Promise<BaseModelInfo[]>;
+
+/** A model described by its config.json text; undefined when that is not a JSON object. */
+export function modelInfo(id: string, folder: string, configText: string): BaseModelInfo | undefined {
   let config: Record<string, unknown>;
   try {
-    const parsed: unknown = JSON.parse(await fs.readFile(path.join(folder, "config.json"), "utf8"));
+    const parsed: unknown = JSON.parse(configText);
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined;
     config = parsed as Record<string, unknown>;
   } catch {
@@ -50,10 +57,15 @@ async function readModelFolder(modelsDir: string, id: string): Promise<BaseModel
   return { id, path: folder, architecture, modelType, tasks: tasksOf(architecture, modelType), config };
 }
 
+export async function readModelFolder(folder: string, id: string): Promise<BaseModelInfo | undefined> {
+  const text = await fs.readFile(path.join(folder, "config.json"), "utf8").catch(() => undefined);
+  return text === undefined ? undefined : modelInfo(id, folder, text);
+}
+
 export async function scanModelsDir(modelsDir: string): Promise<BaseModelInfo[]> {
   const entries = await fs.readdir(modelsDir, { withFileTypes: true }).catch(() => []);
   const ids = entries.filter((entry) => (entry.isDirectory() || entry.isSymbolicLink()) && isModelId(entry.name)).map((entry) => entry.name);
-  const models = await Promise.all(ids.sort().map((id) => readModelFolder(modelsDir, id)));
+  const models = await Promise.all(ids.sort().map((id) => readModelFolder(path.join(modelsDir, id), id)));
   return models.filter((model): model is BaseModelInfo => model !== undefined);
 }
 
@@ -64,7 +76,7 @@ export class ModelRegistry {
 
   constructor(
     private readonly prisma: PrismaClient,
-    private readonly modelsDir: string,
+    private readonly source: ModelSource,
     private readonly logger: Logger,
     private readonly rescanAfterMs = 10_000,
   ) {}
@@ -88,7 +100,7 @@ export class ModelRegistry {
   }
 
   private async scan(): Promise<void> {
-    const found = await scanModelsDir(this.modelsDir);
+    const found = await this.source();
     const next = new Map(found.map((model) => [model.id, model]));
     for (const model of found) {
       const known = this.models.get(model.id);

@@ -95,6 +95,27 @@ export class S3ArtifactStore extends LocalArea implements ArtifactStore {
     await this.upload(this.pathOf(key), key);
   }
 
+  /** Uploads a local file or folder from outside DATA_DIR (an operator's model folder) to `key`; the source stays. */
+  async publishFrom(local: string, key: string): Promise<void> {
+    await this.upload(local, key);
+  }
+
+  /** The names of the whole folders (manifest written) directly under `under`, e.g. models/. */
+  async listFolders(under: string): Promise<string[]> {
+    const base = this.objectKey(under.replace(/\/$/, "")) + "/";
+    const names: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ContinuationToken: token }));
+      for (const object of page.Contents ?? []) {
+        const [name, file, ...rest] = (object.Key ?? "").slice(base.length).split("/");
+        if (name && file === MANIFEST && rest.length === 0) names.push(name);
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return names.sort();
+  }
+
   private async upload(local: string, key: string): Promise<void> {
     if ((await fs.stat(local)).isDirectory()) await this.uploadFolder(local, key);
     else await this.uploadFile(local, key);

@@ -12,6 +12,7 @@ import type { ArtifactStore } from "../common/artifacts.ts";
 import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
+import { modelKey } from "../common/models.ts";
 import type { EvaluationReport, TrainResult } from "../trainer/index.ts";
 import type { CachedCopy, LocalCache } from "./local-cache.ts";
 
@@ -39,7 +40,7 @@ export type JobWithInputs = Prisma.JobGetPayload<{ include: typeof JOB_INPUTS }>
 
 /** The Postgres rows and stored files of one job, as one run of it sees them. */
 export class JobRecords {
-  /** Local dataset copies this run holds in the worker's cache. */
+  /** Local dataset and model copies this run holds in the worker's cache. */
   private readonly held: CachedCopy[] = [];
 
   constructor(
@@ -77,7 +78,16 @@ export class JobRecords {
     return undefined;
   }
 
-  /** A local copy of the dataset, held in the worker's cache until `removeLocalCopies`. */
+  /**
+   * The base model's local folder: MODELS_DIR as registered (fs), or with the s3 store its
+   * `models/<id>` folder, downloaded into and held in the worker's cache until `removeLocalCopies`.
+   */
+  async modelPath(job: JobWithInputs): Promise<string> {
+    if (this.store.kind === "fs") return job.baseModel.path;
+    return this.datasetPath(modelKey(job.baseModelId));
+  }
+
+  /** A local copy of the dataset (or model), held in the worker's cache until `removeLocalCopies`. */
   async datasetPath(storageKey: string): Promise<string> {
     if (!this.cache) return this.store.fetch(storageKey);
     const copy = await this.cache.acquire(storageKey);

@@ -24,7 +24,7 @@ export type StopReason = "cancel" | "timeout" | "shutdown" | "lease_lost";
 export type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs: number };
 export type RunRecords = Pick<
   JobRecords,
-  | "jobId" | "load" | "claim" | "cancelRequested" | "newestCheckpoint" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
+  | "jobId" | "load" | "claim" | "cancelRequested" | "newestCheckpoint" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
   | "storeAdapter" | "discardAdapter" | "succeed" | "cancel" | "fail" | "requeueFailedAttempt" | "handBack"
 >;
 export type RunSandbox = Pick<Sandbox, "run" | "requestStop" | "clearStop" | "terminate">;
@@ -114,9 +114,11 @@ export class JobRun {
     this.logger.info({ jobId: this.jobId, attempt, resumeFromStep: resume?.step }, "training started");
 
     const outDir = await this.records.scratchFolder();
+    let modelDir: string;
     let trainFile: string;
     let validationFile: string | undefined;
     try {
+      modelDir = await this.records.modelPath(job);
       trainFile = await this.records.datasetPath(job.trainDataset.storageKey);
       validationFile = job.validationDataset ? await this.records.datasetPath(job.validationDataset.storageKey) : undefined;
     } catch (error) {
@@ -124,7 +126,7 @@ export class JobRun {
       throw error;
     }
     const options: TrainOptions = {
-      modelDir: job.baseModel.path,
+      modelDir,
       trainFile,
       validationFile,
       validationSplit: job.validationSplit ?? undefined,

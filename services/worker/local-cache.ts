@@ -1,10 +1,20 @@
-// A worker's local copies of datasets fetched from the artifact store, bounded in size: when
-// they exceed WORKER_CACHE_MAX_BYTES the least recently used ones that no running job holds are
-// deleted. With the fs store the datasets are already local and nothing is cached or evicted.
+// A worker's local copies of datasets and base models fetched from the artifact store, bounded in
+// size: when they exceed WORKER_CACHE_MAX_BYTES the least recently used ones that no running job
+// holds are deleted. A dataset is one file; a base model (models/<id>) one folder, one entry.
+// With the fs store both are already local (DATA_DIR, MODELS_DIR) and nothing is cached.
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { ArtifactStore } from "../common/artifacts.ts";
 import type { Logger } from "../common/logger.ts";
+
+/** Bytes of a file, or of every file under a folder. */
+async function sizeOf(local: string): Promise<number> {
+  const stat = await fs.stat(local);
+  if (!stat.isDirectory()) return stat.size;
+  let total = 0;
+  for (const entry of await fs.readdir(local)) total += await sizeOf(path.join(local, entry));
+  return total;
+}
 
 interface Entry {
   sizeBytes: number;
@@ -28,6 +38,8 @@ export class LocalCache {
     private readonly logger: Logger,
     /** Key prefixes that are cached: their copies outlive a job. */
     private readonly prefixes: string[] = ["datasets/"],
+    /** Prefixes whose entries are the folders directly under them (base models). */
+    private readonly folderPrefixes: string[] = ["models/"],
   ) {}
 
   /** The local path of `key`, fetched if needed, held (never evicted) until released. */
@@ -40,7 +52,7 @@ export class LocalCache {
       this.fetching.set(key, fetch);
     }
     const local = await fetch;
-    const entry = this.entries.get(key) ?? { sizeBytes: (await fs.stat(local)).size, holders: 0 };
+    const entry = this.entries.get(key) ?? { sizeBytes: await sizeOf(local), holders: 0 };
     entry.holders += 1;
     this.entries.delete(key);
     this.entries.set(key, entry);
@@ -94,6 +106,14 @@ export class LocalCache {
       }
     };
     for (const prefix of this.prefixes) await walk(prefix.replace(/\/$/, ""));
+    for (const prefix of this.folderPrefixes) {
+      const folders = await fs.readdir(this.store.pathOf(prefix), { withFileTypes: true }).catch(() => []);
+      for (const folder of folders.filter((entry) => entry.isDirectory())) {
+        const key = path.posix.join(prefix, folder.name);
+        const stat = await fs.stat(this.store.pathOf(key));
+        found.push({ key, sizeBytes: await sizeOf(this.store.pathOf(key)), usedAt: stat.atimeMs });
+      }
+    }
     for (const copy of found.sort((a, b) => a.usedAt - b.usedAt)) this.entries.set(copy.key, { sizeBytes: copy.sizeBytes, holders: 0 });
   }
 }

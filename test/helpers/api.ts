@@ -1,5 +1,6 @@
 // One real API per test file: its own database and queue prefix, a temporary data and
-// models directory, and tenant keys. Every response is watched: a 5xx fails the file.
+// models directory (with s3, the models are uploaded to the bucket), and tenant keys.
+// Every response is watched: a 5xx fails the file.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -11,6 +12,7 @@ import { buildApp } from "../../services/api/app.ts";
 import { FsArtifactStore, type ArtifactStore } from "../../services/common/artifacts.ts";
 import { createApiKey } from "../../services/common/auth.ts";
 import { loadConfig, type Config } from "../../services/common/config.ts";
+import { uploadModel } from "../../services/common/model-store.ts";
 import { createLogger } from "../../services/common/logger.ts";
 import { createFineTuneQueue, createRedis, type FineTunePayload } from "../../services/common/queue.ts";
 import type { TestS3 } from "./s3-server.ts";
@@ -69,6 +71,8 @@ export async function startTestApi(label: string, env: Record<string, string> = 
   const queue = createFineTuneQueue(redis, config.queuePrefix);
   queue.on("error", () => {});
   const store: ArtifactStore = s3 ? s3.store(config.dataDir) : new FsArtifactStore(config.dataDir);
+  // With the s3 store the API lists base models from the bucket, not MODELS_DIR: upload them.
+  if (s3) for (const id of Object.keys(TEST_MODELS)) await uploadModel(config, store, path.join(modelsDir, id));
   const app = await buildApp({ config, logger: createLogger("silent", "test"), prisma: db.prisma, outages: db.outages, redis, queue, store, backend: () => ({ name: "cpu", notes: [] }) });
   const serverErrors: string[] = [];
   app.addHook("onResponse", async (request, reply) => {

@@ -48,6 +48,10 @@ describe("S3 store: API memory while streaming 200 MB each way", () => {
     s3 = await TestS3.start("memory");
     root = await fs.mkdtemp(path.join(os.tmpdir(), "lora-s3-memory-"));
     await writeModels(path.join(root, "models"));
+    // With the s3 store the API lists base models from the bucket.
+    const seed = s3.store(path.join(root, "seed"));
+    await seed.publishFrom(path.join(root, "models", "tiny-distilbert"), "models/tiny-distilbert");
+    seed.close();
     const port = await freePort();
     api = ServiceProcess.api({
       ...s3.env(),

@@ -1,5 +1,6 @@
 // Scale-out without a shared disk: two API processes and two worker processes, each with its own
-// DATA_DIR, sharing only Postgres, Redis and an S3 bucket (s3rver). A worker killed with kill -9
+// DATA_DIR and an empty MODELS_DIR, sharing only Postgres, Redis and an S3 bucket (s3rver), which
+// also holds the base model (uploaded with the models CLI). A worker killed with kill -9
 // mid-job has its job finished by the other from the checkpoint in S3; the adapter downloads
 // through either API with the same ETag (one streaming, one redirecting to a presigned URL); and
 // one key's rate limit holds across both APIs.
@@ -8,7 +9,9 @@ import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { createApiKey } from "../../services/common/auth.ts";
 import { freePort, PrivateRedis } from "../helpers/redis-server.ts";
 import { TestS3 } from "../helpers/s3-server.ts";
@@ -17,6 +20,8 @@ import { trainingFixture, type TrainingFixture } from "../helpers/training-fixtu
 import { CheckpointHold, ServiceProcess, waitFor } from "../helpers/worker-harness.ts";
 
 const RATE_LIMIT = 40;
+const run = promisify(execFile);
+const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 interface Api {
   process: ServiceProcess;
@@ -76,9 +81,12 @@ describe("scale-out: two APIs and two workers sharing only Postgres, Redis and S
     await redis.start();
     s3 = await TestS3.start("scale-out");
     root = await fs.mkdtemp(path.join(os.tmpdir(), "lora-scale-out-"));
-    // Base models are read-only and ship with each machine (an image layer): one folder here.
-    const modelsDir = await dataDir("models");
-    fixture = await trainingFixture(modelsDir);
+    // The base model exists only in the bucket: uploaded with the models CLI; every process's
+    // MODELS_DIR is empty, the API lists the model from S3 and each worker fetches it into its cache.
+    fixture = await trainingFixture(await dataDir("model-source"));
+    const modelsDir = await dataDir("empty-models");
+    const uploaded = await run("npx", ["tsx", "services/api/models-cli.ts", "upload", fixture.modelDir], { cwd: repoRoot, env: { ...process.env, ...s3.env(), DATA_DIR: await dataDir("cli") } });
+    assert.match(uploaded.stderr, /uploaded tiny-distilbert/);
     sharedEnv = {
       ...s3.env(),
       DATABASE_URL: db.url,
@@ -134,6 +142,8 @@ describe("scale-out: two APIs and two workers sharing only Postgres, Redis and S
     // The job is succeeded once its row commits; the worker clears its local copies just after.
     const localCopies = path.join(root, "worker-2", "jobs", resumed);
     await waitFor(async () => fs.access(localCopies).then(() => false, () => true), 10_000, () => `worker-2 to drop its local checkpoint copies\n${logs()}`);
+    for (const worker of ["worker-1", "worker-2"]) await fs.access(path.join(root, worker, "models", "tiny-distilbert", "config.json"));
+    assert.deepEqual(await fs.readdir(path.join(root, "empty-models")), [], "the base model came from the bucket into each worker's cache, not from MODELS_DIR");
 
     // Both workers (worker-1 restarted on its own disk) take further jobs.
     await startWorker("worker-1b");

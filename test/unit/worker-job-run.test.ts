@@ -64,6 +64,9 @@ class FakeRecords implements RunRecords {
     this.record("newestCheckpoint");
     return undefined;
   }
+  async modelPath(job: { baseModel: { path: string } }) {
+    return job.baseModel.path;
+  }
   async datasetPath(key: string) {
     return `/data/${key}`;
   }

@@ -1,13 +1,18 @@
 // Bearer API keys. Registered in the /v1 scope only (fastify-plugin: its hook and the request's
 // `principal` belong to that scope, not to one of its own); health, metrics and docs stay open.
+// The key is resolved and the request counted against its rate limit in one Redis round trip
+// (ApiKeyResolver.admit); the verdict is left on the request for rate-limit.ts to apply.
 import type { FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { ApiKeyResolver, Principal } from "../../common/auth.ts";
+import type { LimitVerdict } from "../../common/rate-limiter.ts";
 import { AppError } from "../../common/errors.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
     principal: Principal;
+    /** This request's count against its key's limit; undefined while Redis cannot count. */
+    rateLimit: LimitVerdict | undefined;
   }
 }
 
@@ -23,20 +28,16 @@ export interface ApiKeyAuthOptions {
 
 export const apiKeyAuth = fp<ApiKeyAuthOptions>(async (app, { resolver }) => {
   app.decorateRequest("principal", null as unknown as Principal);
-  // Callback style, not async: a key seen within the cache TTL then costs no promise at all.
+  app.decorateRequest("rateLimit", undefined);
   app.addHook("onRequest", (request, _reply, done) => {
     const header = request.headers.authorization;
     if (!header) return done(new AppError(401, "unauthorized", "missing Authorization: Bearer <api key>"));
     const match = BEARER.exec(header);
     if (!match) return done(new AppError(401, "unauthorized", "the Authorization header must be Bearer <api key>"));
-    const cached = resolver.cached(match[1]);
-    if (cached) {
-      request.principal = cached;
-      return done();
-    }
-    resolver.resolve(match[1]).then((principal) => {
+    resolver.admit(match[1]).then(({ principal, verdict }) => {
       if (!principal) return done(new AppError(401, "unauthorized", "unknown or revoked API key"));
       request.principal = principal;
+      request.rateLimit = verdict;
       done();
     }, done);
   });

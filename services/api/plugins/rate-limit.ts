@@ -1,28 +1,23 @@
 // A fixed one-minute window of requests per API key, counted in Redis so that the limit holds
-// across every API replica (services/common/rate-limiter.ts). While Redis cannot count, requests
-// go through (fail open) and the limiter logs it once per outage.
+// across every API replica (services/common/rate-limiter.ts). The count is taken by api-key-auth
+// in the same Redis round trip that resolves the key; this hook applies the verdict. While Redis
+// cannot count, requests go through (fail open) and the limiter logs it once per outage.
 // Registered in the /v1 scope after api-key-auth (fastify-plugin, so the hook joins that scope).
 import fp from "fastify-plugin";
 import { AppError } from "../../common/errors.ts";
-import type { RedisRateLimiter } from "../../common/rate-limiter.ts";
 
-export interface RateLimitOptions {
-  limiter: RedisRateLimiter;
-}
-
-export const rateLimitPerKey = fp<RateLimitOptions>(async (app, { limiter }) => {
+export const rateLimitPerKey = fp(async (app) => {
   // onRequest, right after the key is resolved: requests that fail parsing or validation count too,
   // and a limited client's body is never read.
   app.addHook("onRequest", (request, reply, done) => {
-    limiter.hit(request.principal.keyId).then((verdict) => {
-      if (!verdict) return done();
-      const resetSeconds = Math.max(1, Math.ceil(verdict.resetMs / 1000));
-      reply.header("x-ratelimit-limit", verdict.limit);
-      reply.header("x-ratelimit-remaining", verdict.remaining);
-      reply.header("x-ratelimit-reset", resetSeconds);
-      if (verdict.allowed) return done();
-      reply.header("retry-after", resetSeconds);
-      done(new AppError(429, "rate_limited", `rate limit of ${verdict.limit} requests a minute exceeded; retry in ${resetSeconds} s`));
-    }, done);
+    const verdict = request.rateLimit;
+    if (!verdict) return done();
+    const resetSeconds = Math.max(1, Math.ceil(verdict.resetMs / 1000));
+    reply.header("x-ratelimit-limit", verdict.limit);
+    reply.header("x-ratelimit-remaining", verdict.remaining);
+    reply.header("x-ratelimit-reset", resetSeconds);
+    if (verdict.allowed) return done();
+    reply.header("retry-after", resetSeconds);
+    done(new AppError(429, "rate_limited", `rate limit of ${verdict.limit} requests a minute exceeded; retry in ${resetSeconds} s`));
   });
 }, { name: "rate-limit-per-key", dependencies: ["api-key-auth"] });
