@@ -24,6 +24,7 @@ import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
+import { openAiCompat } from "./openai/index.ts";
 import { registerSharedSchemas } from "./schemas.ts";
 
 /**
@@ -92,6 +93,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(adapterRoutes, { prisma, store, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
     await v1.register(generateRoutes, { store, config, adapterTargets });
+    // OpenAI's files and fine-tuning routes over the same tables and queue (openai/README.md).
+    await v1.register(openAiCompat, { prisma, queue, store, config, models });
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
