@@ -111,6 +111,7 @@ export const jobSchema = {
     startedAt: nullableTime,
     finishedAt: nullableTime,
     cancelRequestedAt: nullableTime,
+    pauseRequestedAt: { ...nullableTime, description: "set while a running job is asked to pause, until its worker has paused it" },
   },
 } as const;
 

@@ -69,6 +69,13 @@ export class JobRecords {
     return !row || row.status === "cancelling" || row.cancelRequestedAt !== null;
   }
 
+  /** What the API asks of this run, if anything: a cancel (also when the job was deleted) or a pause. */
+  async stopRequested(): Promise<"cancel" | "pause" | undefined> {
+    const row = await this.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true, pauseRequestedAt: true } });
+    if (!row || row.status === "cancelling" || row.cancelRequestedAt !== null) return "cancel";
+    return row.pauseRequestedAt !== null ? "pause" : undefined;
+  }
+
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
     const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
     for (const row of rows) {
@@ -246,6 +253,25 @@ export class JobRecords {
         step: step ?? null,
       }),
     ]);
+  }
+
+  /**
+   * The job paused on request: `paused` until resumed, its checkpoints kept; the attempt does not
+   * count. False when the request was withdrawn (resumed) or the job is no longer this run's.
+   */
+  async pause(step: number | undefined): Promise<boolean> {
+    return this.prisma.$transaction(async (tx) => {
+      const paused = await tx.job.updateMany({
+        where: { id: this.jobId, status: { in: ["queued", "running"] }, pauseRequestedAt: { not: null }, cancelRequestedAt: null },
+        data: { status: "paused", workerId: null, pauseRequestedAt: null },
+      });
+      if (paused.count === 0) return false;
+      await tx.job.updateMany({ where: { id: this.jobId, attempts: { gt: 0 } }, data: { attempts: { decrement: 1 } } });
+      await tx.jobEvent.create({
+        data: { jobId: this.jobId, type: "paused", message: step === undefined ? "paused" : `paused at step ${step}`, data: { step: step ?? null } },
+      });
+      return true;
+    });
   }
 
   private async removePartialArtifacts(): Promise<void> {

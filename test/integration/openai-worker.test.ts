@@ -1,12 +1,13 @@
 // The OpenAI-compatible surface with a real worker process, driven by the official `openai` SDK:
-// a job trains to success and names its adapter; its events and checkpoints list as OpenAI's.
+// a job trains to success and names its adapter; its events and checkpoints list as OpenAI's; a job
+// paused mid-run releases its worker and, resumed, ends where the run that never stopped ended.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { serveWithWorker, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
+import { CheckpointHold, serveWithWorker, stopRequested, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
 
 describe("OpenAI-compatible fine-tuning with a worker", () => {
   let api: TestApi;
@@ -16,6 +17,9 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
   let baseUrl: string;
   let trainingFile: string;
   let validationFile: string;
+  /** The job of the first test, which ran without a stop: the reference for a paused and resumed one. */
+  let uninterrupted: string;
+  const settings = { n_epochs: 2, batch_size: 8, learning_rate_multiplier: 25 };
 
   before(async () => {
     api = await startTestApi("openai_worker");
@@ -49,8 +53,9 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
       training_file: trainingFile,
       validation_file: validationFile,
       suffix: "sentiment",
-      method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 2, batch_size: 8, learning_rate_multiplier: 25 } } },
+      method: { type: "supervised", supervised: { hyperparameters: settings } },
     });
+    uninterrupted = created.id;
     const job = await retrieveUntil(created.id, ["succeeded", "failed", "cancelled"], 240_000);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     assert.ok(job.finished_at && job.finished_at >= job.created_at);
@@ -76,5 +81,59 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
       assert.equal(checkpoint.fine_tuned_model_checkpoint, `ft:tiny-distilbert:sentiment:${job.id}:ckpt-step-${checkpoint.step_number}`);
       assert.equal(checkpoint.metrics.step, checkpoint.step_number);
     }
+  });
+
+  /** Losses of the step events a job logged, by step, and its final validation metrics. */
+  async function lossesOf(jobId: string): Promise<{ steps: Map<number, number>; metrics: Record<string, number> }> {
+    const steps = new Map<number, number>();
+    for await (const event of client.fineTuning.jobs.listEvents(jobId, { limit: 100 })) {
+      const data = event.data as { step?: number; loss?: number; totalSteps?: number };
+      if (event.type === "metrics" && data.totalSteps !== undefined && data.loss !== undefined) steps.set(data.step!, data.loss);
+    }
+    const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId.slice("ftjob-".length) } });
+    return { steps, metrics: row.metrics as Record<string, number> };
+  }
+
+  it("pauses a running job at a checkpoint, releases the worker, and resumes it to the uninterrupted run's result", async () => {
+    // Every checkpoint is held: the job is surely running when the pause arrives.
+    const hold = await CheckpointHold.take(api.db.url);
+    const created = await client.fineTuning.jobs.create({
+      model: "tiny-distilbert",
+      training_file: trainingFile,
+      validation_file: validationFile,
+      method: { type: "supervised", supervised: { hyperparameters: settings } },
+    });
+    await hold.reached(60_000, () => worker.log);
+    const pausing = await client.fineTuning.jobs.pause(created.id);
+    assert.equal(pausing.status, "running", "a running job keeps running until its worker has checkpointed");
+    await stopRequested(worker, "pause");
+    await hold.release();
+    const paused = await retrieveUntil(created.id, ["paused"], 30_000);
+    assert.equal(paused.finished_at, null);
+    const jobId = created.id.slice("ftjob-".length);
+    const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    assert.equal(row.workerId, null, "the worker is released");
+    assert.equal(row.pauseRequestedAt, null);
+    const pausedEvent = await api.db.prisma.jobEvent.findFirstOrThrow({ where: { jobId, type: "paused" } });
+    const pausedAt = (pausedEvent.data as { step: number }).step;
+    const newest = await api.db.prisma.checkpoint.findFirstOrThrow({ where: { jobId }, orderBy: { step: "desc" } });
+    assert.equal(newest.step, pausedAt, "paused at its newest checkpoint");
+    assert.ok(pausedAt >= 20 && pausedAt < 48, `paused at step ${pausedAt}`);
+    assert.equal((await api.queue.getJob(jobId))?.finishedOn !== undefined, true, "its queue entry is done: the worker is free");
+
+    const resumed = await client.fineTuning.jobs.resume(created.id);
+    assert.equal(resumed.status, "queued");
+    const done = await retrieveUntil(created.id, ["succeeded", "failed", "cancelled"], 120_000);
+    assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+    const starts = await api.db.prisma.jobEvent.findMany({ where: { jobId, type: "started" }, orderBy: { id: "asc" } });
+    assert.deepEqual(starts.map((event) => (event.data as { resumeFromStep: number | null }).resumeFromStep), [null, pausedAt]);
+    assert.equal((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).attempts, 1, "a pause does not use up an attempt");
+
+    // Same seed and data: every step both runs reported has the same loss, and the end is the same.
+    const [reference, continued] = await Promise.all([lossesOf(uninterrupted), lossesOf(created.id)]);
+    const common = [...continued.steps.keys()].filter((step) => reference.steps.has(step));
+    assert.ok(common.includes(48), `both report the last step; common steps ${common}`);
+    for (const step of common) assert.ok(Math.abs(continued.steps.get(step)! - reference.steps.get(step)!) < 1e-5, `step ${step}: ${continued.steps.get(step)} vs ${reference.steps.get(step)}`);
+    for (const [name, value] of Object.entries(reference.metrics)) assert.ok(Math.abs(continued.metrics[name] - value) < 1e-5, `${name}: ${continued.metrics[name]} vs ${value}`);
   });
 });

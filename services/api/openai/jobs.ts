@@ -1,8 +1,8 @@
 // OpenAI's /v1/fine_tuning/jobs over our jobs table and queue: create, list (cursor pages the
-// SDK auto-pages), retrieve, cancel, events and checkpoints; job ids are `ftjob-<job id>`.
+// SDK auto-pages), retrieve, cancel, pause, resume, events and checkpoints; job ids are `ftjob-<job id>`.
 import type { FastifyInstance } from "fastify";
 import { AppError } from "../../common/errors.ts";
-import { cancelJob, jobOfTenant } from "../job-actions.ts";
+import { cancelJob, jobOfTenant, pauseJob, resumeJob } from "../job-actions.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { createJobBody, createOpenAiJob, type CreateJobDeps, type CreateJobRequest } from "./create-job.ts";
 import { CHECKPOINT_PREFIX, checkpointObject, EVENT_PREFIX, eventObject, JOB_PREFIX, jobObject, limitOf, listPage, uuidOf } from "./shapes.ts";
@@ -53,6 +53,16 @@ export async function openAiJobRoutes(app: FastifyInstance, deps: CreateJobDeps)
   app.post("/v1/fine_tuning/jobs/:jobId/cancel", { schema: { hide: true } }, async (request) => {
     const job = await jobOf(tenantOf(request), jobIdParam(request.params));
     return jobObject((await cancelJob(deps, job.tenantId, job.id, request.log)).job);
+  });
+
+  app.post("/v1/fine_tuning/jobs/:jobId/pause", { schema: { hide: true } }, async (request) => {
+    const job = await jobOf(tenantOf(request), jobIdParam(request.params));
+    return jobObject((await pauseJob(deps, job.tenantId, job.id, request.log)).job);
+  });
+
+  app.post("/v1/fine_tuning/jobs/:jobId/resume", { schema: { hide: true } }, async (request) => {
+    const job = await jobOf(tenantOf(request), jobIdParam(request.params));
+    return jobObject(await resumeJob(deps, job.tenantId, job.id, request.log));
   });
 
   app.get("/v1/fine_tuning/jobs/:jobId/events", { schema: { hide: true } }, async (request) => {
