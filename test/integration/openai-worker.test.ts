@@ -3,11 +3,32 @@
 // paused mid-run releases its worker and, resumed, ends where the run that never stopped ended.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import tar from "tar-stream";
 import { after, before, describe, it } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { CheckpointHold, serveWithWorker, stopRequested, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
+
+/** The files of a tar.gz, by name. */
+async function untar(archive: Buffer): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  const extract = tar.extract();
+  extract.on("entry", (header, stream, next) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (chunk) => chunks.push(chunk as Buffer));
+    stream.on("end", () => {
+      files.set(header.name, Buffer.concat(chunks));
+      next();
+    });
+  });
+  await pipeline(Readable.from(archive), createGunzip(), extract);
+  return files;
+}
 
 describe("OpenAI-compatible fine-tuning with a worker", () => {
   let api: TestApi;
@@ -81,6 +102,27 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
       assert.equal(checkpoint.fine_tuned_model_checkpoint, `ft:tiny-distilbert:sentiment:${job.id}:ckpt-step-${checkpoint.step_number}`);
       assert.equal(checkpoint.metrics.step, checkpoint.step_number);
     }
+
+    // Every kept checkpoint downloads as a PEFT adapter: the checkpoint's own adapter files, no optimizer state.
+    const jobId = job.id.slice("ftjob-".length);
+    for (const checkpoint of checkpoints) {
+      const url = (checkpoint as unknown as { download_url: string }).download_url;
+      assert.equal(url, `/v1/jobs/${jobId}/checkpoints/${checkpoint.step_number}/download`);
+      const download = await fetch(`${baseUrl}${url}`, { headers: { authorization: api.keys.a } });
+      assert.equal(download.status, 200);
+      assert.equal(download.headers.get("content-type"), "application/gzip");
+      const files = await untar(Buffer.from(await download.arrayBuffer()));
+      assert.deepEqual([...files.keys()], ["adapter_config.json", "adapter_model.safetensors", "metrics.json"]);
+      const row = await api.db.prisma.checkpoint.findUniqueOrThrow({ where: { jobId_step: { jobId, step: checkpoint.step_number } } });
+      const folder = api.store.pathOf(row.storageKey);
+      assert.deepEqual(files.get("adapter_model.safetensors"), await fs.readFile(path.join(folder, "adapter_model.safetensors")));
+      assert.equal(JSON.parse(files.get("adapter_config.json")!.toString()).peft_type, "LORA");
+    }
+    const missing = await fetch(`${baseUrl}/v1/jobs/${jobId}/checkpoints/7/download`, { headers: { authorization: api.keys.a } });
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as { error: { code: string } }).error.code, "not_found");
+    const otherTenant = await fetch(`${baseUrl}/v1/jobs/${jobId}/checkpoints/20/download`, { headers: { authorization: api.keys.b } });
+    assert.equal(otherTenant.status, 404);
   });
 
   /** Losses of the step events a job logged, by step, and its final validation metrics. */
@@ -120,6 +162,9 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
     assert.equal(newest.step, pausedAt, "paused at its newest checkpoint");
     assert.ok(pausedAt >= 20 && pausedAt < 48, `paused at step ${pausedAt}`);
     assert.equal((await api.queue.getJob(jobId))?.finishedOn !== undefined, true, "its queue entry is done: the worker is free");
+
+    const pausedAdapter = await fetch(`${baseUrl}/v1/jobs/${jobId}/checkpoints/${pausedAt}/download`, { headers: { authorization: api.keys.a } });
+    assert.equal(pausedAdapter.status, 200, "a paused job's checkpoint is a usable adapter");
 
     const resumed = await client.fineTuning.jobs.resume(created.id);
     assert.equal(resumed.status, "queued");

@@ -4,6 +4,7 @@ import { AppError } from "../../common/errors.ts";
 import type { Checkpoint, Dataset, Job, JobEvent } from "../../common/generated/prisma/client.ts";
 import { CANONICAL_UUID } from "../../common/db.ts";
 import type { Hyperparameters } from "../../trainer/index.ts";
+import { checkpointDownloadPath } from "../routes/checkpoint-download.ts";
 import { toOpenAiHyperparameters } from "./hyperparameters.ts";
 
 export const FILE_PREFIX = "file-";
@@ -104,6 +105,8 @@ export const checkpointObject = (job: Pick<Job, "baseModelId" | "suffix" | "id">
   fine_tuning_job_id: `${JOB_PREFIX}${job.id}`,
   step_number: checkpoint.step,
   metrics: { step: checkpoint.step, ...metrics },
+  // Ours: the checkpoint's PEFT adapter as tar.gz.
+  download_url: checkpointDownloadPath(job.id, checkpoint.step),
 });
 
 /** `limit` as OpenAI takes it: text in the query, 1..max, `fallback` when absent. */
