@@ -6,6 +6,7 @@ import type { Queue } from "bullmq";
 import type { PrismaClient } from "../common/db.ts";
 import { AppError, notFound } from "../common/errors.ts";
 import type { Job } from "../common/generated/prisma/client.ts";
+import { isFinished } from "../common/job-status.ts";
 import { enqueueFineTune, withRedisTimeout, type FineTunePayload } from "../common/queue.ts";
 
 export interface JobActionDeps {
@@ -50,10 +51,9 @@ export async function cancelJob(deps: JobActionDeps, tenantId: string, id: strin
 /** Why a job cannot be paused or resumed, as a 409. */
 function notNow(job: Job, action: "pause" | "resume"): AppError {
   if (job.status === "cancelling") return new AppError(409, "job_cancelling", `job ${job.id} is being cancelled`);
-  if (isFinishedStatus(job.status)) return new AppError(409, "job_finished", `job ${job.id} has already ${job.status}`);
+  if (isFinished(job.status)) return new AppError(409, "job_finished", `job ${job.id} has already ${job.status}`);
   return new AppError(409, "job_not_paused", `job ${job.id} is ${job.status}, not paused: nothing to ${action}`);
 }
-const isFinishedStatus = (status: string) => ["succeeded", "failed", "cancelled"].includes(status);
 
 /**
  * A queued job is paused at once (`immediate`, removed from the queue); a running one gets

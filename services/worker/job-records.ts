@@ -65,8 +65,7 @@ export class JobRecords {
 
   /** True when the job was cancelled or deleted under this run. */
   async cancelRequested(): Promise<boolean> {
-    const row = await this.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true } });
-    return !row || row.status === "cancelling" || row.cancelRequestedAt !== null;
+    return (await this.stopRequested()) === "cancel";
   }
 
   /** What the API asks of this run, if anything: a cancel (also when the job was deleted) or a pause. */
