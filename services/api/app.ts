@@ -24,6 +24,7 @@ import { healthRoutes } from "./routes/health.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { jobControlRoutes } from "./routes/job-control.ts";
 import { checkpointDownloadRoutes } from "./routes/checkpoint-download.ts";
+import { estimateRoutes } from "./routes/estimate.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
 import { openAiCompat } from "./openai/index.ts";
@@ -93,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
     await v1.register(jobControlRoutes, { prisma, queue, config });
     await v1.register(checkpointDownloadRoutes, { prisma, store });
+    await v1.register(estimateRoutes, { prisma, config, models });
     await v1.register(eventRoutes, { prisma, config });
     await v1.register(adapterRoutes, { prisma, store, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });

@@ -51,6 +51,8 @@ export interface Config {
   artifactDownload: "stream" | "redirect";
   /** Bytes of datasets a worker keeps in its local cache before evicting the least recently used. */
   workerCacheMaxBytes: number;
+  /** Training throughput POST /v1/jobs/estimate assumes for a model no worker has measured yet. */
+  estimateDefaultTokensPerSecond: number;
 }
 
 export class ConfigError extends Error {
@@ -178,6 +180,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: boolean(env, "S3_FORCE_PATH_STYLE", false),
     artifactDownload: oneOf(env, "ARTIFACT_DOWNLOAD", ["stream", "redirect"] as const, "stream"),
     workerCacheMaxBytes: integer(env, "WORKER_CACHE_MAX_BYTES", 10 * 1024 * megabyte, megabyte, 2 ** 50),
+    estimateDefaultTokensPerSecond: integer(env, "ESTIMATE_DEFAULT_TOKENS_PER_SECOND", 2000, 1, 100_000_000),
   };
 }
 

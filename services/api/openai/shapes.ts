@@ -76,7 +76,7 @@ export function jobObject(job: JobRow) {
     method: { type: "supervised" as const, supervised: { hyperparameters } },
     seed: (job.hyperparameters as unknown as Hyperparameters).seed,
     trained_tokens: job.status === "succeeded" ? (progress.tokens ?? null) : null,
-    estimated_finish: job.status === "running" && progress.etaMs !== undefined ? seconds(job.updatedAt) + Math.ceil(progress.etaMs / 1000) : null,
+    estimated_finish: job.status === "running" && progress.etaMs !== undefined ? Math.ceil((job.updatedAt.getTime() + progress.etaMs) / 1000) : null,
     error: job.status === "failed" && error ? { code: error.code ?? "failed", message: error.message ?? "the job failed", param: null } : null,
     integrations: [] as unknown[],
     metadata: Object.keys(job.metadata as object).length > 0 ? job.metadata : null,

@@ -27,7 +27,7 @@ const SERVED_VIEWS_CAPACITY = 10_000;
 const loraSchema = settingsJsonSchema(LORA_SETTINGS);
 const hyperparametersSchema = settingsJsonSchema(HYPERPARAMETER_SETTINGS);
 
-const createJobBody = {
+export const createJobBody = {
   type: "object",
   additionalProperties: false,
   required: ["baseModel", "trainDatasetId"],
@@ -50,7 +50,7 @@ const createJobBody = {
   },
 } as const;
 
-interface CreateJobBody {
+export interface CreateJobBody {
   baseModel: string;
   trainDatasetId: string;
   validationDatasetId?: string;
