@@ -176,7 +176,7 @@ export class JobRecords {
           finishedAt: new Date(),
           metrics: result.metrics,
           workerId: null,
-          progress: { ...(job.progress as object), step: result.step, percent: 100 },
+          progress: { ...(job.progress as object), step: result.step, percent: 100, adapterStep: result.adapterStep ?? result.step },
         },
       });
       if (finished.count === 0) return false;
@@ -194,7 +194,7 @@ export class JobRecords {
           sizeBytes: BigInt(stored.packed.sizeBytes),
           sha256: stored.packed.sha256,
           storageKey: stored.storageKey,
-          metrics: { metrics: result.metrics, baseline: result.baseline, step: result.step },
+          metrics: { metrics: result.metrics, baseline: result.baseline, step: result.adapterStep ?? result.step, lastStep: result.step, stoppedEarlyAt: result.stoppedEarlyAt ?? null },
         },
       });
       await tx.evaluation.createMany({
@@ -205,15 +205,18 @@ export class JobRecords {
           metric,
           value,
           baselineValue: result.baseline[metric] ?? null,
-          step: result.step,
+          step: result.adapterStep ?? result.step,
         })),
       });
       await tx.jobEvent.create({
         data: {
           jobId: job.id,
           type: "succeeded",
-          message: `succeeded at step ${result.step}`,
-          data: { adapterId: stored.adapterId, step: result.step, metrics: result.metrics, baseline: result.baseline },
+          message:
+            `succeeded at step ${result.step}` +
+            (result.stoppedEarlyAt !== undefined ? " (stopped early)" : "") +
+            (result.adapterStep !== undefined && result.adapterStep !== result.step ? `; the adapter holds the best step, ${result.adapterStep}` : ""),
+          data: { adapterId: stored.adapterId, step: result.step, adapterStep: result.adapterStep ?? result.step, stoppedEarlyAt: result.stoppedEarlyAt ?? null, metrics: result.metrics, baseline: result.baseline },
         },
       });
       return true;
