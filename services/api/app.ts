@@ -25,6 +25,7 @@ import { jobRoutes } from "./routes/jobs.ts";
 import { jobControlRoutes } from "./routes/job-control.ts";
 import { checkpointDownloadRoutes } from "./routes/checkpoint-download.ts";
 import { estimateRoutes } from "./routes/estimate.ts";
+import { webhookRoutes } from "./routes/webhooks.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
 import { openAiCompat } from "./openai/index.ts";
@@ -95,6 +96,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(jobControlRoutes, { prisma, queue, config });
     await v1.register(checkpointDownloadRoutes, { prisma, store });
     await v1.register(estimateRoutes, { prisma, config, models });
+    await v1.register(webhookRoutes, { prisma, config });
     await v1.register(eventRoutes, { prisma, config });
     await v1.register(adapterRoutes, { prisma, store, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
