@@ -61,6 +61,9 @@ export async function validateUpload(
     discard,
     keep: async (tenantId, name) => {
       const storageKey = storageKeyOf(stored.sha256);
+      // The commit runs under the content lock; with the s3 store it is an upload, so the
+      // transaction may last as long as that takes (at least 1 MB/s assumed), as in routes/datasets.ts.
+      const timeout = 30_000 + Math.ceil(stored.sizeBytes / (1024 * 1024)) * 1000;
       return deps.prisma.$transaction(async (tx) => {
         await tx.$executeRawUnsafe(LOCK_CONTENT, stored.sha256);
         if (await deps.store.exists(storageKey)) await discard();
@@ -68,7 +71,7 @@ export async function validateUpload(
         return tx.dataset.create({
           data: { tenantId, name, format: outcome.format, rows: outcome.rows, sizeBytes: BigInt(stored.sizeBytes), sha256: stored.sha256, storageKey, stats: outcome.stats as object },
         });
-      });
+      }, { timeout });
     },
   };
 }

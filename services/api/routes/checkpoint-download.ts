@@ -38,7 +38,9 @@ export async function checkpointDownloadRoutes(app: FastifyInstance, deps: { pri
       if (!job) throw notFound("job", id);
       const checkpoint = await deps.prisma.checkpoint.findUnique({ where: { jobId_step: { jobId: id, step } } });
       if (!checkpoint) throw new AppError(404, "not_found", `job ${id} has no checkpoint at step ${step}`);
-      const archive = await checkpointArchive(deps.store.pathOf(checkpoint.storageKey));
+      // A local copy of the folder (with S3, downloaded into DATA_DIR first).
+      const folder = (await deps.store.exists(checkpoint.storageKey)) ? await deps.store.fetch(checkpoint.storageKey) : undefined;
+      const archive = folder ? await checkpointArchive(folder) : undefined;
       if (!archive) throw new AppError(404, "checkpoint_gone", `the files of the checkpoint at step ${step} are gone (a cancelled or failed job's checkpoints are removed)`);
       return reply
         .type("application/gzip")
