@@ -1,7 +1,7 @@
 // Webhooks end to end with a real worker process: a job's outcome reaches a local HTTP receiver,
 // signed so that both the standardwebhooks package and the openai SDK's webhooks.unwrap verify it; a
-// receiver that fails twice gets it on the third try, across a restart of the delivering worker
-// between tries; a host outside WEBHOOK_ALLOWED_HOSTS gets no request at all.
+// receiver that fails twice gets it on the third try, with an API process and the delivering worker
+// both restarted between tries; a host outside WEBHOOK_ALLOWED_HOSTS gets no request at all.
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -10,6 +10,7 @@ import OpenAI from "openai";
 import { Webhook } from "standardwebhooks";
 import request from "supertest";
 import { classificationRecords, jsonl, startTestApi, type TestApi } from "../helpers/api.ts";
+import { freePort } from "../helpers/redis-server.ts";
 import { serveWithWorker, ServiceProcess, waitFor } from "../helpers/worker-harness.ts";
 
 interface Received {
@@ -70,7 +71,19 @@ describe("webhooks", () => {
     }
   });
 
-  it("delivers a job's outcome signed, on the third try after two failures and a worker restart", async () => {
+  /** An API process on this file's database, answering /v1 once ready; its deliveries listing for `endpointId`. */
+  async function apiProcessDeliveries(endpointId: string): Promise<{ process: ServiceProcess; deliveries: () => Promise<{ status: string; attempts: number }[]> }> {
+    const port = await freePort();
+    const process = ServiceProcess.api({ ...workerEnv, PORT: String(port), TRAINER_BACKEND: "cpu" });
+    const deliveries = async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/webhooks/${endpointId}/deliveries`, { headers: { authorization: api.keys.a } });
+      return ((await response.json()) as { data: { status: string; attempts: number }[] }).data;
+    };
+    await waitFor(() => fetch(`http://127.0.0.1:${port}/healthz`).then((response) => response.ok, () => false), 30_000, `the API process to listen\n${process.log}`);
+    return { process, deliveries };
+  }
+
+  it("delivers a job's outcome signed, on the third try after two failures, across API and worker restarts", async () => {
     const endpoint = await post("/v1/webhooks").send({ url: flaky.url }).expect(201);
     const secret = endpoint.body.secret as string;
     assert.match(secret, /^whsec_/);
@@ -79,9 +92,21 @@ describe("webhooks", () => {
     const jobId = await cancelledJob();
     const delivery = () => api.db.prisma.webhookDelivery.findFirstOrThrow({ where: { endpointId: endpoint.body.id } });
     await waitFor(async () => (await delivery()).attempts === 1, 20_000, `the first (failing) try to be recorded\n${worker.log}`);
-    // The worker that sent the first try goes away; the one started next sends the rest.
+    // Between tries an API process restarts, and so does the worker that sent the first try: the
+    // outbox is in Postgres, so the restarted API still shows the pending delivery and the next
+    // worker sends the rest.
     await worker.stop();
-    worker = ServiceProcess.worker(workerEnv);
+    const firstApi = await apiProcessDeliveries(endpoint.body.id);
+    assert.deepEqual((await firstApi.deliveries()).map(({ status, attempts }) => ({ status, attempts })), [{ status: "pending", attempts: 1 }]);
+    await firstApi.process.stop();
+    const secondApi = await apiProcessDeliveries(endpoint.body.id);
+    try {
+      assert.deepEqual((await secondApi.deliveries()).map(({ status, attempts }) => ({ status, attempts })), [{ status: "pending", attempts: 1 }]);
+      worker = ServiceProcess.worker(workerEnv);
+      await waitFor(async () => (await secondApi.deliveries())[0]?.status === "delivered", 30_000, `the restarted API to report the delivery\n${worker.log}`);
+    } finally {
+      await secondApi.process.stop();
+    }
     await waitFor(async () => (await delivery()).status === "delivered", 30_000, `the third try to be delivered; ${flaky.requests.length} tries so far\n${worker.log}`);
 
     assert.equal(flaky.requests.length, 3);
