@@ -9,27 +9,16 @@ import path from "node:path";
 import { before, test } from "node:test";
 import { initBackend, train, type EvaluationReport, type TrainOptions } from "../../services/trainer/index.ts";
 import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
+import { noiseRecords } from "../helpers/overfit-fixture.ts";
 
 let work: string;
-const WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"];
-
-/** `count` texts of random words with random labels, from a seeded generator. */
-function noise(count: number, seed: number): string {
-  let state = seed;
-  const next = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const lines = Array.from({ length: count }, () => {
-    const text = Array.from({ length: 6 }, () => WORDS[Math.floor(next() * WORDS.length)]).join(" ");
-    return JSON.stringify({ text, label: next() < 0.5 ? "negative" : "positive" });
-  });
-  return lines.join("\n") + "\n";
-}
 
 before(async () => {
   await initBackend("wasm");
   await engineFixtures();
   work = await mkdtemp(path.join(tmpdir(), "engine-early-stopping-"));
-  await writeFile(path.join(work, "train.jsonl"), noise(48, 1));
-  await writeFile(path.join(work, "validation.jsonl"), noise(32, 2));
+  await writeFile(path.join(work, "train.jsonl"), noiseRecords(48, 1));
+  await writeFile(path.join(work, "validation.jsonl"), noiseRecords(32, 2));
 });
 
 function options(name: string, keep: "best" | "last"): TrainOptions {
