@@ -180,5 +180,18 @@ describe("OpenAI-compatible fine-tuning with a worker", () => {
     assert.ok(common.includes(48), `both report the last step; common steps ${common}`);
     for (const step of common) assert.ok(Math.abs(continued.steps.get(step)! - reference.steps.get(step)!) < 1e-5, `step ${step}: ${continued.steps.get(step)} vs ${reference.steps.get(step)}`);
     for (const [name, value] of Object.entries(reference.metrics)) assert.ok(Math.abs(continued.metrics[name] - value) < 1e-5, `${name}: ${continued.metrics[name]} vs ${value}`);
+    // Step for step: each adapter's metrics.json has the loss of every step (the continued run's
+    // carries the steps before the pause in its checkpoint's trainer state).
+    const curveOf = async (openAiJobId: string) => {
+      const adapter = await api.db.prisma.adapter.findUniqueOrThrow({ where: { jobId: openAiJobId.slice("ftjob-".length) } });
+      const metricsFile = JSON.parse(await fs.readFile(path.join(api.store.pathOf(adapter.storageKey), "metrics.json"), "utf8")) as { loss_curve: { step: number; loss: number }[] };
+      return metricsFile.loss_curve;
+    };
+    const [referenceCurve, continuedCurve] = await Promise.all([curveOf(uninterrupted), curveOf(created.id)]);
+    assert.deepEqual(continuedCurve.map((point) => point.step), referenceCurve.map((point) => point.step));
+    assert.equal(continuedCurve.length, 48);
+    for (const [index, point] of continuedCurve.entries()) {
+      assert.ok(Math.abs(point.loss - referenceCurve[index].loss) < 1e-5, `step ${point.step}: ${point.loss} vs ${referenceCurve[index].loss}`);
+    }
   });
 });
