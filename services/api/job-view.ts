@@ -7,7 +7,13 @@ export type JobWithAdapter = Job & { adapter: { id: string } | null };
 /** The row without what only the service needs (tenant, idempotency bookkeeping, worker id). */
 export function jobView(job: JobWithAdapter) {
   const { loraConfig, adapter, tenantId: _tenant, idempotencyKey: _key, requestHash: _hash, workerId: _worker, ...rest } = job;
-  return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null };
+  return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null, estimatedFinish: estimatedFinish(job) };
+}
+
+/** While running: when the worker's latest step report (written at updatedAt) expects the last step. */
+export function estimatedFinish(job: Pick<Job, "status" | "progress" | "updatedAt">): Date | null {
+  const etaMs = (job.progress as { etaMs?: number } | null)?.etaMs;
+  return job.status === "running" && typeof etaMs === "number" ? new Date(job.updatedAt.getTime() + etaMs) : null;
 }
 
 /**

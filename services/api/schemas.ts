@@ -111,6 +111,8 @@ export const jobSchema = {
     startedAt: nullableTime,
     finishedAt: nullableTime,
     cancelRequestedAt: nullableTime,
+    estimatedFinish: { ...nullableTime, description: "while running: when the last step is expected, from the worker's latest step report" },
+    pauseRequestedAt: { ...nullableTime, description: "set while a running job is asked to pause, until its worker has paused it" },
   },
 } as const;
 

@@ -51,6 +51,15 @@ export interface Config {
   artifactDownload: "stream" | "redirect";
   /** Bytes of datasets a worker keeps in its local cache before evicting the least recently used. */
   workerCacheMaxBytes: number;
+  /** Training throughput POST /v1/jobs/estimate assumes for a model no worker has measured yet. */
+  estimateDefaultTokensPerSecond: number;
+  /** Hosts ("host" or "host:port", lower case) webhooks may be sent to; empty: none (the SSRF guard). */
+  webhookAllowedHosts: string[];
+  webhookMaxAttempts: number;
+  /** A failed delivery is tried again after this × 2^(attempts − 1). */
+  webhookRetryBaseMs: number;
+  webhookPollIntervalMs: number;
+  webhookTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -132,6 +141,13 @@ function s3Prefix(env: Env): string {
   return prefix;
 }
 
+function hostList(env: Env, name: string): string[] {
+  const hosts = text(env, name, "").split(",").map((host) => host.trim().toLowerCase()).filter(Boolean);
+  const bad = hosts.find((host) => !/^[a-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$/.test(host));
+  if (bad !== undefined) throw new ConfigError(name, `must be a comma-separated list of host or host:port, got "${bad}"`);
+  return hosts;
+}
+
 function bootstrapKey(env: Env): string | undefined {
   const key = env.BOOTSTRAP_API_KEY;
   if (key === undefined || key === "") return undefined;
@@ -178,6 +194,12 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: boolean(env, "S3_FORCE_PATH_STYLE", false),
     artifactDownload: oneOf(env, "ARTIFACT_DOWNLOAD", ["stream", "redirect"] as const, "stream"),
     workerCacheMaxBytes: integer(env, "WORKER_CACHE_MAX_BYTES", 10 * 1024 * megabyte, megabyte, 2 ** 50),
+    estimateDefaultTokensPerSecond: integer(env, "ESTIMATE_DEFAULT_TOKENS_PER_SECOND", 2000, 1, 100_000_000),
+    webhookAllowedHosts: hostList(env, "WEBHOOK_ALLOWED_HOSTS"),
+    webhookMaxAttempts: integer(env, "WEBHOOK_MAX_ATTEMPTS", 8, 1, 100),
+    webhookRetryBaseMs: integer(env, "WEBHOOK_RETRY_BASE_MS", 5000, 10, 3_600_000),
+    webhookPollIntervalMs: integer(env, "WEBHOOK_POLL_INTERVAL_MS", 1000, 10, 600_000),
+    webhookTimeoutMs: integer(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000),
   };
 }
 

@@ -12,9 +12,11 @@ export const JOB_PROGRESS_FIELDS = {
   tokensPerSecond: { type: "integer", description: "training throughput of this attempt" },
   elapsedMs: { type: "integer", description: "training time of this attempt" },
   etaMs: { type: "integer", description: "estimated time to the last step" },
+  adapterStep: { type: "integer", description: "once succeeded: the step whose weights the adapter holds (early stopping's best evaluation, else the last step)" },
 } as const;
 
-export type JobProgress = { [field in keyof typeof JOB_PROGRESS_FIELDS]: number };
+/** Every field is written with each step report, except adapterStep, written once the job succeeded. */
+export type JobProgress = { [field in Exclude<keyof typeof JOB_PROGRESS_FIELDS, "adapterStep">]: number } & { adapterStep?: number };
 
 export const jobProgressSchema = {
   type: "object",

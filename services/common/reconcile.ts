@@ -1,6 +1,7 @@
 // Postgres is the truth and Redis may lose everything (or be down when a job is
 // submitted). The worker calls this at start and every RECONCILE_INTERVAL_MS: each job
-// Postgres says is waiting but BullMQ does not know is added again under its own id.
+// Postgres says is waiting but BullMQ does not know, or knows only as finished (a paused job
+// resumed while Redis was away), is added again under its own id.
 import type { Queue } from "bullmq";
 import type { PrismaClient } from "./db.ts";
 import type { JobStatus } from "./generated/prisma/enums.ts";
@@ -41,7 +42,11 @@ export async function reconcileQueue(
     cursor = jobs[jobs.length - 1];
     result.checked += jobs.length;
     const known = await Promise.all(jobs.map((job) => queue.getJob(job.id)));
-    const missing = jobs.filter((_, index) => known[index] === undefined);
+    const missing = jobs.filter((_, index) => known[index] === undefined || known[index]?.finishedOn);
+    for (const [index, job] of jobs.entries()) {
+      // A finished entry keeps its id taken: it must go before the job can be added again.
+      if (known[index]?.finishedOn) await known[index].remove();
+    }
     for (const job of missing) {
       await enqueueFineTune(queue, job, options.enqueueTimeoutMs ?? 5000);
       result.enqueued.push(job.id);

@@ -2,7 +2,7 @@
 // settings flags, which come from the declaration in settings.ts (names, help text and defaults).
 import { BACKENDS, type BackendChoice, type Config } from "../common/config.ts";
 import { initBackend, type BackendInfo } from "./backend.ts";
-import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, type HyperparameterOptions, type LoraOptions, type Setting } from "./settings.ts";
+import { HYPERPARAMETER_SETTINGS, leafSettings, LORA_SETTINGS, type HyperparameterOptions, type LeafSetting, type LoraOptions, type Setting } from "./settings.ts";
 
 export class UsageError extends Error {}
 
@@ -33,14 +33,15 @@ export function required(values: Record<string, unknown>, name: string): string 
   return value;
 }
 
-const allSettings = (): [string, Setting][] => [...Object.values(LORA_SETTINGS), ...Object.values(HYPERPARAMETER_SETTINGS)].map((setting) => [setting.flag, setting]);
+/** Every flag with its setting; a group's members (early stopping) have a flag each. */
+const allSettings = (): [string, LeafSetting][] => [...leafSettings(LORA_SETTINGS), ...leafSettings(HYPERPARAMETER_SETTINGS)].map(([, setting]) => [setting.flag, setting]);
 
 /** parseArgs options for every job setting: booleans are switches, the rest take a value. */
 export function settingFlagOptions(): Record<string, { type: "string" | "boolean" }> {
   return Object.fromEntries(allSettings().map(([flag, setting]) => [flag, { type: setting.type === "boolean" ? "boolean" : "string" }]));
 }
 
-function flagValue(setting: Setting, raw: unknown): unknown {
+function flagValue(setting: LeafSetting, raw: unknown): unknown {
   switch (setting.type) {
     case "integer":
     case "number":
@@ -53,8 +54,14 @@ function flagValue(setting: Setting, raw: unknown): unknown {
 }
 
 function given<T>(declarations: Record<string, Setting>, values: Record<string, unknown>): T {
-  const out: Record<string, unknown> = {};
-  for (const [name, setting] of Object.entries(declarations)) if (values[setting.flag] !== undefined) out[name] = flagValue(setting, values[setting.flag]);
+  const out: Record<string, Record<string, unknown> | unknown> = {};
+  for (const [name, setting] of leafSettings(declarations)) {
+    if (values[setting.flag] === undefined) continue;
+    const [head, member] = name.split(".");
+    // Any member's flag turns its group on; the group's other members take their defaults.
+    if (member) out[head] = { ...(out[head] as Record<string, unknown> | undefined), [member]: flagValue(setting, values[setting.flag]) };
+    else out[head] = flagValue(setting, values[setting.flag]);
+  }
   return out as T;
 }
 
@@ -63,14 +70,14 @@ export function settingsFromFlags(values: Record<string, unknown>): { lora: Lora
   return { lora: given<LoraOptions>(LORA_SETTINGS, values), hyper: given<HyperparameterOptions>(HYPERPARAMETER_SETTINGS, values) };
 }
 
-function placeholder(setting: Setting): string {
+function placeholder(setting: LeafSetting): string {
   if (setting.type === "boolean") return "";
   if (setting.type === "enum") return ` ${setting.values.filter((value) => value !== null).join("|")}`;
   if (setting.type === "modules") return " a,b|all-linear";
   return setting.type === "integer" ? " N" : " F";
 }
 
-function defaultText(setting: Setting): string {
+function defaultText(setting: LeafSetting): string {
   if (setting.type === "modules" || setting.default === undefined || setting.default === null || setting.default === false) return "";
   return ` [${setting.default}]`;
 }

@@ -2,11 +2,12 @@
 // warmup-then-decay schedule, evaluation and checkpoints on a step cadence, checkpoints that resume the
 // same curve, and the final adapter. A task (classification, causal LM) says what the examples are, which
 // parameters train, how a micro-batch's loss and the validation metrics are computed, and what the adapter is.
-import { readFile, writeFile } from "node:fs/promises";
+import { copyFile, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { writeFolderAtomically } from "./atomic-folder.ts";
 import { epochBatches } from "./data/batching.ts";
+import { EarlyStopper, type EarlyStoppingState } from "./early-stopping.ts";
 import { Dropout, type ForwardOptions } from "./layers/lora-forward.ts";
 import { adapterForwardOptions } from "./lora.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
@@ -62,6 +63,10 @@ export interface TrainResult {
   metrics: Record<string, number>;
   baseline: Record<string, number>;
   lastCheckpoint?: { step: number; dir: string };
+  /** The step whose weights the adapter holds: early stopping's best evaluation, else the last step. */
+  adapterStep?: number;
+  /** With early stopping: the step at which patience ran out, if it did. */
+  stoppedEarlyAt?: number;
 }
 
 export interface TrainerState {
@@ -73,6 +78,7 @@ export interface TrainerState {
   schedule: Record<string, unknown>;
   lossCurve: LossPoint[];
   evaluations: EvaluationReport[];
+  earlyStopping?: EarlyStoppingState;
 }
 
 interface LossPoint {
@@ -151,6 +157,12 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
         if (m && v) optimizer.moments.set(key, tf.tidy(() => ({ m: tf.variable(tf.tensor(m.data, m.shape), false), v: tf.variable(tf.tensor(v.data, v.shape), false) })));
       }
     }
+    const stopper = hyper.earlyStopping ? new EarlyStopper(hyper.earlyStopping, state.earlyStopping) : undefined;
+    if (stopper && !task.validationCount) throw new TrainingConfigError("earlyStopping needs validation data: a validation file or validationSplit");
+    // The best evaluation's weights, for the adapter; after a resume they are in the checkpoint saved at that step.
+    // (Absent when only the newest checkpoint was brought back, as with S3: the adapter is then the last step's.)
+    const bestFile = stopper?.state && options.checkpointDir ? path.join(options.checkpointDir, `step-${stopper.state.bestStep}`, "adapter_model.safetensors") : undefined;
+    let best = bestFile ? await readSafetensors(bestFile).catch(() => undefined) : undefined;
     const baseline = task.validationCount ? task.evaluate(task.baseForward) : {};
     const evaluateAdapter = () => (task.validationCount ? task.evaluate(adapterForwardOptions(params, task.lora)) : {});
 
@@ -172,6 +184,7 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
       await hooks.onCheckpoint?.(lastCheckpoint);
     };
 
+    let stoppedEarlyAt: number | undefined;
     const started = Date.now();
     const firstStep = state.step;
     let tokensThisRun = 0;
@@ -234,24 +247,48 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
         elapsedMs,
         etaMs: (elapsedMs / (state.step - firstStep)) * (totalSteps - state.step),
       });
+      let checkpointed = false;
       if (hyper.evalEverySteps && state.step % hyper.evalEverySteps === 0 && state.step < totalSteps && task.validationCount) {
         const report = { step: state.step, metrics: evaluateAdapter(), baseline };
         state.evaluations.push(report);
         hooks.onEvaluation?.(report);
+        if (stopper) {
+          const verdict = stopper.observe(state.step, report.metrics);
+          state.earlyStopping = stopper.state;
+          if (verdict.improved) {
+            best = toArrays(params);
+            // A checkpoint at every new best: the adapter it becomes is a checkpoint users can see.
+            if (options.checkpointDir) {
+              await saveCheckpoint();
+              checkpointed = true;
+            }
+          }
+          if (verdict.stop) stoppedEarlyAt = state.step;
+        }
       }
-      if (hyper.checkpointEverySteps && state.step % hyper.checkpointEverySteps === 0 && state.step < totalSteps) await saveCheckpoint();
+      if (!checkpointed && hyper.checkpointEverySteps && state.step % hyper.checkpointEverySteps === 0 && state.step < totalSteps) await saveCheckpoint();
+      if (stoppedEarlyAt !== undefined) break;
     }
 
-    const metrics = evaluateAdapter();
-    if (task.validationCount) {
+    // Stopped early: the evaluation at this step was just made.
+    const metrics = stoppedEarlyAt !== undefined ? state.evaluations.at(-1)!.metrics : evaluateAdapter();
+    if (task.validationCount && stoppedEarlyAt === undefined) {
       const report = { step: state.step, metrics, baseline };
       state.evaluations.push(report);
       hooks.onEvaluation?.(report);
+      if (stopper?.observe(state.step, metrics).improved) best = undefined;
     }
-    await writeFolderAtomically(options.outDir, (tmp) =>
-      writeAdapterFiles(tmp, task.adapter(toArrays(params)), {
+    // The best evaluation's weights, unless the user keeps the last step's (or the last step was the best).
+    const fromBest = stopper && stopper.config.keep === "best" && best !== undefined && stopper.state!.bestStep !== state.step;
+    const adapterStep = fromBest ? stopper.state!.bestStep : state.step;
+    const adapterMetrics = fromBest ? state.evaluations.find((report) => report.step === adapterStep)!.metrics : metrics;
+    const bestCheckpointFile = fromBest && options.checkpointDir ? path.join(options.checkpointDir, `step-${adapterStep}`, "adapter_model.safetensors") : undefined;
+    await writeFolderAtomically(options.outDir, async (tmp) => {
+      await writeAdapterFiles(tmp, task.adapter(fromBest ? best! : toArrays(params)), {
         task: task.name,
-        metrics,
+        metrics: adapterMetrics,
+        adapter_step: adapterStep,
+        ...(stopper ? { early_stopping: stopper.summary(stoppedEarlyAt ?? null, adapterStep) } : {}),
         baseline,
         steps: state.step,
         epochs: hyper.epochs,
@@ -263,9 +300,11 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
         settings,
         evaluations: state.evaluations,
         loss_curve: state.lossCurve,
-      }),
-    );
-    return { outcome: "completed", step: state.step, adapterDir: options.outDir, metrics, baseline, lastCheckpoint };
+      });
+      // The best checkpoint's own bytes, so the adapter is exactly that checkpoint.
+      if (bestCheckpointFile) await copyFile(bestCheckpointFile, path.join(tmp, "adapter_model.safetensors"));
+    });
+    return { outcome: "completed", step: state.step, adapterDir: options.outDir, metrics: adapterMetrics, baseline, lastCheckpoint, adapterStep, stoppedEarlyAt };
   } finally {
     for (const variable of params.values()) variable.dispose();
     optimizer.dispose();

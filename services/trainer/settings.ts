@@ -39,11 +39,25 @@ export interface Hyperparameters {
   classWeights: "balanced" | null;
   trainOnInputs: boolean;
   packing: boolean;
+  earlyStopping?: EarlyStopping;
 }
+
+/** Stop when the validation metric has not improved for `patience` evaluations; keep the best (or last) weights. */
+export interface EarlyStopping {
+  metric: EarlyStoppingMetric;
+  patience: number;
+  minDelta: number;
+  keep: "best" | "last";
+}
+
+/** Validation metrics early stopping may watch; the first two improve downwards, the rest upwards. */
+export const EARLY_STOPPING_METRICS = ["loss", "perplexity", "accuracy", "macro_f1", "next_token_accuracy"] as const;
+export type EarlyStoppingMetric = (typeof EARLY_STOPPING_METRICS)[number];
+export const LOWER_IS_BETTER: readonly string[] = ["loss", "perplexity"];
 
 /** A job's settings as given: anything left out takes its declared default. */
 export type LoraOptions = Partial<LoraSettings>;
-export type HyperparameterOptions = Partial<Hyperparameters>;
+export type HyperparameterOptions = Partial<Omit<Hyperparameters, "earlyStopping">> & { earlyStopping?: Partial<EarlyStopping> };
 
 export interface JobSettings {
   lora: LoraSettings;
@@ -53,12 +67,22 @@ export interface JobSettings {
 type Range = { minimum?: number; exclusiveMinimum?: number; maximum?: number; exclusiveMaximum?: number };
 
 /** One setting. A default of undefined means "unset": the setting is then absent from the resolved job. */
-export type Setting = { flag: string; description: string } & (
+export type LeafSetting = { flag: string; description: string } & (
   | ({ type: "integer" | "number"; default?: number } & Range)
   | { type: "boolean"; default: boolean }
   | { type: "enum"; values: readonly (string | null)[]; default: string | null }
   | { type: "modules"; default?: undefined; maxItems: number; pattern: string }
 );
+/** Settings that only mean something together: unset unless given, then each member takes its default. */
+export type GroupSetting = { type: "group"; flag: string; description: string; default?: undefined; settings: Record<string, LeafSetting> };
+export type Setting = LeafSetting | GroupSetting;
+
+/** Every leaf setting with its path ("earlyStopping.patience") and its own flag. */
+export function leafSettings(declarations: Record<string, Setting>): [string, LeafSetting][] {
+  return Object.entries(declarations).flatMap(([name, setting]): [string, LeafSetting][] =>
+    setting.type === "group" ? Object.entries(setting.settings).map(([member, leaf]): [string, LeafSetting] => [`${name}.${member}`, leaf]) : [[name, setting]],
+  );
+}
 
 export const LORA_SETTINGS = {
   r: { type: "integer", minimum: 1, maximum: 256, default: 8, flag: "lora-r", description: "rank of the LoRA update matrices" },
@@ -91,6 +115,17 @@ export const HYPERPARAMETER_SETTINGS = {
   classWeights: { type: "enum", values: ["balanced", null], default: null, flag: "class-weights", description: "classification: weight the loss by inverse class frequency" },
   trainOnInputs: { type: "boolean", default: false, flag: "train-on-inputs", description: "causal_lm, completion data: compute the loss on prompts too" },
   packing: { type: "boolean", default: false, flag: "packing", description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
+  earlyStopping: {
+    type: "group",
+    flag: "early-stopping",
+    description: "stop when the validation metric stops improving (unset: never); needs evalEverySteps and validation data",
+    settings: {
+      metric: { type: "enum", values: EARLY_STOPPING_METRICS, default: "loss", flag: "early-stopping-metric", description: "early stopping: the validation metric watched (loss and perplexity improve downwards)" },
+      patience: { type: "integer", minimum: 1, maximum: 1000, default: 3, flag: "early-stopping-patience", description: "early stopping: evaluations without improvement before stopping" },
+      minDelta: { type: "number", minimum: 0, default: 0, flag: "early-stopping-min-delta", description: "early stopping: the least change that counts as an improvement" },
+      keep: { type: "enum", values: ["best", "last"], default: "best", flag: "early-stopping-keep", description: "early stopping: the adapter holds the best evaluation's weights, or the last step's" },
+    },
+  },
 } as const satisfies Record<keyof Hyperparameters, Setting>;
 
 export const SETTING_GROUPS = { lora: LORA_SETTINGS, hyperparameters: HYPERPARAMETER_SETTINGS } as const;
@@ -139,6 +174,9 @@ function resolveOne(label: string, setting: Setting, value: unknown): unknown {
     case "enum":
       if (!setting.values.includes(value as string | null)) throw new TrainingConfigError(`${label} must be one of ${setting.values.map(String).join(", ")}, got ${JSON.stringify(value)}`);
       return value;
+    case "group":
+      if (typeof value !== "object" || value === null || Array.isArray(value)) throw new TrainingConfigError(`${label} must be an object`);
+      return resolveGroup(setting.settings, value as Record<string, unknown>, `${label}.`);
     case "modules":
       if (!Array.isArray(value) || value.length === 0 || value.length > setting.maxItems || new Set(value).size !== value.length || value.some((name) => typeof name !== "string" || !new RegExp(setting.pattern).test(name))) {
         throw new TrainingConfigError(`${label} must be 1..${setting.maxItems} distinct module names matching ${setting.pattern}`);
@@ -166,10 +204,9 @@ export function resolveJobSettings(given: { lora?: LoraOptions; hyperparameters?
   const lora = resolveGroup<Omit<LoraSettings, "targetModules"> & { targetModules?: string[] }>(LORA_SETTINGS, given.lora ?? {}, "lora ");
   const defaultTargets = DEFAULT_TARGET_MODULES[modelType];
   if (!lora.targetModules && !defaultTargets) throw new TrainingConfigError(`no default target modules for model_type ${modelType}; name them`);
-  return {
-    lora: { ...lora, targetModules: lora.targetModules ?? [...defaultTargets] },
-    hyperparameters: resolveGroup<Hyperparameters>(HYPERPARAMETER_SETTINGS, given.hyperparameters ?? {}, ""),
-  };
+  const hyperparameters = resolveGroup<Hyperparameters>(HYPERPARAMETER_SETTINGS, given.hyperparameters ?? {}, "");
+  if (hyperparameters.earlyStopping && !hyperparameters.evalEverySteps) throw new TrainingConfigError("earlyStopping needs evalEverySteps: it acts at each evaluation");
+  return { lora: { ...lora, targetModules: lora.targetModules ?? [...defaultTargets] }, hyperparameters };
 }
 
 /** The JSON schema of one settings group, as the API validates and documents a job request's. */
@@ -177,7 +214,9 @@ export function settingsJsonSchema(declarations: Record<string, Setting>): Recor
   const properties: Record<string, unknown> = {};
   for (const [name, setting] of Object.entries(declarations)) {
     const { flag: _flag, type, description, ...rest } = setting;
-    if (type === "modules") {
+    if (type === "group") {
+      properties[name] = { ...settingsJsonSchema(setting.settings), description };
+    } else if (type === "modules") {
       const { maxItems, pattern } = setting;
       properties[name] = { type: "array", minItems: 1, maxItems, uniqueItems: true, items: { type: "string", pattern }, description };
     } else if (type === "enum") {

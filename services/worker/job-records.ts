@@ -66,8 +66,14 @@ export class JobRecords {
 
   /** True when the job was cancelled or deleted under this run. */
   async cancelRequested(): Promise<boolean> {
-    const row = await this.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true } });
-    return !row || row.status === "cancelling" || row.cancelRequestedAt !== null;
+    return (await this.stopRequested()) === "cancel";
+  }
+
+  /** What the API asks of this run, if anything: a cancel (also when the job was deleted) or a pause. */
+  async stopRequested(): Promise<"cancel" | "pause" | undefined> {
+    const row = await this.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true, pauseRequestedAt: true } });
+    if (!row || row.status === "cancelling" || row.cancelRequestedAt !== null) return "cancel";
+    return row.pauseRequestedAt !== null ? "pause" : undefined;
   }
 
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
@@ -180,7 +186,7 @@ export class JobRecords {
           finishedAt: new Date(),
           metrics: result.metrics,
           workerId: null,
-          progress: { ...(job.progress as object), step: result.step, percent: 100 },
+          progress: { ...(job.progress as object), step: result.step, percent: 100, adapterStep: result.adapterStep ?? result.step },
         },
       });
       if (finished.count === 0) return false;
@@ -198,7 +204,7 @@ export class JobRecords {
           sizeBytes: BigInt(stored.packed.sizeBytes),
           sha256: stored.packed.sha256,
           storageKey: stored.storageKey,
-          metrics: { metrics: result.metrics, baseline: result.baseline, step: result.step },
+          metrics: { metrics: result.metrics, baseline: result.baseline, step: result.adapterStep ?? result.step, lastStep: result.step, stoppedEarlyAt: result.stoppedEarlyAt ?? null },
         },
       });
       await tx.evaluation.createMany({
@@ -209,15 +215,18 @@ export class JobRecords {
           metric,
           value,
           baselineValue: result.baseline[metric] ?? null,
-          step: result.step,
+          step: result.adapterStep ?? result.step,
         })),
       });
       await tx.jobEvent.create({
         data: {
           jobId: job.id,
           type: "succeeded",
-          message: `succeeded at step ${result.step}`,
-          data: { adapterId: stored.adapterId, step: result.step, metrics: result.metrics, baseline: result.baseline },
+          message:
+            `succeeded at step ${result.step}` +
+            (result.stoppedEarlyAt !== undefined ? " (stopped early)" : "") +
+            (result.adapterStep !== undefined && result.adapterStep !== result.step ? `; the adapter holds the best step, ${result.adapterStep}` : ""),
+          data: { adapterId: stored.adapterId, step: result.step, adapterStep: result.adapterStep ?? result.step, stoppedEarlyAt: result.stoppedEarlyAt ?? null, metrics: result.metrics, baseline: result.baseline },
         },
       });
       return true;
@@ -256,6 +265,25 @@ export class JobRecords {
         step: step ?? null,
       }),
     ]);
+  }
+
+  /**
+   * The job paused on request: `paused` until resumed, its checkpoints kept; the attempt does not
+   * count. False when the request was withdrawn (resumed) or the job is no longer this run's.
+   */
+  async pause(step: number | undefined): Promise<boolean> {
+    return this.prisma.$transaction(async (tx) => {
+      const paused = await tx.job.updateMany({
+        where: { id: this.jobId, status: { in: ["queued", "running"] }, pauseRequestedAt: { not: null }, cancelRequestedAt: null },
+        data: { status: "paused", workerId: null, pauseRequestedAt: null },
+      });
+      if (paused.count === 0) return false;
+      await tx.job.updateMany({ where: { id: this.jobId, attempts: { gt: 0 } }, data: { attempts: { decrement: 1 } } });
+      await tx.jobEvent.create({
+        data: { jobId: this.jobId, type: "paused", message: step === undefined ? "paused" : `paused at step ${step}`, data: { step: step ?? null } },
+      });
+      return true;
+    });
   }
 
   private async removePartialArtifacts(): Promise<void> {

@@ -1,6 +1,6 @@
 // One run of one job: what happens to it. Before training: run it, or finish it as it stands
-// (cancelled, out of attempts, out of time). While training: watch for cancel, timeout,
-// shutdown and a lost lease. After: succeed, fail, retry, or hand it back. Once the run has
+// (cancelled, paused, out of attempts, out of time). While training: watch for cancel, pause,
+// timeout, shutdown and a lost lease. After: succeed, fail, retry, pause, or hand it back. Once the run has
 // claimed the job, every write that decides its fate waits out a Postgres outage (Durable).
 import { isDatabaseUnavailable } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
@@ -20,11 +20,11 @@ export const LEASE_BUSY_RETRY_MS = 5000;
 /** A retry after a crashed sandbox waits this long times the attempt. */
 export const RETRY_BACKOFF_MS = 2000;
 
-export type StopReason = "cancel" | "timeout" | "shutdown" | "lease_lost";
+export type StopReason = "cancel" | "pause" | "timeout" | "shutdown" | "lease_lost";
 export type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs: number };
 export type RunRecords = Pick<
   JobRecords,
-  | "jobId" | "load" | "claim" | "cancelRequested" | "newestCheckpoint" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
+  | "jobId" | "load" | "claim" | "cancelRequested" | "stopRequested" | "pause" | "newestCheckpoint" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
   | "storeAdapter" | "discardAdapter" | "succeed" | "cancel" | "fail" | "requeueFailedAttempt" | "handBack"
 >;
 export type RunSandbox = Pick<Sandbox, "run" | "requestStop" | "clearStop" | "terminate">;
@@ -62,9 +62,10 @@ export class JobRun {
     if (this.stopReason || this.ended) return;
     this.stopReason = reason;
     this.logger.info({ jobId: this.jobId, reason }, "stopping the run at its next step boundary");
-    this.sandbox.requestStop(reason === "shutdown" ? "checkpoint" : "cancel");
-    // A shutdown may wait for its checkpoint almost as long as the deploy allows.
-    const grace = reason === "shutdown" ? Math.max(1000, this.settings.shutdownTimeoutMs - 5000) : CANCEL_GRACE_MS;
+    const checkpointFirst = reason === "shutdown" || reason === "pause";
+    this.sandbox.requestStop(checkpointFirst ? "checkpoint" : "cancel");
+    // A shutdown (or pause) may wait for its checkpoint almost as long as a deploy allows.
+    const grace = checkpointFirst ? Math.max(1000, this.settings.shutdownTimeoutMs - 5000) : CANCEL_GRACE_MS;
     this.forceTimer = setTimeout(() => {
       this.logger.warn({ jobId: this.jobId, reason }, "the sandbox did not stop in time; ending it");
       void this.sandbox.terminate();
@@ -87,6 +88,9 @@ export class JobRun {
     }
     if (isFinished(job.status)) return { kind: "final", status: job.status };
     if (job.status === "cancelling" || job.cancelRequestedAt) return this.finishCancelled("cancelled before it could run");
+    // Paused while it waited: a stale queue entry; resume queues the job again.
+    if (job.status === "paused") return { kind: "final", status: "paused" };
+    if (job.pauseRequestedAt && (await this.durable.write(() => this.records.pause(undefined), this.shuttingDown))) return { kind: "final", status: "paused" };
     if (job.attempts >= job.maxAttempts) {
       const previous = (job.error as JobError | null)?.message;
       return this.finishFailed({
@@ -191,6 +195,15 @@ export class JobRun {
       case "lease_lost":
         // Another worker may own the job now: write nothing, let the lease decide later.
         return { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS };
+      case "pause":
+        if (await this.durable.write(() => this.records.pause(step), this.shuttingDown)) {
+          this.logger.info({ jobId: this.jobId, step }, "job paused");
+          return { kind: "final", status: "paused" };
+        }
+        // Resumed before it paused, or cancelled meanwhile.
+        if (await this.durable.write(() => this.records.cancelRequested(), this.shuttingDown)) return this.finishCancelled(`cancelled at step ${step}`);
+        await this.durable.write(() => this.records.handBack(step), this.shuttingDown);
+        return { kind: "requeue", delayMs: 0 };
       case "shutdown":
       case undefined:
         await this.durable.write(() => this.records.handBack(step), this.shuttingDown);
@@ -215,7 +228,8 @@ export class JobRun {
 
   private async watchForCancel(): Promise<void> {
     try {
-      if (await this.records.cancelRequested()) this.stop("cancel");
+      const reason = await this.records.stopRequested();
+      if (reason) this.stop(reason);
     } catch (error) {
       // Postgres being down is logged once by its pool; the next poll looks again.
       if (!isDatabaseUnavailable(error)) this.logger.warn({ jobId: this.jobId, err: error }, "could not look for a cancel request");

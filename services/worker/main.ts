@@ -9,6 +9,7 @@ import { onShutdownSignal } from "../common/shutdown.ts";
 import { FineTuneWorker } from "./fine-tune-worker.ts";
 import { LocalCache } from "./local-cache.ts";
 import { loadWorkerSettings, type WorkerSettings } from "./settings.ts";
+import { WebhookDispatcher } from "./webhooks.ts";
 
 let settings: WorkerSettings;
 try {
@@ -24,8 +25,12 @@ const prisma = createPrisma(settings.databaseUrl, outages);
 const store = openArtifactStore(settings);
 const cache = new LocalCache(store, settings.workerCacheMaxBytes, logger);
 const worker = new FineTuneWorker({ settings, logger, prisma, outages, store, cache });
+// The webhook outbox is delivered by every worker; rows are claimed so that only one sends each.
+const webhooks = new WebhookDispatcher(prisma, settings, logger.child({ part: "webhooks" }));
 onShutdownSignal(logger, settings.shutdownTimeoutMs, async () => {
+  await webhooks.stop();
   await worker.stop();
   await prisma.$disconnect();
 });
 await worker.start();
+webhooks.start();

@@ -1,7 +1,7 @@
 // Real Postgres and Redis for integration tests, isolated per test file: each file gets a
 // fresh database cloned from a migrated template and its own BullMQ queue prefix.
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import pg from "pg";
@@ -10,7 +10,6 @@ import { createLogger } from "../../services/common/logger.ts";
 
 const ADMIN_URL = process.env.TEST_ADMIN_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
-const TEMPLATE = "lora_test_template";
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 function databaseUrl(name: string): string {
@@ -37,7 +36,13 @@ async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T>
   }
 }
 
-/** Builds (or rebuilds, when migrations changed) the template with `prisma migrate deploy`. */
+/**
+ * One template per list of migrations, named by its hash: checkouts with different migrations
+ * (branches, worktrees) sharing one Postgres never drop each other's template mid-clone.
+ */
+const TEMPLATE = `lora_test_template_${createHash("sha256").update(migrationNames().join()).digest("hex").slice(0, 12)}`;
+
+/** Builds (or rebuilds, when its migrations are not all applied) the template with `prisma migrate deploy`. */
 async function ensureTemplate(admin: pg.Client): Promise<void> {
   await admin.query("SELECT pg_advisory_lock(727274)");
   try {

@@ -38,8 +38,11 @@ describe("migrations", () => {
       const tables = await client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
       assert.deepEqual(
         tables.rows.map((row) => row.tablename),
-        ["Adapter", "ApiKey", "BaseModel", "Checkpoint", "Dataset", "Evaluation", "Job", "JobEvent", "Tenant", "_prisma_migrations"],
+        ["Adapter", "ApiKey", "BaseModel", "Checkpoint", "Dataset", "Evaluation", "Job", "JobEvent", "Tenant", "WebhookDelivery", "WebhookEndpoint", "_prisma_migrations"],
       );
+      // The webhook outbox is filled by a trigger, which the schema file cannot declare.
+      const triggers = await client.query(`SELECT tgname FROM pg_trigger WHERE NOT tgisinternal`);
+      assert.deepEqual(triggers.rows.map((row) => row.tgname), ["JobEvent_webhook_outbox"]);
     } finally {
       await client.end();
     }

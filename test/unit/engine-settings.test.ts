@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { settingFlagOptions, settingsFromFlags, settingsHelp } from "../../services/trainer/cli-flags.ts";
 import { settingsTable } from "../../services/trainer/settings-table.ts";
-import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, TrainingConfigError } from "../../services/trainer/settings.ts";
+import { HYPERPARAMETER_SETTINGS, leafSettings, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, TrainingConfigError } from "../../services/trainer/settings.ts";
 
 describe("job settings", () => {
   it("resolves nothing given to the service's defaults", () => {
@@ -41,7 +41,7 @@ describe("job settings", () => {
 
   it("gives the CLI one flag per setting, with the declared default in its help", () => {
     const options = settingFlagOptions();
-    for (const setting of [...Object.values(LORA_SETTINGS), ...Object.values(HYPERPARAMETER_SETTINGS)]) {
+    for (const [, setting] of [...leafSettings(LORA_SETTINGS), ...leafSettings(HYPERPARAMETER_SETTINGS)]) {
       assert.ok(options[setting.flag], setting.flag);
       assert.match(settingsHelp(), new RegExp(`--${setting.flag}\\b`));
     }
@@ -51,6 +51,20 @@ describe("job settings", () => {
       lora: { r: 4, targetModules: ["q_lin", "v_lin"], useRslora: true },
       hyper: { learningRate: 1e-3, classWeights: "balanced" },
     });
+  });
+
+  it("declares early stopping as a group: unset unless given, then each member defaulted and checked", () => {
+    assert.equal("earlyStopping" in resolveJobSettings({}, "bert").hyperparameters, false);
+    assert.deepEqual(resolveJobSettings({ hyperparameters: { evalEverySteps: 5, earlyStopping: { patience: 2 } } }, "bert").hyperparameters.earlyStopping, {
+      metric: "loss", patience: 2, minDelta: 0, keep: "best",
+    });
+    assert.throws(() => resolveJobSettings({ hyperparameters: { earlyStopping: {} } }, "bert"), /earlyStopping needs evalEverySteps/);
+    assert.throws(() => resolveJobSettings({ hyperparameters: { evalEverySteps: 5, earlyStopping: { metric: "bleu" } as never } }, "bert"), /earlyStopping\.metric must be one of/);
+    assert.throws(() => resolveJobSettings({ hyperparameters: { evalEverySteps: 5, earlyStopping: { wait: 1 } as never } }, "bert"), /unknown setting earlyStopping\.wait/);
+    assert.deepEqual(settingsFromFlags({ "early-stopping-patience": "4", "eval-every": "10" }).hyper, { earlyStopping: { patience: 4 }, evalEverySteps: 10 });
+    const schema = settingsJsonSchema(HYPERPARAMETER_SETTINGS) as { properties: Record<string, { additionalProperties?: boolean; properties?: Record<string, unknown> }> };
+    assert.equal(schema.properties.earlyStopping.additionalProperties, false);
+    assert.deepEqual(Object.keys(schema.properties.earlyStopping.properties!), ["metric", "patience", "minDelta", "keep"]);
   });
 
   it("gives the API a schema with the same defaults and ranges", () => {

@@ -23,8 +23,10 @@ class FakeRecords implements RunRecords {
   readonly jobId = "job-1";
   readonly calls: string[] = [];
   readonly outages = new Map<string, number>();
-  job = { status: "queued", cancelRequestedAt: null as Date | null, attempts: 0, maxAttempts: 3, error: null as JobError | null };
+  job = { status: "queued", cancelRequestedAt: null as Date | null, pauseRequestedAt: null as Date | null, attempts: 0, maxAttempts: 3, error: null as JobError | null };
   cancelled = false;
+  /** Whether a pause is still asked for when the run writes it (false: it was withdrawn). */
+  pauseStands = true;
   succeedAnswer = true;
 
   private record(name: string, detail = ""): void {
@@ -59,6 +61,14 @@ class FakeRecords implements RunRecords {
   async cancelRequested() {
     this.record("cancelRequested");
     return this.cancelled;
+  }
+  async stopRequested() {
+    this.record("stopRequested");
+    return this.cancelled ? ("cancel" as const) : this.job.pauseRequestedAt ? ("pause" as const) : undefined;
+  }
+  async pause(step: number | undefined) {
+    this.record("pause", String(step));
+    return this.pauseStands;
   }
   async newestCheckpoint() {
     this.record("newestCheckpoint");
@@ -208,6 +218,36 @@ describe("a job run's decisions", () => {
     robbedSandbox.whileRunning = () => robbedRun.stop("lease_lost");
     assert.deepEqual(await robbedRun.execute(), { kind: "requeue", delayMs: LEASE_BUSY_RETRY_MS });
     assert.ok(!robbed.calls.some((call) => ["succeed", "storeAdapter", "handBack"].some((write) => call.startsWith(write))), robbed.calls.join());
+  });
+
+  it("pauses at a checkpoint on request, and goes on when the pause was withdrawn meanwhile", async () => {
+    const checkpointed = (stop: string | undefined): TrainResult => ({ outcome: stop === "checkpoint" ? "checkpointed" : "cancelled", step: 12, metrics: {}, baseline: {} });
+    const pausing = new FakeRecords();
+    const sandbox = new ScriptedSandbox(checkpointed);
+    const run = runOf(pausing, sandbox);
+    sandbox.whileRunning = () => run.stop("pause");
+    assert.deepEqual(await run.execute(), { kind: "final", status: "paused" });
+    assert.deepEqual(sandbox.stopRequests, ["checkpoint"], "a pause saves a checkpoint first");
+    assert.equal(pausing.calls.at(-1), "pause 12");
+
+    const withdrawn = new FakeRecords();
+    withdrawn.pauseStands = false;
+    const resumedSandbox = new ScriptedSandbox(checkpointed);
+    const resumedRun = runOf(withdrawn, resumedSandbox);
+    resumedSandbox.whileRunning = () => resumedRun.stop("pause");
+    assert.deepEqual(await resumedRun.execute(), { kind: "requeue", delayMs: 0 });
+    assert.deepEqual(withdrawn.calls.slice(-3), ["pause 12", "cancelRequested", "handBack 12"]);
+
+    const waiting = new FakeRecords();
+    waiting.job.status = "paused";
+    assert.deepEqual(await runOf(waiting, new ScriptedSandbox(() => completed)).execute(), { kind: "final", status: "paused" });
+    assert.deepEqual(waiting.calls, ["load"], "a paused job's stale queue entry trains nothing");
+
+    const asked = new FakeRecords();
+    asked.job.status = "running";
+    asked.job.pauseRequestedAt = new Date();
+    assert.deepEqual(await runOf(asked, new ScriptedSandbox(() => completed)).execute(), { kind: "final", status: "paused" });
+    assert.deepEqual(asked.calls, ["load", "pause undefined"], "a job asked to pause before its run started is paused without training");
   });
 
   it("stops waiting for Postgres once the worker shuts down, leaving the job to the next worker", async () => {

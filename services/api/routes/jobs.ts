@@ -27,7 +27,7 @@ const SERVED_VIEWS_CAPACITY = 10_000;
 const loraSchema = settingsJsonSchema(LORA_SETTINGS);
 const hyperparametersSchema = settingsJsonSchema(HYPERPARAMETER_SETTINGS);
 
-const createJobBody = {
+export const createJobBody = {
   type: "object",
   additionalProperties: false,
   required: ["baseModel", "trainDatasetId"],
@@ -50,7 +50,7 @@ const createJobBody = {
   },
 } as const;
 
-interface CreateJobBody {
+export interface CreateJobBody {
   baseModel: string;
   trainDatasetId: string;
   validationDatasetId?: string;
@@ -194,7 +194,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       schema: {
         tags: ["jobs"],
         summary: "Cancel a job",
-        description: "200: a queued job is cancelled at once. 202: a running job is `cancelling` until its worker stops. 409: the job has finished.",
+        description: "200: a queued or paused job is cancelled at once. 202: a running job is `cancelling` until its worker stops. 409: the job has finished.",
         params: uuidParams,
         response: { 200: { $ref: "Job#" }, 202: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 409, 429) },
       },
@@ -207,7 +207,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       // The status and its event are written together: a retry after a failure finds neither or both.
       const cancelled = await prisma.$transaction(async (tx) => {
         const updated = await tx.job.updateMany({
-          where: { id, tenantId, status: "queued" },
+          where: { id, tenantId, status: { in: ["queued", "paused"] } },
           data: { status: "cancelled", cancelRequestedAt: now, finishedAt: now },
         });
         if (updated.count === 1) await tx.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
