@@ -1,8 +1,13 @@
 // The training loss of every task: classification over labels, causal LMs over next tokens.
 import * as tf from "@tensorflow/tfjs";
+import { inPart } from "./layers/parts.ts";
 
 /** Mean cross-entropy; with class weights, weighted as torch's CrossEntropyLoss(weight=...). */
 export function crossEntropy(logits: tf.Tensor2D, labels: number[], classWeights?: number[]): tf.Scalar {
+  return inPart("loss", () => plainCrossEntropy(logits, labels, classWeights));
+}
+
+function plainCrossEntropy(logits: tf.Tensor2D, labels: number[], classWeights?: number[]): tf.Scalar {
   const logProbabilities = tf.logSoftmax(logits);
   const oneHot = tf.oneHot(tf.tensor1d(labels, "int32"), logits.shape[1]);
   const nll = oneHot.mul(logProbabilities).sum(1).neg();

@@ -8,15 +8,16 @@
 // products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
 import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
+import { inPart } from "./parts.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
-/** A tfjs customGrad over `inputs`, with the backward run inside its own tidy. */
-function custom(inputs: tf.Tensor[], forward: (save: (tensors: tf.Tensor[]) => void) => { value: tf.Tensor; gradFunc: Grad }): tf.Tensor {
+/** A tfjs customGrad over `inputs`, with the backward run inside its own tidy; `part` names it for profiles. */
+function custom(part: string, inputs: tf.Tensor[], forward: (save: (tensors: tf.Tensor[]) => void) => { value: tf.Tensor; gradFunc: Grad }): tf.Tensor {
   return tf.customGrad((...args: unknown[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const { value, gradFunc } = forward(save);
-    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => gradFunc(dy, saved)) };
+    const { value, gradFunc } = inPart(part, () => forward(save));
+    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => inPart(part, () => tf.tidy(() => gradFunc(dy, saved))) };
   })(...inputs);
 }
 
@@ -29,7 +30,7 @@ function isTrained(t: tf.Tensor): boolean {
 export function gelu(x: tf.Tensor): tf.Tensor {
   // One pass each way where the backend has the BLAS addon's GELU kernels.
   const native = tf.getKernel(GELU_KERNEL, tf.getBackend()) !== undefined;
-  return custom([x], (save) => {
+  return custom("gelu", [x], (save) => {
     save([x]);
     return {
       value: native ? (tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor) : x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)),
@@ -46,7 +47,7 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 /** LayerNorm over the last axis; keeps the normalised input and 1/σ for the backward. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor2D {
   const trainedAffine = isTrained(gamma) || isTrained(beta);
-  return custom(trainedAffine ? [x, gamma, beta] : [x], (save) => {
+  return custom("layer norm", trainedAffine ? [x, gamma, beta] : [x], (save) => {
     const { mean, variance } = tf.moments(x, -1, true);
     const inverseStd = tf.rsqrt(variance.add(epsilon));
     const normalised = x.sub(mean).mul(inverseStd);
@@ -87,7 +88,7 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
   const inputs: tf.Tensor[] = [x];
   if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
   if (trainedWeight) inputs.push(stored, ...(bias ? [bias] : []));
-  return custom(inputs, (save) => {
+  return custom(lora ? "linear + LoRA" : "linear", inputs, (save) => {
     let y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
     if (bias) y = y.add(bias);
     let down: tf.Tensor2D | undefined;
@@ -123,7 +124,7 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
  * attention-dropout mask already divided by the keep rate. Keeps the probabilities for the backward.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAdd: tf.Tensor, scale: number, keep?: tf.Tensor): tf.Tensor4D {
-  return custom([q, k, v], (save) => {
+  return custom("attention", [q, k, v], (save) => {
     const probabilities = tf.softmax(q.matMul(k, false, true).mul(scale).add(maskAdd));
     const used = keep ? probabilities.mul(keep) : probabilities;
     save([q, k, v, probabilities, ...(keep ? [keep] : [])]);

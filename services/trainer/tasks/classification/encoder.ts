@@ -3,6 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { activation, attention, layerNorm, linear } from "../../layers/fused.ts";
 import { loraBranch, loraLinear, type ForwardOptions } from "../../layers/lora-forward.ts";
+import { inPart } from "../../layers/parts.ts";
 import type { PaddedBatch } from "../../tokenizer.ts";
 import { initLoraModules, type LoraWeights } from "../../lora.ts";
 import type { LoraSettings } from "../../settings.ts";
@@ -124,6 +125,10 @@ export class EncoderClassifier {
   }
 
   private embed(batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
+    return inPart("embeddings", () => this.embedParts(batch, options));
+  }
+
+  private embedParts(batch: PaddedBatch, options: ForwardOptions): tf.Tensor2D {
     const prefix = prefixOf(this.config);
     const ids = tf.tensor1d(batch.inputIds, "int32");
     const positions = tf.tensor1d(this.positionIds(batch), "int32");
@@ -143,16 +148,15 @@ export class EncoderClassifier {
     const { batchSize, length } = batch;
     const heads = this.config.numHeads;
     const headSize = this.config.hiddenSize / heads;
-    const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    const split = (x: tf.Tensor2D) => inPart("heads split/merge", () => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D);
     const query = split(this.linear(h, m.query, options));
     const key = split(this.linear(h, m.key, options));
     const value = split(this.linear(h, m.value, options));
     const dropoutRate = this.config.attentionDropout;
     // The dropout mask (divided by the keep rate) as the same call on the probabilities would draw it.
     const keep = options.dropout && dropoutRate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), dropoutRate) : undefined;
-    const context = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep)
-      .transpose([0, 2, 1, 3])
-      .reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D;
+    const heads4d = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep);
+    const context = inPart("heads split/merge", () => heads4d.transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D);
     let output = this.linear(context, m.attentionOutput, options);
     if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
     return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);
