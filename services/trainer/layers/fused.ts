@@ -8,6 +8,7 @@
 // products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
 import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
+import { FUSED_KERNELS, hasFusedKernel } from "../native/fused-kernels.ts";
 import { inPart } from "./parts.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
@@ -47,6 +48,20 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 /** LayerNorm over the last axis; keeps the normalised input and 1/σ for the backward. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor2D {
   const trainedAffine = isTrained(gamma) || isTrained(beta);
+  if (hasFusedKernel(FUSED_KERNELS.layerNorm) && x.size > 0) {
+    // One native pass each way; keeps x and two numbers per row.
+    return custom("layer norm", trainedAffine ? [x, gamma, beta] : [x], (save) => {
+      const [y, mean, rstd] = tf.engine().runKernel(FUSED_KERNELS.layerNorm, { x, gamma, beta }, { epsilon }) as tf.Tensor[];
+      save([x, gamma, mean, rstd]);
+      return {
+        value: y,
+        gradFunc: (dy, [input, scale, m, r]) => {
+          const grads = tf.engine().runKernel(FUSED_KERNELS.layerNormGrad, { dy, x: input, gamma: scale, mean: m, rstd: r }, { affineGrads: trainedAffine }) as tf.Tensor[];
+          return trainedAffine ? grads : grads[0];
+        },
+      };
+    }) as tf.Tensor2D;
+  }
   return custom("layer norm", trainedAffine ? [x, gamma, beta] : [x], (save) => {
     const { mean, variance } = tf.moments(x, -1, true);
     const inverseStd = tf.rsqrt(variance.add(epsilon));
@@ -141,6 +156,78 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAd
   }) as tf.Tensor4D;
 }
 
+/** How the heads of attentionOverRows's inputs are laid out: [batch*length, heads*headSize] per projection. */
+export interface HeadsLayout {
+  batch: number;
+  heads: number;
+  length: number;
+  headSize: number;
+}
+
+export interface AttentionOptions {
+  scale: number;
+  causal: boolean;
+  /** Additive key mask, batch × length values (0 or the lowest float). */
+  keyMaskAdd?: tf.Tensor;
+  /** Attention-dropout mask [batch, heads, length, length], already divided by the keep rate. */
+  keep?: tf.Tensor;
+}
+
+/** Whether attentionOverRows runs here (the addon's fused attention is registered on the backend). */
+export function rowAttentionAvailable(): boolean {
+  return hasFusedKernel(FUSED_KERNELS.attention);
+}
+
+/**
+ * Self-attention on the addon's fused kernel, reading each head by strides from [batch*length, ·]
+ * projections and writing the context as [batch*length, heads*headSize]: no split or merge
+ * transposes. q, k and v are separate [rows, H·D] matrices, or one fused [rows, 3·H·D] qkv passed
+ * three times. Keeps q, k, v, the probabilities and the dropout mask for the backward.
+ */
+export function attentionOverRows(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, layout: HeadsLayout, options: AttentionOptions): tf.Tensor2D {
+  const fused = q === k && k === v;
+  const hd = layout.heads * layout.headSize;
+  const attrs = { ...layout, scale: options.scale, causal: options.causal, offsets: fused ? [0, hd, 2 * hd] : [0, 0, 0], rowStride: fused ? 3 * hd : hd };
+  const { keyMaskAdd, keep } = options;
+  return custom("attention", fused ? [q] : [q, k, v], (save) => {
+    const inputs = { q, k, v, ...(keyMaskAdd ? { keyMaskAdd } : {}), ...(keep ? { keep } : {}) };
+    const [context, probs] = tf.engine().runKernel(FUSED_KERNELS.attention, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    save(fused ? [q, probs, ...(keep ? [keep] : [])] : [q, k, v, probs, ...(keep ? [keep] : [])]);
+    return {
+      value: context,
+      gradFunc: (dContext, saved) => {
+        const [sq, sk, sv] = fused ? [saved[0], saved[0], saved[0]] : saved;
+        const [probabilities, mask] = saved.slice(fused ? 1 : 3);
+        const gradInputs = { q: sq, k: sk, v: sv, probs: probabilities, dContext, ...(mask ? { keep: mask } : {}) };
+        const grads = tf.engine().runKernel(FUSED_KERNELS.attentionGrad, gradInputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+        return fused ? grads[0] : grads;
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+/** Per-row cross-entropy −log softmax(logits)[label] on the addon's kernel (labels outside the classes give 0). */
+export function softmaxCrossEntropyRows(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
+  return custom("loss", [logits], (save) => {
+    save([logits, labels]);
+    return {
+      value: tf.engine().runKernel(FUSED_KERNELS.crossEntropy, { logits, labels }) as tf.Tensor,
+      gradFunc: (dNll, [input, ids]) => tf.engine().runKernel(FUSED_KERNELS.crossEntropyGrad, { logits: input, labels: ids, dNll }) as tf.Tensor,
+    };
+  }) as tf.Tensor1D;
+}
+
+/** GPT-2's tanh GELU on the addon's kernels; keeps only its input. */
+function geluTanh(x: tf.Tensor): tf.Tensor {
+  return custom("gelu", [x], (save) => {
+    save([x]);
+    return {
+      value: tf.engine().runKernel(FUSED_KERNELS.geluTanh, { x }) as tf.Tensor,
+      gradFunc: (dy, [input]) => tf.engine().runKernel(FUSED_KERNELS.geluTanhGrad, { x: input, dy }) as tf.Tensor,
+    };
+  });
+}
+
 /** The activation a config names, Hugging Face's names. */
 export function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
@@ -148,6 +235,7 @@ export function activation(name: string, x: tf.Tensor): tf.Tensor {
       return gelu(x);
     case "gelu_new":
     case "gelu_pytorch_tanh": {
+      if (hasFusedKernel(FUSED_KERNELS.geluTanh) && x.dtype === "float32") return geluTanh(x);
       const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
       return x.mul(0.5).mul(tf.tanh(inner).add(1));
     }

@@ -5,8 +5,9 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
+import { registerFusedKernels, type FusedKernelAddon } from "./fused-kernels.ts";
 
-interface BlasAddon {
+interface BlasAddon extends Partial<FusedKernelAddon> {
   /** out[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]), a holding m×k (k×m transposed), b k×n (n×k). */
   matmul(
     a: Float32Array,
@@ -166,7 +167,8 @@ export function blasProductsActive(): boolean {
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
- * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, and the GELU kernels.
+ * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, the GELU kernels and the
+ * fused training kernels (fused-kernels.ts).
  * Bias and activation of the fused kernel run in the addon for a row bias with linear or relu
  * (what dense layers use), otherwise on tfjs's elementwise wasm kernels: tfjs's own fused wasm
  * kernel gets elu, and a transposed B with a bias, wrong. Returns a function that puts tfjs's
@@ -222,8 +224,11 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
   tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: blasBatchMatMul });
   tf.unregisterKernel("_FusedMatMul", "wasm");
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
+  // An addon built before the fused kernels existed has matrix products only.
+  const removeFused = typeof addon.attentionForward === "function" ? registerFusedKernels(addon as FusedKernelAddon) : () => {};
 
   return () => {
+    removeFused();
     tf.unregisterKernel(GELU_KERNEL, "wasm");
     tf.unregisterKernel(GELU_GRAD_KERNEL, "wasm");
     for (const config of originals) {

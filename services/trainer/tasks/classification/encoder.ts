@@ -1,7 +1,7 @@
 // Forward passes of DistilBERT, BERT and RoBERTa for sequence classification, with Hugging Face
 // weight names, written on TensorFlow.js ops. Hidden states are kept as [batch*length, hidden].
 import * as tf from "@tensorflow/tfjs";
-import { activation, attention, layerNorm, linear } from "../../layers/fused.ts";
+import { activation, attention, attentionOverRows, layerNorm, linear, rowAttentionAvailable } from "../../layers/fused.ts";
 import { loraBranch, loraLinear, type ForwardOptions } from "../../layers/lora-forward.ts";
 import { inPart } from "../../layers/parts.ts";
 import type { PaddedBatch } from "../../tokenizer.ts";
@@ -148,18 +148,34 @@ export class EncoderClassifier {
     const { batchSize, length } = batch;
     const heads = this.config.numHeads;
     const headSize = this.config.hiddenSize / heads;
+    const dropoutRate = this.config.attentionDropout;
+    // The dropout mask (divided by the keep rate) as the same call on the probabilities would draw it.
+    const keepMask = () => (options.dropout && dropoutRate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), dropoutRate) : undefined);
+    let context: tf.Tensor2D;
+    if (rowAttentionAvailable()) {
+      // Heads read and written by strides in the addon: no split/merge transposes.
+      const [query, key, value] = [m.query, m.key, m.value].map((module) => this.linear(h, module, options));
+      context = attentionOverRows(query, key, value, { batch: batchSize, heads, length, headSize }, { scale: 1 / Math.sqrt(headSize), causal: false, keyMaskAdd: maskAdd, keep: keepMask() });
+    } else {
+      context = this.attentionByTransposes(h, maskAdd, layer, batch, options, keepMask);
+    }
+    let output = this.linear(context, m.attentionOutput, options);
+    if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
+    return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);
+  }
+
+  /** tfjs's own ops: heads split into [batch, heads, length, headSize] and merged back by transposes. */
+  private attentionByTransposes(h: tf.Tensor2D, maskAdd: tf.Tensor, layer: number, batch: PaddedBatch, options: ForwardOptions, keepMask: () => tf.Tensor | undefined): tf.Tensor2D {
+    const m = layerModules(this.config, layer);
+    const { batchSize, length } = batch;
+    const heads = this.config.numHeads;
+    const headSize = this.config.hiddenSize / heads;
     const split = (x: tf.Tensor2D) => inPart("heads split/merge", () => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D);
     const query = split(this.linear(h, m.query, options));
     const key = split(this.linear(h, m.key, options));
     const value = split(this.linear(h, m.value, options));
-    const dropoutRate = this.config.attentionDropout;
-    // The dropout mask (divided by the keep rate) as the same call on the probabilities would draw it.
-    const keep = options.dropout && dropoutRate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), dropoutRate) : undefined;
-    const heads4d = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep);
-    const context = inPart("heads split/merge", () => heads4d.transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D);
-    let output = this.linear(context, m.attentionOutput, options);
-    if (this.config.architecture !== "distilbert") output = this.dropout(output, this.config.hiddenDropout, options);
-    return this.layerNorm(output.add(h) as tf.Tensor2D, m.attentionNorm, options);
+    const heads4d = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keepMask());
+    return inPart("heads split/merge", () => heads4d.transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D);
   }
 
   private feedForward(h: tf.Tensor2D, layer: number, options: ForwardOptions): tf.Tensor2D {
