@@ -23,7 +23,7 @@ function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance = 2e-4) {
   assert.deepEqual(actual.shape, expected.shape);
   const a = actual.dataSync();
   const e = expected.dataSync();
-  const scale = e.reduce((max, value) => Math.max(max, Math.abs(value)), 1e-3);
+  const scale = Array.from(e).reduce((max: number, value) => Math.max(max, Math.abs(Number(value))), 1e-3);
   for (let i = 0; i < e.length; i++) {
     if (!(Math.abs(a[i] - e[i]) <= tolerance * scale)) assert.fail(`element ${i}: ${a[i]} != ${e[i]} (shape ${expected.shape})`);
   }
