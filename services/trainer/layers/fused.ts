@@ -104,8 +104,12 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
   if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
   if (trainedWeight) inputs.push(stored, ...(bias ? [bias] : []));
   return custom(lora ? "linear + LoRA" : "linear", inputs, (save) => {
-    let y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
-    if (bias) y = y.add(bias);
+    // On BLAS the bias is added in the product's own pass over its output (the addon's _FusedMatMul).
+    let y: tf.Tensor =
+      bias && blasProductsActive()
+        ? tf.fused.matMul({ a: x, b: stored, transposeB: !transposed, bias })
+        : transposed ? x.matMul(stored) : x.matMul(stored, false, true);
+    if (bias && !blasProductsActive()) y = y.add(bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
