@@ -157,11 +157,12 @@ function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.Ten
   return next;
 }
 
-let blasBatchMatMul: tf.KernelFunc | undefined;
+/** Set while the addon's products are registered on the wasm backend (a wrapper, such as a profiler's timer, keeps it). */
+let blasRegistered = false;
 
 /** Whether the active backend's matrix products run on the addon (transposed forms then cost nothing extra). */
 export function blasProductsActive(): boolean {
-  return blasBatchMatMul !== undefined && tf.getKernel("BatchMatMul", tf.getBackend())?.kernelFunc === blasBatchMatMul;
+  return blasRegistered && tf.getBackend() === "wasm";
 }
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
@@ -220,14 +221,15 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
   tf.registerKernel({ kernelName: GELU_GRAD_KERNEL, backendName: "wasm", kernelFunc: elementwise(([x, dy], out) => addon.geluBackward(x, dy, out), ["x", "dy"]) });
 
   tf.unregisterKernel("BatchMatMul", "wasm");
-  blasBatchMatMul = batchMatMul as tf.KernelFunc;
-  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: blasBatchMatMul });
+  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: batchMatMul as tf.KernelFunc });
+  blasRegistered = true;
   tf.unregisterKernel("_FusedMatMul", "wasm");
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
   // An addon built before the fused kernels existed has matrix products only.
   const removeFused = typeof addon.attentionForward === "function" ? registerFusedKernels(addon as FusedKernelAddon) : () => {};
 
   return () => {
+    blasRegistered = false;
     removeFused();
     tf.unregisterKernel(GELU_KERNEL, "wasm");
     tf.unregisterKernel(GELU_GRAD_KERNEL, "wasm");
