@@ -3,8 +3,11 @@
 // qkv) with head h of each at a column offset, and the context is written as [batch*length,
 // heads*headSize], so no head split/merge transposes are needed either way. Per (batch, head):
 // scores by one sgemm, scale, key mask or causal mask, softmax and dropout in one pass over the
-// rows, the context by a second sgemm; the probabilities are kept for the backward.
+// rows, the context by a second sgemm; the probabilities are kept for the backward. The (batch, head)
+// pairs are shared among OpenBLAS's thread count of OpenMP threads, each running single-threaded
+// sgemm: products this small (T×T×D) lose more to BLAS's own thread hand-offs than they gain.
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,10 +82,15 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
     memset(context, 0, context_len * sizeof(float));
     return NULL;
   }
-  float* dropped = keep ? malloc(square * sizeof(float)) : NULL;
-  for (int64_t bi = 0; bi < b; bi++) {
-    const int64_t row0 = bi * t * rs;
-    for (int64_t hi = 0; hi < h; hi++) {
+  const int threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel num_threads(threads)
+  {
+    float* dropped = keep ? malloc(square * sizeof(float)) : NULL;
+#pragma omp for schedule(static)
+    for (int64_t pair = 0; pair < b * h; pair++) {
+      const int64_t bi = pair / h, hi = pair % h;
+      const int64_t row0 = bi * t * rs;
       float* s = probs + (bi * h + hi) * square;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)t, (int)d, (float)scale, q + row0 + l.offsets[0] + hi * d, (int)rs,
                   k + row0 + l.offsets[1] + hi * d, (int)rs, 0.0f, s, (int)t);
@@ -96,8 +104,9 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)t, (int)d, (int)t, 1.0f, weights, (int)t, v + row0 + l.offsets[2] + hi * d, (int)rs,
                   0.0f, context + bi * t * hd + hi * d, (int)hd);
     }
+    free(dropped);
   }
-  free(dropped);
+  openblas_set_num_threads(threads);
   return NULL;
 }
 
@@ -131,11 +140,16 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (b * h * t * d == 0) return NULL;
-  float* ds = malloc(2 * square * sizeof(float));
-  float* dropped = ds + square;
-  for (int64_t bi = 0; bi < b; bi++) {
-    const int64_t row0 = bi * t * rs, out0 = bi * t * os;
-    for (int64_t hi = 0; hi < h; hi++) {
+  const int threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel num_threads(threads)
+  {
+    float* ds = malloc(2 * square * sizeof(float));
+    float* dropped = ds + square;
+#pragma omp for schedule(static)
+    for (int64_t pair = 0; pair < b * h; pair++) {
+      const int64_t bi = pair / h, hi = pair % h;
+      const int64_t row0 = bi * t * rs, out0 = bi * t * os;
       const float* p = probs + (bi * h + hi) * square;
       const float* kp = keep ? keep + (bi * h + hi) * square : NULL;
       const float* dc_bh = dc + bi * t * hd + hi * d;
@@ -164,7 +178,8 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)t, (int)d, (int)t, 1.0f, ds, (int)t, q_bh, (int)rs, 0.0f,
                   dk + out0 + out.offsets[1] + hi * d, (int)os);
     }
+    free(ds);
   }
-  free(ds);
+  openblas_set_num_threads(threads);
   return NULL;
 }

@@ -1,6 +1,8 @@
 // Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
 // softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
-// (or two) over each row, on the wasm heap.
+// (or two) over each row, on the wasm heap, rows (or elements) shared among OpenBLAS's thread count
+// of OpenMP threads.
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@ napi_value layer_norm_forward(napi_env env, napi_callback_info info) {
       x_len % d != 0 || y_len != x_len || mean_len != x_len / d || rstd_len != mean_len) {
     return fail(env, "blas addon: layerNormForward(x, gamma, beta, epsilon, y, mean, rstd) with x whole rows of gamma's length");
   }
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static) if (x_len >= (1u << 20))
   for (size_t r = 0; r < mean_len; r++) {
     const float* xr = x + r * d;
     float* yr = y + r * d;
@@ -94,6 +97,7 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info, bool back
                               : "blas addon: softmaxCrossEntropy(logits [rows, classes], labels Int32Array [rows], nll [rows])");
   }
   const size_t n = logits_len / rows;
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t r = 0; r < rows; r++) {
     const float* row = logits + r * n;
     const int32_t label = labels[r];
@@ -142,6 +146,7 @@ napi_value gelu_tanh_forward(napi_env env, napi_callback_info info) {
   if (!same_length(env, info, 2, v, &n)) return fail(env, "blas addon: geluTanhForward(x, out) takes two Float32Arrays of one length");
   const float* x = v[0];
   float* out = v[1];
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i])));
   return NULL;
 }
@@ -153,6 +158,7 @@ napi_value gelu_tanh_backward(napi_env env, napi_callback_info info) {
   if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
   const float *x = v[0], *dy = v[1];
   float* out = v[2];
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t i = 0; i < n; i++) {
     const float th = tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i]));
     const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x[i] * x[i]);
