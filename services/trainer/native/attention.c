@@ -7,12 +7,29 @@
 // pairs are shared among OpenBLAS's thread count of OpenMP threads, each running single-threaded
 // sgemm: products this small (T×T×D) lose more to BLAS's own thread hand-offs than they gain.
 #include <cblas.h>
-#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "napi-args.h"
+
+// Inside the OpenMP region each thread runs its own single-threaded sgemm; built without OpenMP,
+// the pairs run one after another and each sgemm keeps BLAS's threads.
+static void single_threaded_blas(int threads) {
+#ifdef _OPENMP
+  if (threads > 1) openblas_set_num_threads(1);
+#else
+  (void)threads;
+#endif
+}
+
+static void restore_blas_threads(int threads) {
+#ifdef _OPENMP
+  if (threads > 1) openblas_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
 
 typedef struct {
   int64_t batch, heads, length, head_size, row_stride, offsets[3];
@@ -83,7 +100,7 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
     return NULL;
   }
   const int threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  single_threaded_blas(threads);
 #pragma omp parallel num_threads(threads)
   {
     float* dropped = keep ? malloc(square * sizeof(float)) : NULL;
@@ -106,7 +123,7 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
     }
     free(dropped);
   }
-  openblas_set_num_threads(threads);
+  restore_blas_threads(threads);
   return NULL;
 }
 
@@ -141,7 +158,7 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
   }
   if (b * h * t * d == 0) return NULL;
   const int threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  single_threaded_blas(threads);
 #pragma omp parallel num_threads(threads)
   {
     float* ds = malloc(2 * square * sizeof(float));
@@ -180,6 +197,6 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
     }
     free(ds);
   }
-  openblas_set_num_threads(threads);
+  restore_blas_threads(threads);
   return NULL;
 }

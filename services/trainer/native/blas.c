@@ -157,7 +157,6 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   }
   const float* x = v[0];
   float* out = v[1];
-#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678f));
   return NULL;
 }
@@ -172,7 +171,6 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   }
   const float *x = v[0], *dy = v[1];
   float* out = v[2];
-#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t i = 0; i < n; i++) {
     const float cdf = 0.5f * (1.0f + erf_approx(x[i] * 0.70710678f));
     const float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
