@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { activation, attentionOverRows, layerNorm, rowAttentionAvailable, softmaxCrossEntropyRows } from "../../services/trainer/layers/fused.ts";
+import { activation, attentionOverRows, layerNorm, linear, rowAttentionAvailable, softmaxCrossEntropyRows } from "../../services/trainer/layers/fused.ts";
 import { loadBlasAddon } from "../../services/trainer/native/blas.ts";
 import { FUSED_KERNELS, hasFusedKernel } from "../../services/trainer/native/fused-kernels.ts";
 import { Rng } from "../../services/trainer/rng.ts";
@@ -147,6 +147,23 @@ describe("fused training kernels of the addon against plain tfjs", { skip }, () 
     const weighting = random([7, 13]);
     const plain = (t: tf.Tensor) => t.mul(0.5).mul(tf.tanh(t.add(t.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI))).add(1));
     assertSame(valueAndGradients((t) => activation("gelu_new", t), [x], weighting), valueAndGradients(plain, [x], weighting));
+  });
+
+  it("linear without an input gradient (frozen layers below) gives the same LoRA gradients", () => {
+    const x = random([6, 5]);
+    const weight = random([5, 4]);
+    const bias = random([4]);
+    const a = tf.variable(random([2, 5]) as tf.Tensor2D, true);
+    const b = tf.variable(random([4, 2]) as tf.Tensor2D, true);
+    const weighting = random([6, 4]);
+    const run = (inputGrad: boolean) =>
+      tf.variableGrads(() => tf.sum(tf.mul(linear(x as tf.Tensor2D, { transposedWeight: weight as tf.Tensor2D }, bias, { input: x as tf.Tensor2D, a, b, scale: 2 }, { inputGrad }), weighting)) as tf.Scalar, [a, b]);
+    const without = run(false);
+    const withInput = run(true);
+    assertClose(without.value, withInput.value);
+    assertClose(without.grads[a.name], withInput.grads[a.name]);
+    assertClose(without.grads[b.name], withInput.grads[b.name]);
+    tf.dispose([a, b]);
   });
 
   it("refuses operands that do not match the layout", () => {

@@ -89,27 +89,33 @@ export interface LoraBranch {
 /** A linear layer's weight: as Hugging Face stores it ([out, in]), or pre-transposed ([in, out]). */
 export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
 
+/** x·Wᵀ (+ bias); on BLAS the bias is added in the product's own pass (the addon's _FusedMatMul). */
+function product(x: tf.Tensor2D, stored: tf.Tensor2D, transposed: boolean, bias: tf.Tensor | undefined): tf.Tensor {
+  if (bias && blasProductsActive()) return tf.fused.matMul({ a: x, b: stored, transposeB: !transposed, bias });
+  const y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
+  return bias ? y.add(bias) : y;
+}
+
 /**
  * y = x·Wᵀ (+ bias) (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
  * a transposed product, which OpenBLAS runs as fast as a plain one but tfjs's own wasm kernel
- * about ten times slower, so without BLAS the backward transposes first.
+ * about ten times slower, so without BLAS the backward transposes first. `inputGrad: false` says
+ * no trained parameter lies upstream of x (the first layer over frozen embeddings): the backward
+ * then skips dy·W, as PyTorch's autograd does for inputs that need no gradient.
  */
-export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch): tf.Tensor2D {
+export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch, { inputGrad = true } = {}): tf.Tensor2D {
   const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
   const transposed = !("weight" in weight);
   const trainedWeight = isTrained(stored) || (bias !== undefined && isTrained(bias));
   if (trainedWeight && transposed) throw new Error("linear: a trained weight must be given as [out, in]");
   const separateLoraInput = lora !== undefined && lora.input !== x;
-  const inputs: tf.Tensor[] = [x];
-  if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
+  const inputs: tf.Tensor[] = inputGrad ? [x] : [];
+  if (lora) inputs.push(...(separateLoraInput && inputGrad ? [lora.input] : []), lora.a, lora.b);
   if (trainedWeight) inputs.push(stored, ...(bias ? [bias] : []));
+  // Nothing to train through: plain ops, nothing kept for a backward.
+  if (inputs.length === 0) return product(x, stored, transposed, bias) as tf.Tensor2D;
   return custom(lora ? "linear + LoRA" : "linear", inputs, (save) => {
-    // On BLAS the bias is added in the product's own pass over its output (the addon's _FusedMatMul).
-    let y: tf.Tensor =
-      bias && blasProductsActive()
-        ? tf.fused.matMul({ a: x, b: stored, transposeB: !transposed, bias })
-        : transposed ? x.matMul(stored) : x.matMul(stored, false, true);
-    if (bias && !blasProductsActive()) y = y.add(bias);
+    let y = product(x, stored, transposed, bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
@@ -121,18 +127,21 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
       gradFunc: (dy, saved) => {
         const dyMatrix = dy as tf.Tensor2D;
         const w = saved[0] as tf.Tensor2D;
-        let dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
+        let dx: tf.Tensor | undefined;
+        if (inputGrad) dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
         const grads: tf.Tensor[] = [];
         if (lora) {
           const [loraInput, scaledDown, a, b] = saved.slice(1) as tf.Tensor2D[];
           const dDown = dyMatrix.matMul(b).mul(lora.scale) as tf.Tensor2D;
-          const dLoraInput = dDown.matMul(a);
-          if (separateLoraInput) grads.push(dLoraInput);
-          else dx = dx.add(dLoraInput);
+          if (inputGrad) {
+            const dLoraInput = dDown.matMul(a);
+            if (separateLoraInput) grads.push(dLoraInput);
+            else dx = dx!.add(dLoraInput);
+          }
           grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
         }
         if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), ...(bias ? [dyMatrix.sum(0)] : []));
-        return [dx, ...grads];
+        return dx ? [dx, ...grads] : grads;
       },
     };
   }) as tf.Tensor2D;

@@ -62,6 +62,6 @@ export function loraBranch(x: tf.Tensor2D, lora?: LoraModule, dropout?: Dropout,
 }
 
 /** nn.Linear (y = x Wᵀ + b, W stored [out, in] as in Hugging Face) plus PEFT's LoRA term scale · B A dropout(x). */
-export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout, rows?: FirstRows): tf.Tensor2D {
-  return linear(x, { weight: weight as tf.Tensor2D }, bias, loraBranch(x, lora, dropout, rows));
+export function loraLinear(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor, lora?: LoraModule, dropout?: Dropout, rows?: FirstRows, inputGrad = true): tf.Tensor2D {
+  return linear(x, { weight: weight as tf.Tensor2D }, bias, loraBranch(x, lora, dropout, rows), { inputGrad });
 }

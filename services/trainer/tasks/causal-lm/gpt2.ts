@@ -67,7 +67,7 @@ export class Gpt2LM extends CausalLM {
     const p = `${PREFIX}.h.${layer}`;
     const { numHeads, headDim } = this.config;
     const { batchSize, length } = batch;
-    const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true);
+    const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true, this.inputNeedsGrad(layer, options));
     let context: tf.Tensor2D;
     if (!cache && rowAttentionAvailable()) {
       // The addon reads the heads of q, k and v by strides straight from the fused qkv rows.

@@ -56,10 +56,16 @@ export abstract class CausalLM {
     return value;
   }
 
-  protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean): tf.Tensor2D {
+  /** `inputGrad` false when nothing trained lies upstream of x (see fused.ts linear). */
+  protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean, inputGrad = true): tf.Tensor2D {
     const transposedWeight = this.param(`${module}.weight`, options) as tf.Tensor2D;
     const biasTensor = bias ? this.param(`${module}.bias`, options) : undefined;
-    return linear(x, { transposedWeight }, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout));
+    return linear(x, { transposedWeight }, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout), { inputGrad });
+  }
+
+  /** Whether a layer's input needs a gradient: above the first layer, or when any overriding parameter trains. */
+  protected inputNeedsGrad(layer: number, options: ForwardOptions): boolean {
+    return layer > 0 || [...(options.overrides?.values() ?? [])].some((value) => value instanceof tf.Variable && value.trainable);
   }
 
   protected dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {

@@ -87,15 +87,25 @@ export class EncoderClassifier {
     return value;
   }
 
-  /** `rows` when x holds only the first row of each sequence (dropout then draws as for all rows). */
-  private linear(x: tf.Tensor2D, module: string, options: ForwardOptions, rows?: FirstRows): tf.Tensor2D {
+  /**
+   * `rows` when x holds only the first row of each sequence (dropout then draws as for all rows);
+   * `inputGrad` false when nothing trained lies upstream of x (see fused.ts linear).
+   */
+  private linear(x: tf.Tensor2D, module: string, options: ForwardOptions, rows?: FirstRows, inputGrad = true): tf.Tensor2D {
     const bias = this.param(`${module}.bias`, options);
     const lora = options.lora?.get(module);
     const trained = options.overrides?.get(`${module}.weight`);
-    if (trained) return loraLinear(x, trained, bias, lora, options.dropout, rows);
+    if (trained) return loraLinear(x, trained, bias, lora, options.dropout, rows, inputGrad);
     const frozen = this.linearWeights.get(module);
     if (!frozen) throw new Error(`model weight ${module}.weight is missing`);
-    return linear(x, { transposedWeight: frozen }, bias, loraBranch(x, lora, options.dropout, rows));
+    return linear(x, { transposedWeight: frozen }, bias, loraBranch(x, lora, options.dropout, rows), { inputGrad });
+  }
+
+  /** Whether a layer's input needs a gradient: above the first layer, or when an embedding parameter trains. */
+  private inputNeedsGrad(layer: number, options: ForwardOptions): boolean {
+    if (layer > 0) return true;
+    const prefix = `${prefixOf(this.config)}.embeddings.`;
+    return [...(options.overrides ?? [])].some(([name, value]) => name.startsWith(prefix) && value instanceof tf.Variable && value.trainable);
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
@@ -156,7 +166,8 @@ export class EncoderClassifier {
     let context: tf.Tensor2D;
     if (rowAttentionAvailable()) {
       // Heads read and written by strides in the addon: no split/merge transposes.
-      const [query, key, value] = [m.query, m.key, m.value].map((module) => this.linear(h, module, options));
+      const inputGrad = this.inputNeedsGrad(layer, options);
+      const [query, key, value] = [m.query, m.key, m.value].map((module) => this.linear(h, module, options, undefined, inputGrad));
       context = attentionOverRows(query, key, value, { batch: batchSize, heads, length, headSize }, { scale: 1 / Math.sqrt(headSize), causal: false, keyMaskAdd: maskAdd, keep: keepMask() });
     } else {
       context = this.attentionByTransposes(h, maskAdd, layer, batch, options, keepMask);
@@ -173,9 +184,10 @@ export class EncoderClassifier {
     const heads = this.config.numHeads;
     const headSize = this.config.hiddenSize / heads;
     const split = (x: tf.Tensor2D) => inPart("heads split/merge", () => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D);
-    const query = split(this.linear(h, m.query, options));
-    const key = split(this.linear(h, m.key, options));
-    const value = split(this.linear(h, m.value, options));
+    const inputGrad = this.inputNeedsGrad(layer, options);
+    const query = split(this.linear(h, m.query, options, undefined, inputGrad));
+    const key = split(this.linear(h, m.key, options, undefined, inputGrad));
+    const value = split(this.linear(h, m.value, options, undefined, inputGrad));
     const heads4d = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keepMask());
     return inPart("heads split/merge", () => heads4d.transpose([0, 2, 1, 3]).reshape([batchSize * length, this.config.hiddenSize]) as tf.Tensor2D);
   }
@@ -192,10 +204,11 @@ export class EncoderClassifier {
     const headSize = this.config.hiddenSize / heads;
     const rows = { sequences: batchSize, length };
     const first = firstRowsOf(h, rows);
-    const query = this.linear(first, m.query, options, rows).reshape([batchSize, 1, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    const inputGrad = this.inputNeedsGrad(layer, options);
+    const query = this.linear(first, m.query, options, rows, inputGrad).reshape([batchSize, 1, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
     const split = (x: tf.Tensor2D) => x.reshape([batchSize, length, heads, headSize]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
-    const key = split(this.linear(h, m.key, options));
-    const value = split(this.linear(h, m.value, options));
+    const key = split(this.linear(h, m.key, options, undefined, inputGrad));
+    const value = split(this.linear(h, m.value, options, undefined, inputGrad));
     const rate = this.config.attentionDropout;
     const keep = options.dropout && rate > 0 ? options.dropout.apply(tf.ones([batchSize, heads, length, length]), rate).slice([0, 0, 0, 0], [batchSize, heads, 1, length]) : undefined;
     const context = attention(query, key, value, maskAdd, 1 / Math.sqrt(headSize), keep).reshape([batchSize, this.config.hiddenSize]) as tf.Tensor2D;
