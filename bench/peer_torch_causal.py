@@ -1,7 +1,7 @@
 # PyTorch peer of bench:train's gpt2 workload: GPT-2 small written out in plain torch (the eager
 # attention of transformers' GPT2Attention, Conv1D as Linear, tanh GELU, tied head), random weights
 # (normal, std 0.02), random token ids, LoRA r 16 / alpha 32 on c_attn, AdamW on the LoRA matrices,
-# fp32, one thread per available core. Prints one line: tokens_per_s=… step_median_s=… peak_rss_mib=… (median of steps 2..N).
+# fp32, torch's own thread choice (--threads or PEER_TORCH_THREADS to set it). Prints one line: tokens_per_s=… step_median_s=… peak_rss_mib=… (median of steps 2..N).
 # Only torch and the standard library.
 import argparse
 import math
@@ -107,9 +107,11 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PEER_TORCH_THREADS", "0")))
     args = parser.parse_args()
-    # Every core the process may use, as OpenBLAS does on the engine's side (torch may pick fewer).
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    # --threads 0 keeps torch's own choice; N > 0 sets torch's intra-op threads (OpenBLAS keeps its own).
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model = build(args.layers, lora=True)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
-# PyTorch peer of bench:predict --peer (bench/inference.ts), fp32, torch.inference_mode, one thread per
-# available core, random weights (normal, std 0.02) and random token ids:
+# PyTorch peer of bench:predict --peer (bench/inference.ts), fp32, torch.inference_mode, torch's own
+# thread choice (--threads to set it), random weights (normal, std 0.02) and random token ids:
 #   --task predict: a DistilBERT-shaped classifier (6 layers, d 768, 12 heads, FFN 3072, vocab 30522,
 #     pre_classifier + classifier head) on one batch of 64 × 128 tokens; prints texts/s;
 #   --task generate: GPT-2 small (peer_torch_causal.py's model) greedy decoding with a key/value cache,
@@ -104,8 +104,11 @@ def main():
     parser.add_argument("--task", choices=["predict", "generate"], required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PEER_TORCH_THREADS", "0")))
     args = parser.parse_args()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    # --threads 0 keeps torch's own choice; N > 0 sets torch's intra-op threads (OpenBLAS keeps its own).
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     per_second = predict(args.repeats) if args.task == "predict" else generate(args.repeats, args.new_tokens)
     print(json.dumps({"per_second": per_second, "peak_rss_mib": peak_rss_mib(), "threads": torch.get_num_threads()}))
 
