@@ -231,9 +231,20 @@ export class EncoderClassifier {
     let h = this.embed(batch, options);
     const last = this.config.numLayers - 1;
     if (last < 0) return firstTokenOnly ? firstRowsOf(h, { sequences: batch.batchSize, length: batch.length }) : h;
-    for (let layer = 0; layer < last; layer++) h = this.feedForward(this.attention(h, maskAdd, layer, batch, options), layer, options);
-    if (!firstTokenOnly) return this.feedForward(this.attention(h, maskAdd, last, batch, options), last, options);
-    return this.feedForward(this.firstTokenAttention(h, maskAdd, last, batch, options), last, options, { sequences: batch.batchSize, length: batch.length });
+    // Outside a gradient tape (prediction, evaluation) nothing needs a layer's intermediates once its
+    // output exists: each layer runs in its own tidy and the previous output is freed, so the peak
+    // holds one layer's activations instead of every layer's.
+    const recording = tf.engine().state.gradientDepth > 0;
+    const layerStep = (run: () => tf.Tensor2D) => {
+      if (recording) return run();
+      const previous = h;
+      const next = tf.tidy(run);
+      previous.dispose();
+      return next;
+    };
+    for (let layer = 0; layer < last; layer++) h = layerStep(() => this.feedForward(this.attention(h, maskAdd, layer, batch, options), layer, options));
+    if (!firstTokenOnly) return layerStep(() => this.feedForward(this.attention(h, maskAdd, last, batch, options), last, options));
+    return layerStep(() => this.feedForward(this.firstTokenAttention(h, maskAdd, last, batch, options), last, options, { sequences: batch.batchSize, length: batch.length }));
   }
 
   /** Classification logits, [batch, numLabels]. */
