@@ -5,6 +5,7 @@
 //     no reload), then closed-loop load: C clients each sending one request after another
 //     for D seconds, with 1 or 16 inputs per request, alternating the two adapters.
 // Usage: npm run bench:predict [-- --seconds 5 --clients 1,8]
+// With --peer it measures inference throughput against PyTorch instead (bench/inference.ts).
 import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -20,8 +21,21 @@ import { createFineTuneQueue, createRedis } from "../services/common/queue.ts";
 import { initBackend, train } from "../services/trainer/index.ts";
 import { engineFixtures, fixtureModel } from "../test/helpers/engine-fixtures.ts";
 import { createTestDatabase, TEST_REDIS_URL, testQueuePrefix } from "../test/helpers/services.ts";
+import { runInferenceBench } from "./inference.ts";
 
-const { values } = parseArgs({ options: { seconds: { type: "string", default: "5" }, clients: { type: "string", default: "1,8" } } });
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    clients: { type: "string", default: "1,8" },
+    peer: { type: "boolean", default: false },
+    backends: { type: "string", default: "wasm-blas" },
+    rounds: { type: "string", default: "1" },
+    repeats: { type: "string", default: "3" },
+    "new-tokens": { type: "string", default: "64" },
+    child: { type: "string" },
+    task: { type: "string" },
+  },
+});
 const seconds = Number(values.seconds);
 const clientCounts = values.clients.split(",").map(Number);
 
@@ -127,4 +141,10 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (values.peer) {
+  await runInferenceBench({
+    backends: values.backends.split(","), rounds: Number(values.rounds), repeats: Number(values.repeats), newTokens: Number(values["new-tokens"]), child: values.child, task: values.task,
+  });
+} else {
+  await main();
+}

@@ -1,191 +1,113 @@
-// Training throughput and memory of the engine next to PyTorch (bench/peer_torch_lora.py) on one workload:
-// a DistilBERT-shaped encoder (6 layers, d 768, 12 heads, FFN 3072, vocab 30522) with random
-// weights, batch 8 × 128 tokens, LoRA r 16 / alpha 32 on q_lin and v_lin, a trained head, AdamW.
-// Each backend runs in its own child process, so peak RSS is per backend; --peer runs the
-// PyTorch script in the same run and prints the ratios (installing Debian's python3-torch when
-// /usr/bin/python3 cannot import torch).
+// Training throughput and memory of the engine against PyTorch on the same workloads (bench/workloads.ts):
+//   - distilbert: batch 8 × 128, LoRA r 16 / alpha 32 on q_lin and v_lin, a trained head, AdamW;
+//     peer: bench/peer_torch_lora.py (the project's DistilBERT script);
+//   - gpt2: GPT-2 small, batch 4 × 256, LoRA r 16 / alpha 32 on c_attn, AdamW; peer: bench/peer_torch_causal.py.
+// Each workload × backend runs in its own child process, so peak RSS is per run; --peer runs the PyTorch
+// script in the same run (rounds alternate sides) and prints the ratios, installing Debian's python3-torch
+// when /usr/bin/python3 cannot import torch.
 //
-//   npm run bench:train -- [--layers 6] [--steps 6] [--rounds 1] [--peer] [--full] [--verbose] [--backends wasm-blas,wasm,cpu]
+//   npm run bench:train -- [--workloads distilbert,gpt2] [--steps 6] [--rounds 1] [--peer] [--profile]
+//                          [--layers N] [--batch N] [--seq N] [--full] [--backends wasm-blas,wasm,cpu]
+//                          [--losses FILE] [--check-losses FILE]
 //
-// LoRA mode runs the engine's own train() (from a Hugging Face folder written to the temp dir);
-// --full (for the memory comparison) trains every weight with the engine's model, loss and AdamW.
+// --profile prints where a steady step's time goes (bench/profile.ts); --verbose adds the sgemm table.
+// --losses FILE writes every step's loss per workload × backend; --check-losses FILE compares a run's
+// losses with such a file and fails past 1e-4 (the "loss curves unchanged" check of kernel changes).
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
-import { wordPieceTokenizer } from "../test/fixtures/make-fixtures.ts";
 import { loadConfig } from "../services/common/config.ts";
 import { initBackend, type BackendChoice, type BackendName } from "../services/trainer/backend.ts";
-import { encodeExamples } from "../services/trainer/tasks/classification/data.ts";
-import { crossEntropy } from "../services/trainer/losses.ts";
-import { initialHead, loadPretrained } from "../services/trainer/tasks/classification/load.ts";
 import { loadBlasAddon } from "../services/trainer/native/blas.ts";
-import { AdamW, ADAMW_DEFAULTS } from "../services/trainer/optim.ts";
-import { Rng } from "../services/trainer/rng.ts";
-import { serializeSafetensors, type NamedArray } from "../services/trainer/safetensors.ts";
 import { train } from "../services/trainer/train.ts";
+import { trainEveryWeight } from "./full-finetune.ts";
 import { matmulTable } from "./matmul.ts";
+import { profileKernels } from "./profile.ts";
+import { DEFAULT_SHAPES, ensureWorkload, type WorkloadName, type WorkloadShape } from "./workloads.ts";
 
-const repoRoot = fileURLToPath(new URL("..", import.meta.url));
-const peerScript = path.join(repoRoot, "bench", "peer_torch_lora.py");
-const PYTHON = "/usr/bin/python3";
-const LABELS = ["negative", "positive"];
+const benchDir = path.dirname(fileURLToPath(import.meta.url));
+const PEERS: Record<WorkloadName, string> = { distilbert: "peer_torch_lora.py", gpt2: "peer_torch_causal.py" };
+const LOSS_TOLERANCE = 1e-4;
 
 const { values: options } = parseArgs({
   options: {
-    layers: { type: "string", default: "6" },
+    workloads: { type: "string", default: "distilbert,gpt2" },
+    workload: { type: "string" },
+    layers: { type: "string" },
     steps: { type: "string", default: "6" },
-    batch: { type: "string", default: "8" },
-    seq: { type: "string", default: "128" },
+    batch: { type: "string" },
+    seq: { type: "string" },
     peer: { type: "boolean", default: false },
     full: { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     backends: { type: "string" },
     rounds: { type: "string", default: "1" },
+    losses: { type: "string" },
+    "check-losses": { type: "string" },
     child: { type: "string" },
   },
 });
-const layers = Number(options.layers);
 const steps = Number(options.steps);
-const batchSize = Number(options.batch);
-const seqLength = Number(options.seq);
 const rounds = Number(options.rounds);
 const mode = options.full ? "full" : "lora";
+
+function shapeOf(name: WorkloadName): WorkloadShape {
+  const base = DEFAULT_SHAPES[name];
+  if (!base) throw new Error(`unknown workload ${name} (known: ${Object.keys(DEFAULT_SHAPES).join(", ")})`);
+  const pick = (value: string | undefined, fallback: number) => (value === undefined ? fallback : Number(value));
+  return { name, layers: pick(options.layers, base.layers), batch: pick(options.batch, base.batch), seq: pick(options.seq, base.seq), examples: pick(options.batch, base.batch) * steps };
+}
 
 interface ChildResult {
   backend: BackendName;
   stepSeconds: number[];
   tokensPerStep: number;
   peakRssMiB: number;
+  losses: number[];
   profile?: string;
 }
 
-// --- the model folder and data -----------------------------------------------------------------
+// --- child: one workload on one backend -----------------------------------------------------------
 
-/** A DistilBertModel folder with random weights (std 0.02, as HF initialises) and a WordPiece tokenizer. */
-async function writeBenchModel(dir: string): Promise<void> {
-  const [d, ffn, vocab] = [768, 3072, 30522];
-  const rng = Rng.derive(7, layers);
-  const tensors = new Map<string, NamedArray>();
-  // Uniform with the standard deviation of HF's normal(0, 0.02): speed does not depend on the law.
-  const bound = 0.02 * Math.sqrt(3);
-  const matrix = (name: string, shape: number[]) =>
-    tensors.set(name, { shape, data: rng.fill(shape[0] * (shape[1] ?? 1), (r) => r.uniform(-bound, bound)) });
-  const constant = (name: string, size: number, value: number) => tensors.set(name, { shape: [size], data: new Float32Array(size).fill(value) });
-  const linear = (name: string, out: number, inFeatures: number) => {
-    matrix(`${name}.weight`, [out, inFeatures]);
-    constant(`${name}.bias`, out, 0);
-  };
-  const layerNorm = (name: string) => {
-    constant(`${name}.weight`, d, 1);
-    constant(`${name}.bias`, d, 0);
-  };
-  matrix("embeddings.word_embeddings.weight", [vocab, d]);
-  matrix("embeddings.position_embeddings.weight", [512, d]);
-  layerNorm("embeddings.LayerNorm");
-  for (let layer = 0; layer < layers; layer++) {
-    const p = `transformer.layer.${layer}`;
-    for (const m of ["q_lin", "k_lin", "v_lin", "out_lin"]) linear(`${p}.attention.${m}`, d, d);
-    layerNorm(`${p}.sa_layer_norm`);
-    linear(`${p}.ffn.lin1`, ffn, d);
-    linear(`${p}.ffn.lin2`, d, ffn);
-    layerNorm(`${p}.output_layer_norm`);
-  }
-  const tokenizer = wordPieceTokenizer();
-  // No dropout anywhere: the PyTorch peer has none either.
-  const config = {
-    architectures: ["DistilBertModel"], model_type: "distilbert", vocab_size: vocab, dim: d, n_layers: layers, n_heads: 12,
-    hidden_dim: ffn, max_position_embeddings: 512, activation: "gelu", dropout: 0, attention_dropout: 0,
-    seq_classif_dropout: 0, pad_token_id: 0, initializer_range: 0.02, sinusoidal_pos_embds: false,
-  };
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await mkdir(tmp, { recursive: true });
-  await writeFile(path.join(tmp, "config.json"), JSON.stringify(config, null, 2));
-  await writeFile(path.join(tmp, "tokenizer.json"), JSON.stringify(tokenizer.json));
-  await writeFile(path.join(tmp, "model.safetensors"), serializeSafetensors(tensors));
-  // Texts long enough that every example is truncated to exactly seqLength tokens.
-  const words = Object.keys((tokenizer.json as { model: { vocab: Record<string, number> } }).model.vocab).filter((w) => /^[a-z]{2,}$/.test(w));
-  const records = Array.from({ length: batchSize * steps }, (_, i) => ({
-    text: Array.from({ length: seqLength * 2 }, () => words[Math.floor(rng.uniform(0, words.length))]).join(" "),
-    label: LABELS[i % 2],
-  }));
-  await writeFile(path.join(tmp, "train.jsonl"), records.map((r) => JSON.stringify(r)).join("\n") + "\n");
-  await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
-}
-
-function benchDir(): string {
-  return path.join(os.tmpdir(), `lora-bench-distilbert-L${layers}-b${batchSize}x${seqLength}-s${steps}`);
-}
-
-// --- per-kernel profile ------------------------------------------------------------------------
-
-/** Wraps every kernel of the active backend with a timer; `report` gives ms per step by kernel. */
-function profileKernels(backendName: string) {
-  const totals = new Map<string, { ms: number; calls: number }>();
-  for (const config of tf.getKernelsForBackend(backendName)) {
-    const inner = config.kernelFunc;
-    const entry = { ms: 0, calls: 0 };
-    totals.set(config.kernelName, entry);
-    tf.unregisterKernel(config.kernelName, backendName);
-    tf.registerKernel({
-      ...config,
-      setupFunc: undefined,
-      kernelFunc: (args) => {
-        const start = performance.now();
-        const out = inner(args);
-        entry.ms += performance.now() - start;
-        entry.calls++;
-        return out;
-      },
-    });
-  }
-  return {
-    reset: () => totals.forEach((entry) => Object.assign(entry, { ms: 0, calls: 0 })),
-    report: (stepCount: number) => {
-      const rows = [...totals].filter(([, e]) => e.calls > 0).sort((a, b) => b[1].ms - a[1].ms);
-      const all = rows.reduce((sum, [, e]) => sum + e.ms, 0);
-      const lines = [`per-kernel time over ${stepCount} steady steps (ms per step; kernels ${(all / stepCount).toFixed(0)} ms/step)`];
-      for (const [name, e] of rows.slice(0, 20)) {
-        lines.push(`  ${name.padEnd(22)} ${(e.ms / stepCount).toFixed(1).padStart(9)} ms ${String(Math.round(e.calls / stepCount)).padStart(6)} calls ${((100 * e.ms) / all).toFixed(1).padStart(5)}%`);
-      }
-      return lines.join("\n");
-    },
-  };
-}
-
-// --- child: one backend ------------------------------------------------------------------------
-
-async function runChild(backend: BackendChoice): Promise<ChildResult> {
-  const dir = benchDir();
+async function runChild(backend: BackendChoice, shape: WorkloadShape): Promise<ChildResult> {
+  const dir = await ensureWorkload(shape);
   const info = await initBackend(backend, { blasAddonPath: loadConfig().trainerBlasAddon });
-  const profiler = options.verbose ? profileKernels(tf.getBackend()) : undefined;
+  const profiler = options.profile ? profileKernels(tf.getBackend()) : undefined;
   const stamps: number[] = [];
-  const onStep = () => {
+  const losses: number[] = [];
+  const onStep = (loss: number) => {
     stamps.push(performance.now());
+    losses.push(loss);
     if (stamps.length === 1) profiler?.reset();
   };
-  let tokensPerStep = batchSize * seqLength;
-  if (mode === "lora") {
+  let tokensPerStep = shape.batch * shape.seq;
+  if (mode === "full") {
+    if (shape.name !== "distilbert") throw new Error("--full runs the distilbert workload only");
+    await trainEveryWeight(dir, steps, shape.batch, shape.seq, onStep);
+  } else {
     const outDir = path.join(os.tmpdir(), `lora-bench-adapter-${process.pid}`);
+    const targetModules = shape.name === "gpt2" ? ["c_attn"] : ["q_lin", "v_lin"];
     await train(
       {
         modelDir: dir,
         trainFile: path.join(dir, "train.jsonl"),
         outDir,
-        lora: { r: 16, alpha: 32, dropout: 0, targetModules: ["q_lin", "v_lin"] },
-        hyper: { epochs: 1, batchSize, learningRate: 5e-4, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: seqLength, seed: 1, maxSteps: steps, maxGradNorm: 0 },
+        lora: { r: 16, alpha: 32, dropout: 0, targetModules },
+        hyper: {
+          epochs: 1, batchSize: shape.batch, learningRate: 5e-4, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps,
+          maxGradNorm: 0, ...(shape.name === "gpt2" ? { trainOnInputs: true } : {}),
+        },
       },
-      { onStep: (report) => ((tokensPerStep = report.tokensSeen / report.step), onStep()) },
+      { onStep: (report) => ((tokensPerStep = report.tokensSeen / report.step), onStep(report.loss)) },
     );
     await rm(outDir, { recursive: true, force: true });
-  } else {
-    await trainEveryWeight(dir, onStep);
   }
   const stepSeconds = stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000);
   return {
@@ -193,43 +115,12 @@ async function runChild(backend: BackendChoice): Promise<ChildResult> {
     stepSeconds,
     tokensPerStep,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
-    profile: profiler?.report(stepSeconds.length),
+    losses,
+    profile: profiler?.report(stepSeconds.length, 1000 * median(stepSeconds)),
   };
 }
 
-/** Full fine-tuning: every encoder weight and the head are variables that override the frozen ones. */
-async function trainEveryWeight(dir: string, onStep: () => void): Promise<void> {
-  const pretrained = await loadPretrained(dir);
-  const { model, tokenizer } = pretrained;
-  const params = new Map<string, tf.Variable>();
-  for (const [name, weight] of model.weights) params.set(name, tf.variable(weight, true));
-  // The engine keeps frozen linear weights transposed ([in, out]); trained ones are [out, in] overrides.
-  for (const [module, transposed] of model.linearWeights) {
-    params.set(`${module}.weight`, tf.variable(transposed.transpose(), true));
-    transposed.dispose();
-  }
-  for (const [name, { shape, data }] of initialHead(pretrained, LABELS.length, 1)) params.set(name, tf.variable(tf.tensor(data, shape), true));
-  const records = (await readFile(path.join(dir, "train.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(line));
-  const examples = encodeExamples(records, tokenizer, seqLength, LABELS);
-  const optimizer = new AdamW({ ...ADAMW_DEFAULTS, weightDecay: 0.01 });
-  const names = new Map([...params].map(([name, variable]) => [variable.name, name]));
-  for (let step = 0; step < steps; step++) {
-    const batchExamples = examples.slice(step * batchSize, (step + 1) * batchSize);
-    const batch = tokenizer.pad(batchExamples);
-    const { value, grads } = tf.variableGrads(
-      () => crossEntropy(model.logits(batch, { overrides: params }), batchExamples.map((e) => e.label)),
-      [...params.values()],
-    );
-    value.dataSync();
-    value.dispose();
-    const byName = new Map(Object.entries(grads).map(([variableName, grad]) => [names.get(variableName)!, grad]));
-    optimizer.apply(params, byName, 5e-4, step + 1);
-    tf.dispose(Object.values(grads));
-    onStep();
-  }
-}
-
-// --- parent: every backend, the peer, the table --------------------------------------------------
+// --- parent: every workload × backend, the peers, the table -----------------------------------------
 
 function availableBackends(): BackendName[] {
   if (options.backends) return options.backends.split(",") as BackendName[];
@@ -256,11 +147,14 @@ function median(values: number[]): number {
 }
 
 interface Row {
+  workload: WorkloadName;
   name: string;
   tokensPerSecond: number;
   stepSeconds: number;
   peakRssMiB: number;
 }
+
+const PYTHON = "/usr/bin/python3";
 
 /**
  * Undefined once PYTHON imports torch, installing Debian's python3-torch with apt when it does not
@@ -279,74 +173,107 @@ function ensureTorch(): string | undefined {
   return importsTorch() ? undefined : `${PYTHON} still cannot import torch after installing python3-torch`;
 }
 
-function runPeer(): Row | string {
+function runPeer(shape: WorkloadShape): Row | string {
+  const script = path.join(benchDir, PEERS[shape.name]);
+  if (!existsSync(script)) return `PyTorch peer ${path.relative(process.cwd(), script)} is not in this checkout`;
   const missing = ensureTorch();
   if (missing) return `PyTorch peer skipped: ${missing}`;
-  const args = [peerScript, "--layers", String(layers), "--steps", String(steps), "--batch", String(batchSize), "--seq", String(seqLength)];
+  const args = [script, "--layers", String(shape.layers), "--steps", String(steps), "--batch", String(shape.batch), "--seq", String(shape.seq)];
   if (options.full) args.push("--full");
   const run = spawnSync(PYTHON, args, { encoding: "utf8" });
   const line = run.stdout?.trim().split("\n").at(-1) ?? "";
   const field = (key: string) => Number(new RegExp(`${key}=([0-9.]+)`).exec(line)?.[1]);
   if (run.status !== 0 || !Number.isFinite(field("tokens_per_s"))) return `PyTorch peer failed: ${(run.stderr || line).trim().split("\n").at(-1)}`;
-  return { name: "pytorch", tokensPerSecond: field("tokens_per_s"), stepSeconds: field("step_median_s"), peakRssMiB: field("peak_rss_mib") };
+  return { workload: shape.name, name: "pytorch", tokensPerSecond: field("tokens_per_s"), stepSeconds: field("step_median_s"), peakRssMiB: field("peak_rss_mib") };
+}
+
+function runEngine(shape: WorkloadShape, backend: BackendName): { row: Row; losses: number[] } | undefined {
+  const childArgs = ["--import", "tsx", fileURLToPath(import.meta.url), "--child", backend, "--workload", shape.name, ...process.argv.slice(2)];
+  const child = spawnSync(process.execPath, childArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
+  const last = child.stdout.trim().split("\n").at(-1) ?? "";
+  if (child.status !== 0 || !last.startsWith("{")) {
+    console.log(`${shape.name} ${backend}: failed (exit ${child.status}) ${last}`);
+    return undefined;
+  }
+  const result = JSON.parse(last) as ChildResult;
+  if (result.profile) console.log(`${shape.name} ${result.backend}: ${result.profile}\n`);
+  const stepSeconds = median(result.stepSeconds);
+  return {
+    row: { workload: shape.name, name: result.backend, tokensPerSecond: result.tokensPerStep / stepSeconds, stepSeconds, peakRssMiB: result.peakRssMiB },
+    losses: result.losses,
+  };
+}
+
+/** Per workload × backend: the first loss that differs from the recorded curve by more than the tolerance. */
+function compareLosses(recorded: Record<string, number[]>, measured: Record<string, number[]>): string[] {
+  const problems: string[] = [];
+  for (const [key, losses] of Object.entries(measured)) {
+    const before = recorded[key];
+    if (!before) continue;
+    let worst = 0;
+    for (let i = 0; i < Math.min(before.length, losses.length); i++) worst = Math.max(worst, Math.abs(before[i] - losses[i]));
+    const verdict = worst <= LOSS_TOLERANCE && before.length === losses.length ? "same" : "DIFFERENT";
+    console.log(`losses ${key}: ${losses.length} steps, largest difference ${worst.toExponential(2)} (tolerance ${LOSS_TOLERANCE}): ${verdict}`);
+    if (verdict !== "same") problems.push(key);
+  }
+  return problems;
 }
 
 async function runParent(): Promise<void> {
-  const dir = benchDir();
-  if (!existsSync(path.join(dir, "train.jsonl"))) {
-    console.error(`writing a random-weight DistilBERT-shaped model (${layers} layers) to ${dir}`);
-    await writeBenchModel(dir);
+  const workloads = options.workloads.split(",").map((name) => shapeOf(name as WorkloadName));
+  for (const shape of workloads) await ensureWorkload(shape);
+  console.log(`environment: OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? "(unset)"}, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? ""}`);
+  for (const s of workloads) {
+    const what = mode === "full" ? "full fine-tuning" : s.name === "gpt2" ? "LoRA r16 alpha32 on c_attn" : "LoRA r16 alpha32 on q,v + head";
+    console.log(`workload ${s.name}: ${s.layers} layers, batch ${s.batch} × ${s.seq}, ${what}, AdamW, fp32, ${steps} steps (median of steps 2..${steps})`);
   }
-  const command = `bench/train.ts --layers ${layers} --steps ${steps} --batch ${batchSize} --seq ${seqLength} --rounds ${rounds}${options.full ? " --full" : ""}`;
-  console.log(`workload: DistilBERT shape, ${layers} layers, batch ${batchSize} × ${seqLength}, ${mode === "lora" ? "LoRA r16 alpha32 on q,v + head" : "full fine-tuning"}, AdamW, ${steps} steps (median of steps 2..${steps})`);
-  console.log(`environment: OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? "(unset)"}, ${os.cpus().length} CPUs`);
   if (options.verbose) console.log(`\n${await matmulTable(0.3)}\n`);
   // Rounds alternate every backend and the peer, so load from other processes hits both sides
   // alike; each side's best round is reported (peak RSS: the highest round, to stay conservative).
   const best = new Map<string, Row>();
+  const losses: Record<string, number[]> = {};
   const record = (row: Row) => {
-    const previous = best.get(row.name);
-    if (!previous || row.tokensPerSecond > previous.tokensPerSecond) best.set(row.name, { ...row, peakRssMiB: Math.max(row.peakRssMiB, previous?.peakRssMiB ?? 0) });
+    const key = `${row.workload}/${row.name}`;
+    const previous = best.get(key);
+    if (!previous || row.tokensPerSecond > previous.tokensPerSecond) best.set(key, { ...row, peakRssMiB: Math.max(row.peakRssMiB, previous?.peakRssMiB ?? 0) });
     else previous.peakRssMiB = Math.max(previous.peakRssMiB, row.peakRssMiB);
+    if (rounds > 1) console.log(`${row.workload} ${row.name}: ${row.tokensPerSecond.toFixed(0)} tokens/s, ${row.peakRssMiB.toFixed(0)} MiB`);
   };
   for (let round = 1; round <= rounds; round++) {
-    for (const backend of availableBackends()) {
-      const childArgs = ["--import", "tsx", fileURLToPath(import.meta.url), "--child", backend, ...process.argv.slice(2)];
-      const child = spawnSync(process.execPath, childArgs, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
-      const last = child.stdout.trim().split("\n").at(-1) ?? "";
-      if (child.status !== 0 || !last.startsWith("{")) {
-        console.log(`${backend}: failed (exit ${child.status}) ${last}`);
-        continue;
+    if (rounds > 1) console.log(`round ${round}`);
+    for (const shape of workloads) {
+      for (const backend of availableBackends()) {
+        const outcome = runEngine(shape, backend);
+        if (!outcome) continue;
+        record(outcome.row);
+        losses[`${shape.name}/${outcome.row.name}`] = outcome.losses;
       }
-      const result = JSON.parse(last) as ChildResult;
-      const stepSeconds = median(result.stepSeconds);
-      const row = { name: result.backend, tokensPerSecond: result.tokensPerStep / stepSeconds, stepSeconds, peakRssMiB: result.peakRssMiB };
-      if (rounds > 1) console.log(`round ${round}: ${row.name} ${row.tokensPerSecond.toFixed(0)} tokens/s, ${row.peakRssMiB.toFixed(0)} MiB`);
-      record(row);
-      if (result.profile) console.log(`${result.backend}: ${result.profile}\n`);
-    }
-    if (options.peer) {
-      const outcome = runPeer();
-      if (typeof outcome === "string") console.log(outcome);
-      else {
-        if (rounds > 1) console.log(`round ${round}: pytorch ${outcome.tokensPerSecond.toFixed(0)} tokens/s, ${outcome.peakRssMiB.toFixed(0)} MiB`);
-        record(outcome);
+      if (options.peer) {
+        const outcome = runPeer(shape);
+        if (typeof outcome === "string") console.log(outcome);
+        else record(outcome);
       }
     }
   }
-  const rows = [...best.values()];
-  const peer = best.get("pytorch");
-  const header = `${"backend".padEnd(10)} ${"tokens/s".padStart(9)} ${"step s".padStart(7)} ${"peak RSS MiB".padStart(13)}${peer ? `  ${"tok/s ÷ torch".padStart(13)} ${"RSS ÷ torch".padStart(11)}` : ""}`;
-  console.log(`\n${mode} mode  (${command}${options.peer ? " --peer" : ""})`);
-  console.log(header);
-  for (const row of rows) {
-    const ratios = peer ? `  ${(row.tokensPerSecond / peer.tokensPerSecond).toFixed(2).padStart(13)} ${(row.peakRssMiB / peer.peakRssMiB).toFixed(2).padStart(11)}` : "";
-    console.log(`${row.name.padEnd(10)} ${row.tokensPerSecond.toFixed(0).padStart(9)} ${row.stepSeconds.toFixed(2).padStart(7)} ${row.peakRssMiB.toFixed(0).padStart(13)}${ratios}`);
+  console.log(`\n${mode} mode  (npm run bench:train -- ${process.argv.slice(2).join(" ")})`);
+  console.log(`${"workload".padEnd(11)} ${"backend".padEnd(10)} ${"tokens/s".padStart(9)} ${"step s".padStart(7)} ${"peak RSS MiB".padStart(13)}  ${"tok/s ÷ torch".padStart(13)} ${"RSS ÷ torch".padStart(11)}`);
+  for (const row of best.values()) {
+    const peer = best.get(`${row.workload}/pytorch`);
+    const ratio = (a: number, b: number | undefined) => (b ? (a / b).toFixed(2) : "-");
+    console.log(
+      `${row.workload.padEnd(11)} ${row.name.padEnd(10)} ${row.tokensPerSecond.toFixed(0).padStart(9)} ${row.stepSeconds.toFixed(2).padStart(7)} ${row.peakRssMiB.toFixed(0).padStart(13)}  ` +
+        `${ratio(row.tokensPerSecond, peer?.tokensPerSecond).padStart(13)} ${ratio(row.peakRssMiB, peer?.peakRssMiB).padStart(11)}`,
+    );
+  }
+  if (options.losses) await writeFile(options.losses, JSON.stringify(losses, null, 1) + "\n");
+  if (options["check-losses"]) {
+    const problems = compareLosses(JSON.parse(await readFile(options["check-losses"], "utf8")), losses);
+    if (problems.length > 0) process.exitCode = 1;
   }
 }
 
 if (options.child) {
-  console.log(JSON.stringify(await runChild(options.child as BackendChoice)));
+  console.log(JSON.stringify(await runChild(options.child as BackendChoice, shapeOf(options.workload as WorkloadName))));
 } else {
   await runParent();
 }

@@ -8,15 +8,17 @@
 // products LoRA does not need.
 import * as tf from "@tensorflow/tfjs";
 import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
+import { FUSED_KERNELS, hasFusedKernel } from "../native/fused-kernels.ts";
+import { inPart } from "./parts.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
-/** A tfjs customGrad over `inputs`, with the backward run inside its own tidy. */
-function custom(inputs: tf.Tensor[], forward: (save: (tensors: tf.Tensor[]) => void) => { value: tf.Tensor; gradFunc: Grad }): tf.Tensor {
+/** A tfjs customGrad over `inputs`, with the backward run inside its own tidy; `part` names it for profiles. */
+function custom(part: string, inputs: tf.Tensor[], forward: (save: (tensors: tf.Tensor[]) => void) => { value: tf.Tensor; gradFunc: Grad }): tf.Tensor {
   return tf.customGrad((...args: unknown[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const { value, gradFunc } = forward(save);
-    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => gradFunc(dy, saved)) };
+    const { value, gradFunc } = inPart(part, () => forward(save));
+    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => inPart(part, () => tf.tidy(() => gradFunc(dy, saved))) };
   })(...inputs);
 }
 
@@ -29,7 +31,7 @@ function isTrained(t: tf.Tensor): boolean {
 export function gelu(x: tf.Tensor): tf.Tensor {
   // One pass each way where the backend has the BLAS addon's GELU kernels.
   const native = tf.getKernel(GELU_KERNEL, tf.getBackend()) !== undefined;
-  return custom([x], (save) => {
+  return custom("gelu", [x], (save) => {
     save([x]);
     return {
       value: native ? (tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor) : x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)),
@@ -46,7 +48,21 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 /** LayerNorm over the last axis; keeps the normalised input and 1/σ for the backward. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor2D {
   const trainedAffine = isTrained(gamma) || isTrained(beta);
-  return custom(trainedAffine ? [x, gamma, beta] : [x], (save) => {
+  if (hasFusedKernel(FUSED_KERNELS.layerNorm) && x.size > 0) {
+    // One native pass each way; keeps x and two numbers per row.
+    return custom("layer norm", trainedAffine ? [x, gamma, beta] : [x], (save) => {
+      const [y, mean, rstd] = tf.engine().runKernel(FUSED_KERNELS.layerNorm, { x, gamma, beta }, { epsilon }) as tf.Tensor[];
+      save([x, gamma, mean, rstd]);
+      return {
+        value: y,
+        gradFunc: (dy, [input, scale, m, r]) => {
+          const grads = tf.engine().runKernel(FUSED_KERNELS.layerNormGrad, { dy, x: input, gamma: scale, mean: m, rstd: r }, { affineGrads: trainedAffine }) as tf.Tensor[];
+          return trainedAffine ? grads : grads[0];
+        },
+      };
+    }) as tf.Tensor2D;
+  }
+  return custom("layer norm", trainedAffine ? [x, gamma, beta] : [x], (save) => {
     const { mean, variance } = tf.moments(x, -1, true);
     const inverseStd = tf.rsqrt(variance.add(epsilon));
     const normalised = x.sub(mean).mul(inverseStd);
@@ -73,23 +89,33 @@ export interface LoraBranch {
 /** A linear layer's weight: as Hugging Face stores it ([out, in]), or pre-transposed ([in, out]). */
 export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
 
+/** x·Wᵀ (+ bias); on BLAS the bias is added in the product's own pass (the addon's _FusedMatMul). */
+function product(x: tf.Tensor2D, stored: tf.Tensor2D, transposed: boolean, bias: tf.Tensor | undefined): tf.Tensor {
+  if (bias && blasProductsActive()) return tf.fused.matMul({ a: x, b: stored, transposeB: !transposed, bias });
+  const y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
+  return bias ? y.add(bias) : y;
+}
+
 /**
  * y = x·Wᵀ (+ bias) (+ scale·(input·Aᵀ)·Bᵀ). The backward needs dy·W: with W pre-transposed that is
  * a transposed product, which OpenBLAS runs as fast as a plain one but tfjs's own wasm kernel
- * about ten times slower, so without BLAS the backward transposes first.
+ * about ten times slower, so without BLAS the backward transposes first. `inputGrad: false` says
+ * no trained parameter lies upstream of x (the first layer over frozen embeddings): the backward
+ * then skips dy·W, as PyTorch's autograd does for inputs that need no gradient.
  */
-export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch): tf.Tensor2D {
+export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch, { inputGrad = true } = {}): tf.Tensor2D {
   const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
   const transposed = !("weight" in weight);
   const trainedWeight = isTrained(stored) || (bias !== undefined && isTrained(bias));
   if (trainedWeight && transposed) throw new Error("linear: a trained weight must be given as [out, in]");
   const separateLoraInput = lora !== undefined && lora.input !== x;
-  const inputs: tf.Tensor[] = [x];
-  if (lora) inputs.push(...(separateLoraInput ? [lora.input] : []), lora.a, lora.b);
+  const inputs: tf.Tensor[] = inputGrad ? [x] : [];
+  if (lora) inputs.push(...(separateLoraInput && inputGrad ? [lora.input] : []), lora.a, lora.b);
   if (trainedWeight) inputs.push(stored, ...(bias ? [bias] : []));
-  return custom(inputs, (save) => {
-    let y = transposed ? x.matMul(stored) : x.matMul(stored, false, true);
-    if (bias) y = y.add(bias);
+  // Nothing to train through: plain ops, nothing kept for a backward.
+  if (inputs.length === 0) return product(x, stored, transposed, bias) as tf.Tensor2D;
+  return custom(lora ? "linear + LoRA" : "linear", inputs, (save) => {
+    let y = product(x, stored, transposed, bias);
     let down: tf.Tensor2D | undefined;
     if (lora) {
       down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
@@ -101,18 +127,21 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
       gradFunc: (dy, saved) => {
         const dyMatrix = dy as tf.Tensor2D;
         const w = saved[0] as tf.Tensor2D;
-        let dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
+        let dx: tf.Tensor | undefined;
+        if (inputGrad) dx = !transposed ? dyMatrix.matMul(w) : blasProductsActive() ? dyMatrix.matMul(w, false, true) : dyMatrix.matMul(w.transpose());
         const grads: tf.Tensor[] = [];
         if (lora) {
           const [loraInput, scaledDown, a, b] = saved.slice(1) as tf.Tensor2D[];
           const dDown = dyMatrix.matMul(b).mul(lora.scale) as tf.Tensor2D;
-          const dLoraInput = dDown.matMul(a);
-          if (separateLoraInput) grads.push(dLoraInput);
-          else dx = dx.add(dLoraInput);
+          if (inputGrad) {
+            const dLoraInput = dDown.matMul(a);
+            if (separateLoraInput) grads.push(dLoraInput);
+            else dx = dx!.add(dLoraInput);
+          }
           grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
         }
         if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), ...(bias ? [dyMatrix.sum(0)] : []));
-        return [dx, ...grads];
+        return dx ? [dx, ...grads] : grads;
       },
     };
   }) as tf.Tensor2D;
@@ -123,7 +152,7 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
  * attention-dropout mask already divided by the keep rate. Keeps the probabilities for the backward.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAdd: tf.Tensor, scale: number, keep?: tf.Tensor): tf.Tensor4D {
-  return custom([q, k, v], (save) => {
+  return custom("attention", [q, k, v], (save) => {
     const probabilities = tf.softmax(q.matMul(k, false, true).mul(scale).add(maskAdd));
     const used = keep ? probabilities.mul(keep) : probabilities;
     save([q, k, v, probabilities, ...(keep ? [keep] : [])]);
@@ -140,6 +169,78 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, maskAd
   }) as tf.Tensor4D;
 }
 
+/** How the heads of attentionOverRows's inputs are laid out: [batch*length, heads*headSize] per projection. */
+export interface HeadsLayout {
+  batch: number;
+  heads: number;
+  length: number;
+  headSize: number;
+}
+
+export interface AttentionOptions {
+  scale: number;
+  causal: boolean;
+  /** Additive key mask, batch × length values (0 or the lowest float). */
+  keyMaskAdd?: tf.Tensor;
+  /** Attention-dropout mask [batch, heads, length, length], already divided by the keep rate. */
+  keep?: tf.Tensor;
+}
+
+/** Whether attentionOverRows runs here (the addon's fused attention is registered on the backend). */
+export function rowAttentionAvailable(): boolean {
+  return hasFusedKernel(FUSED_KERNELS.attention);
+}
+
+/**
+ * Self-attention on the addon's fused kernel, reading each head by strides from [batch*length, ·]
+ * projections and writing the context as [batch*length, heads*headSize]: no split or merge
+ * transposes. q, k and v are separate [rows, H·D] matrices, or one fused [rows, 3·H·D] qkv passed
+ * three times. Keeps q, k, v, the probabilities and the dropout mask for the backward.
+ */
+export function attentionOverRows(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, layout: HeadsLayout, options: AttentionOptions): tf.Tensor2D {
+  const fused = q === k && k === v;
+  const hd = layout.heads * layout.headSize;
+  const attrs = { ...layout, scale: options.scale, causal: options.causal, offsets: fused ? [0, hd, 2 * hd] : [0, 0, 0], rowStride: fused ? 3 * hd : hd };
+  const { keyMaskAdd, keep } = options;
+  return custom("attention", fused ? [q] : [q, k, v], (save) => {
+    const inputs = { q, k, v, ...(keyMaskAdd ? { keyMaskAdd } : {}), ...(keep ? { keep } : {}) };
+    const [context, probs] = tf.engine().runKernel(FUSED_KERNELS.attention, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    save(fused ? [q, probs, ...(keep ? [keep] : [])] : [q, k, v, probs, ...(keep ? [keep] : [])]);
+    return {
+      value: context,
+      gradFunc: (dContext, saved) => {
+        const [sq, sk, sv] = fused ? [saved[0], saved[0], saved[0]] : saved;
+        const [probabilities, mask] = saved.slice(fused ? 1 : 3);
+        const gradInputs = { q: sq, k: sk, v: sv, probs: probabilities, dContext, ...(mask ? { keep: mask } : {}) };
+        const grads = tf.engine().runKernel(FUSED_KERNELS.attentionGrad, gradInputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+        return fused ? grads[0] : grads;
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+/** Per-row cross-entropy −log softmax(logits)[label] on the addon's kernel (labels outside the classes give 0). */
+export function softmaxCrossEntropyRows(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
+  return custom("loss", [logits], (save) => {
+    save([logits, labels]);
+    return {
+      value: tf.engine().runKernel(FUSED_KERNELS.crossEntropy, { logits, labels }) as tf.Tensor,
+      gradFunc: (dNll, [input, ids]) => tf.engine().runKernel(FUSED_KERNELS.crossEntropyGrad, { logits: input, labels: ids, dNll }) as tf.Tensor,
+    };
+  }) as tf.Tensor1D;
+}
+
+/** GPT-2's tanh GELU on the addon's kernels; keeps only its input. */
+function geluTanh(x: tf.Tensor): tf.Tensor {
+  return custom("gelu", [x], (save) => {
+    save([x]);
+    return {
+      value: tf.engine().runKernel(FUSED_KERNELS.geluTanh, { x }) as tf.Tensor,
+      gradFunc: (dy, [input]) => tf.engine().runKernel(FUSED_KERNELS.geluTanhGrad, { x: input, dy }) as tf.Tensor,
+    };
+  });
+}
+
 /** The activation a config names, Hugging Face's names. */
 export function activation(name: string, x: tf.Tensor): tf.Tensor {
   switch (name) {
@@ -147,6 +248,7 @@ export function activation(name: string, x: tf.Tensor): tf.Tensor {
       return gelu(x);
     case "gelu_new":
     case "gelu_pytorch_tanh": {
+      if (hasFusedKernel(FUSED_KERNELS.geluTanh) && x.dtype === "float32") return geluTanh(x);
       const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
       return x.mul(0.5).mul(tf.tanh(inner).add(1));
     }

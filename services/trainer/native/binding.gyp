@@ -2,9 +2,9 @@
   "targets": [
     {
       "target_name": "blas",
-      "sources": ["blas.c"],
-      "libraries": ["-lopenblas"],
-      "cflags": ["-O3", "-std=c11", "-ffast-math"]
+      "sources": ["blas.c", "attention.c", "norms.c"],
+      "libraries": ["-lopenblas", "-fopenmp"],
+      "cflags": ["-O3", "-std=c11", "-ffast-math", "-fopenmp"]
     }
   ]
 }

@@ -1,11 +1,14 @@
 // Single-precision batched matrix products for the tfjs wasm backend, computed by OpenBLAS
-// directly on Float32Array views of the wasm heap: no copies in or out.
+// directly on Float32Array views of the wasm heap: no copies in or out. Also registers the fused
+// training kernels of attention.c and norms.c.
 #include <cblas.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "napi-args.h"
 
 #define CHECK(call)                                                     \
   do {                                                                  \
@@ -188,6 +191,14 @@ NAPI_MODULE_INIT() {
       {"biasActivation", NULL, bias_activation, NULL, NULL, NULL, napi_enumerable, NULL},
       {"geluForward", NULL, gelu_forward, NULL, NULL, NULL, napi_enumerable, NULL},
       {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attentionForward", NULL, attention_forward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attentionBackward", NULL, attention_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"layerNormForward", NULL, layer_norm_forward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"layerNormBackward", NULL, layer_norm_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"softmaxCrossEntropy", NULL, softmax_cross_entropy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"softmaxCrossEntropyBackward", NULL, softmax_cross_entropy_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"geluTanhForward", NULL, gelu_tanh_forward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"geluTanhBackward", NULL, gelu_tanh_backward, NULL, NULL, NULL, napi_enumerable, NULL},
       {"threads", NULL, threads, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties) != napi_ok) {

@@ -5,8 +5,9 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
+import { registerFusedKernels, type FusedKernelAddon } from "./fused-kernels.ts";
 
-interface BlasAddon {
+interface BlasAddon extends Partial<FusedKernelAddon> {
   /** out[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]), a holding m×k (k×m transposed), b k×n (n×k). */
   matmul(
     a: Float32Array,
@@ -156,17 +157,19 @@ function replaceWith(backend: BackendWasm, previous: tf.TensorInfo, next: tf.Ten
   return next;
 }
 
-let blasBatchMatMul: tf.KernelFunc | undefined;
+/** Set while the addon's products are registered on the wasm backend (a wrapper, such as a profiler's timer, keeps it). */
+let blasRegistered = false;
 
 /** Whether the active backend's matrix products run on the addon (transposed forms then cost nothing extra). */
 export function blasProductsActive(): boolean {
-  return blasBatchMatMul !== undefined && tf.getKernel("BatchMatMul", tf.getBackend())?.kernelFunc === blasBatchMatMul;
+  return blasRegistered && tf.getBackend() === "wasm";
 }
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
 /**
- * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, and the GELU kernels.
+ * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, the GELU kernels and the
+ * fused training kernels (fused-kernels.ts).
  * Bias and activation of the fused kernel run in the addon for a row bias with linear or relu
  * (what dense layers use), otherwise on tfjs's elementwise wasm kernels: tfjs's own fused wasm
  * kernel gets elu, and a transposed B with a bias, wrong. Returns a function that puts tfjs's
@@ -218,12 +221,16 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
   tf.registerKernel({ kernelName: GELU_GRAD_KERNEL, backendName: "wasm", kernelFunc: elementwise(([x, dy], out) => addon.geluBackward(x, dy, out), ["x", "dy"]) });
 
   tf.unregisterKernel("BatchMatMul", "wasm");
-  blasBatchMatMul = batchMatMul as tf.KernelFunc;
-  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: blasBatchMatMul });
+  tf.registerKernel({ kernelName: "BatchMatMul", backendName: "wasm", kernelFunc: batchMatMul as tf.KernelFunc });
+  blasRegistered = true;
   tf.unregisterKernel("_FusedMatMul", "wasm");
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
+  // An addon built before the fused kernels existed has matrix products only.
+  const removeFused = typeof addon.attentionForward === "function" ? registerFusedKernels(addon as FusedKernelAddon) : () => {};
 
   return () => {
+    blasRegistered = false;
+    removeFused();
     tf.unregisterKernel(GELU_KERNEL, "wasm");
     tf.unregisterKernel(GELU_GRAD_KERNEL, "wasm");
     for (const config of originals) {

@@ -5,8 +5,9 @@ import type { CausalConfig } from "./config.ts";
 import type { NamedArray } from "../../safetensors.ts";
 import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
 import type { LinearModule } from "../../lora.ts";
-import { activation } from "../../layers/fused.ts";
+import { activation, attentionOverRows, layerNorm, rowAttentionAvailable } from "../../layers/fused.ts";
 import type { ForwardOptions } from "../../layers/lora-forward.ts";
+import { inPart } from "../../layers/parts.ts";
 
 const PREFIX = "transformer";
 
@@ -50,9 +51,7 @@ export class Gpt2LM extends CausalLM {
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    const { mean, variance } = tf.moments(x, -1, true);
-    const normalised = x.sub(mean).div(variance.add(this.config.normEps).sqrt());
-    return normalised.mul(this.param(`${module}.weight`, options)).add(this.param(`${module}.bias`, options)) as tf.Tensor2D;
+    return layerNorm(x, this.param(`${module}.weight`, options), this.param(`${module}.bias`, options), this.config.normEps);
   }
 
   protected embed(batch: TokenBatch, start: number, options: ForwardOptions): tf.Tensor2D {
@@ -68,12 +67,20 @@ export class Gpt2LM extends CausalLM {
     const p = `${PREFIX}.h.${layer}`;
     const { numHeads, headDim } = this.config;
     const { batchSize, length } = batch;
-    const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true);
-    const [q, k, v] = tf.split(qkv, 3, 1).map((x) => x.reshape([batchSize, length, numHeads, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D);
-    const context = this.attend(q, k, v, layer, batch, options, cache);
+    const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true, this.inputNeedsGrad(layer, options));
+    let context: tf.Tensor2D;
+    if (!cache && rowAttentionAvailable()) {
+      // The addon reads the heads of q, k and v by strides straight from the fused qkv rows.
+      const rate = this.config.attentionDropout;
+      const keep = options.dropout && rate > 0 ? options.dropout.apply(tf.ones([batchSize, numHeads, length, length]), rate) : undefined;
+      context = attentionOverRows(qkv, qkv, qkv, { batch: batchSize, heads: numHeads, length, headSize: headDim }, { scale: 1 / Math.sqrt(headDim), causal: true, keep });
+    } else {
+      const [q, k, v] = inPart("heads split/merge", () => tf.split(qkv, 3, 1).map((x) => x.reshape([batchSize, length, numHeads, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D));
+      context = this.attend(q, k, v, layer, batch, options, cache);
+    }
     const attended = this.dropout(this.linear(context, `${p}.attn.c_proj`, options, true), this.config.residualDropout, options);
     const afterAttention = h.add(attended) as tf.Tensor2D;
-    const inner = activation(this.config.activation, this.linear(this.layerNorm(afterAttention, `${p}.ln_2`, options), `${p}.mlp.c_fc`, options, true)) as tf.Tensor2D;
+    const inner = inPart("gelu", () => activation(this.config.activation, this.linear(this.layerNorm(afterAttention, `${p}.ln_2`, options), `${p}.mlp.c_fc`, options, true))) as tf.Tensor2D;
     const mlp = this.dropout(this.linear(inner, `${p}.mlp.c_proj`, options, true), this.config.residualDropout, options);
     return afterAttention.add(mlp) as tf.Tensor2D;
   }

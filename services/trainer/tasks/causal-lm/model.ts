@@ -4,6 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "./config.ts";
 import { loraBranch, type ForwardOptions } from "../../layers/lora-forward.ts";
 import { linear } from "../../layers/fused.ts";
+import { inPart } from "../../layers/parts.ts";
 import type { LinearModule } from "../../lora.ts";
 
 /** Token ids of a right-padded batch, row-major [batchSize, length]. */
@@ -55,10 +56,16 @@ export abstract class CausalLM {
     return value;
   }
 
-  protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean): tf.Tensor2D {
+  /** `inputGrad` false when nothing trained lies upstream of x (see fused.ts linear). */
+  protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean, inputGrad = true): tf.Tensor2D {
     const transposedWeight = this.param(`${module}.weight`, options) as tf.Tensor2D;
     const biasTensor = bias ? this.param(`${module}.bias`, options) : undefined;
-    return linear(x, { transposedWeight }, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout));
+    return linear(x, { transposedWeight }, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout), { inputGrad });
+  }
+
+  /** Whether a layer's input needs a gradient: above the first layer, or when any overriding parameter trains. */
+  protected inputNeedsGrad(layer: number, options: ForwardOptions): boolean {
+    return layer > 0 || [...(options.overrides?.values() ?? [])].some((value) => value instanceof tf.Variable && value.trainable);
   }
 
   protected dropout<T extends tf.Tensor>(x: T, rate: number, options: ForwardOptions): T {
@@ -70,6 +77,10 @@ export abstract class CausalLM {
    * the cache (when given) is extended in place with this call's keys and values.
    */
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, layer: number, batch: TokenBatch, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
+    return inPart("attention", () => this.attendHeads(q, k, v, layer, batch, options, cache));
+  }
+
+  private attendHeads(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, layer: number, batch: TokenBatch, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
     const { numHeads, numKeyValueHeads, headDim } = this.config;
     const { batchSize, length } = batch;
     let keys = k;
@@ -129,6 +140,10 @@ export abstract class CausalLM {
  * which the wasm backend lacks; per sequence, the selections stay at most length × length.
  */
 export function selectRows(hidden: tf.Tensor2D, rows: number[], length: number): tf.Tensor2D {
+  return inPart("loss", () => selectRowsOf(hidden, rows, length));
+}
+
+function selectRowsOf(hidden: tf.Tensor2D, rows: number[], length: number): tf.Tensor2D {
   const pieces: tf.Tensor2D[] = [];
   for (let start = 0; start < rows.length; ) {
     const sequence = Math.floor(rows[start] / length);

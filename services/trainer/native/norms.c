@@ -1,0 +1,167 @@
+// Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
+// softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
+// (or two) over each row, on the wasm heap. Cross-entropy rows and large layer norms are shared among
+// OpenBLAS's thread count of OpenMP threads; the GELU loops stay on one thread (vectorised, they cost
+// less CPU time alone than split: measured).
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "napi-args.h"
+
+// layerNormForward(x, gamma, beta, epsilon, y, mean, rstd): rows of gamma's length; mean and 1/σ per row.
+napi_value layer_norm_forward(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  float *x, *gamma, *beta, *y, *mean, *rstd;
+  size_t x_len, d, beta_len, y_len, mean_len, rstd_len;
+  double eps;
+  if (!args_of(env, info, 7, argv) || !arg_f32(env, argv[0], false, &x, &x_len) || !arg_f32(env, argv[1], false, &gamma, &d) ||
+      !arg_f32(env, argv[2], false, &beta, &beta_len) || !arg_number(env, argv[3], &eps) || !arg_f32(env, argv[4], false, &y, &y_len) ||
+      !arg_f32(env, argv[5], false, &mean, &mean_len) || !arg_f32(env, argv[6], false, &rstd, &rstd_len) || d == 0 || beta_len != d ||
+      x_len % d != 0 || y_len != x_len || mean_len != x_len / d || rstd_len != mean_len) {
+    return fail(env, "blas addon: layerNormForward(x, gamma, beta, epsilon, y, mean, rstd) with x whole rows of gamma's length");
+  }
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static) if (x_len >= (1u << 20))
+  for (size_t r = 0; r < mean_len; r++) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float sum = 0.0f;
+    for (size_t j = 0; j < d; j++) sum += xr[j];
+    const float m = sum / (float)d;
+    float squares = 0.0f;
+    for (size_t j = 0; j < d; j++) squares += (xr[j] - m) * (xr[j] - m);
+    const float inverse = 1.0f / sqrtf(squares / (float)d + (float)eps);
+    for (size_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * inverse * gamma[j] + beta[j];
+    mean[r] = m;
+    rstd[r] = inverse;
+  }
+  return NULL;
+}
+
+// layerNormBackward(dy, x, gamma, mean, rstd, dx, dgamma|null, dbeta|null): dgamma and dbeta are overwritten with sums over rows.
+napi_value layer_norm_backward(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  float *dy, *x, *gamma, *mean, *rstd, *dx, *dgamma, *dbeta;
+  size_t dy_len, x_len, d, mean_len, rstd_len, dx_len, dgamma_len, dbeta_len;
+  if (!args_of(env, info, 8, argv) || !arg_f32(env, argv[0], false, &dy, &dy_len) || !arg_f32(env, argv[1], false, &x, &x_len) ||
+      !arg_f32(env, argv[2], false, &gamma, &d) || !arg_f32(env, argv[3], false, &mean, &mean_len) || !arg_f32(env, argv[4], false, &rstd, &rstd_len) ||
+      !arg_f32(env, argv[5], false, &dx, &dx_len) || !arg_f32(env, argv[6], true, &dgamma, &dgamma_len) || !arg_f32(env, argv[7], true, &dbeta, &dbeta_len) ||
+      d == 0 || x_len % d != 0 || dy_len != x_len || dx_len != x_len || mean_len != x_len / d || rstd_len != mean_len ||
+      (dgamma && dgamma_len != d) || (dbeta && dbeta_len != d)) {
+    return fail(env, "blas addon: layerNormBackward(dy, x, gamma, mean, rstd, dx, dgamma|null, dbeta|null) with matching sizes");
+  }
+  if (dgamma) memset(dgamma, 0, d * sizeof(float));
+  if (dbeta) memset(dbeta, 0, d * sizeof(float));
+  for (size_t r = 0; r < mean_len; r++) {
+    const float *dyr = dy + r * d, *xr = x + r * d;
+    float* dxr = dx + r * d;
+    const float m = mean[r], s = rstd[r];
+    float g_sum = 0.0f, gx_sum = 0.0f;
+    for (size_t j = 0; j < d; j++) {
+      const float g = dyr[j] * gamma[j];
+      g_sum += g;
+      gx_sum += g * (xr[j] - m) * s;
+    }
+    const float g_mean = g_sum / (float)d, gx_mean = gx_sum / (float)d;
+    for (size_t j = 0; j < d; j++) {
+      const float x_hat = (xr[j] - m) * s;
+      dxr[j] = s * (dyr[j] * gamma[j] - g_mean - x_hat * gx_mean);
+      if (dgamma) dgamma[j] += dyr[j] * x_hat;
+      if (dbeta) dbeta[j] += dyr[j];
+    }
+  }
+  return NULL;
+}
+
+// Row r's log-sum-exp, with its maximum.
+static float log_sum_exp(const float* row, size_t n, float* max_out) {
+  float max = row[0];
+  for (size_t j = 1; j < n; j++) max = row[j] > max ? row[j] : max;
+  float sum = 0.0f;
+  for (size_t j = 0; j < n; j++) sum += expf(row[j] - max);
+  *max_out = max;
+  return max + logf(sum);
+}
+
+// softmaxCrossEntropy(logits, labels, nll): nll[r] = logsumexp(logits[r]) − logits[r][labels[r]]; 0 for a label outside the classes.
+// softmaxCrossEntropyBackward(logits, labels, dNll, dLogits): dLogits[r] = dNll[r]·(softmax(logits[r]) − onehot(labels[r])); 0 for a label outside.
+static napi_value cross_entropy(napi_env env, napi_callback_info info, bool backward) {
+  napi_value argv[4];
+  float *logits, *d_nll = NULL, *out;
+  int32_t* labels;
+  size_t logits_len, rows, d_nll_len = 0, out_len;
+  const size_t count = backward ? 4 : 3;
+  if (!args_of(env, info, count, argv) || !arg_f32(env, argv[0], false, &logits, &logits_len) || !arg_i32(env, argv[1], &labels, &rows) ||
+      (backward && !arg_f32(env, argv[2], false, &d_nll, &d_nll_len)) || !arg_f32(env, argv[count - 1], false, &out, &out_len) || rows == 0 ||
+      logits_len % rows != 0 || (backward ? (d_nll_len != rows || out_len != logits_len) : out_len != rows)) {
+    return fail(env, backward ? "blas addon: softmaxCrossEntropyBackward(logits [rows, classes], labels Int32Array [rows], dNll [rows], dLogits)"
+                              : "blas addon: softmaxCrossEntropy(logits [rows, classes], labels Int32Array [rows], nll [rows])");
+  }
+  const size_t n = logits_len / rows;
+#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
+  for (size_t r = 0; r < rows; r++) {
+    const float* row = logits + r * n;
+    const int32_t label = labels[r];
+    const bool valid = label >= 0 && (size_t)label < n;
+    float max;
+    const float lse = log_sum_exp(row, n, &max);
+    if (!backward) {
+      out[r] = valid ? lse - row[label] : 0.0f;
+      continue;
+    }
+    float* grad = out + r * n;
+    const float scale = valid ? d_nll[r] : 0.0f;
+    for (size_t j = 0; j < n; j++) grad[j] = scale * expf(row[j] - lse);
+    if (valid) grad[label] -= scale;
+  }
+  return NULL;
+}
+
+napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
+  return cross_entropy(env, info, false);
+}
+
+napi_value softmax_cross_entropy_backward(napi_env env, napi_callback_info info) {
+  return cross_entropy(env, info, true);
+}
+
+// Views of `count` Float32Arrays of one length; the length in *n.
+static int same_length(napi_env env, napi_callback_info info, size_t count, float** views, size_t* n) {
+  napi_value argv[3];
+  if (!args_of(env, info, count, argv)) return 0;
+  for (size_t i = 0; i < count; i++) {
+    size_t length;
+    if (!arg_f32(env, argv[i], false, &views[i], &length) || (i > 0 && length != *n)) return 0;
+    *n = length;
+  }
+  return 1;
+}
+
+#define SQRT_2_OVER_PI 0.7978845608f
+#define GELU_CUBIC 0.044715f
+
+// geluTanhForward(x, out): out = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (GPT-2's gelu_new).
+napi_value gelu_tanh_forward(napi_env env, napi_callback_info info) {
+  float* v[2];
+  size_t n = 0;
+  if (!same_length(env, info, 2, v, &n)) return fail(env, "blas addon: geluTanhForward(x, out) takes two Float32Arrays of one length");
+  const float* x = v[0];
+  float* out = v[1];
+  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i])));
+  return NULL;
+}
+
+// geluTanhBackward(x, dy, out): out = dy·(½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715·x²)).
+napi_value gelu_tanh_backward(napi_env env, napi_callback_info info) {
+  float* v[3];
+  size_t n = 0;
+  if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
+  const float *x = v[0], *dy = v[1];
+  float* out = v[2];
+  for (size_t i = 0; i < n; i++) {
+    const float th = tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i]));
+    const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x[i] * x[i]);
+    out[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * x[i] * (1.0f - th * th) * du);
+  }
+  return NULL;
+}
