@@ -3,9 +3,9 @@
 // qkv) with head h of each at a column offset, and the context is written as [batch*length,
 // heads*headSize], so no head split/merge transposes are needed either way. Per (batch, head):
 // scores by one sgemm, scale, key mask or causal mask, softmax and dropout in one pass over the
-// rows, the context by a second sgemm; the probabilities are kept for the backward. The (batch, head)
-// pairs are shared among OpenBLAS's thread count of OpenMP threads, each running single-threaded
-// sgemm: products this small (T×T×D) lose more to BLAS's own thread hand-offs than they gain.
+// rows, the context by a second sgemm; the probabilities are kept for the backward. The addon is
+// built without OpenMP (see services/trainer/README.md: OpenMP threads crashed a sandbox thread that
+// was ended mid-kernel), so the (batch, head) pairs run one after another on BLAS's threads.
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>

@@ -3,8 +3,8 @@
     {
       "target_name": "blas",
       "sources": ["blas.c", "attention.c", "norms.c"],
-      "libraries": ["-lopenblas", "-fopenmp"],
-      "cflags": ["-O3", "-std=c11", "-ffast-math", "-fopenmp"]
+      "libraries": ["-lopenblas"],
+      "cflags": ["-O3", "-std=c11", "-ffast-math"]
     }
   ]
 }

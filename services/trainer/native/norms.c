@@ -1,8 +1,7 @@
 // Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
 // softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
-// (or two) over each row, on the wasm heap. Cross-entropy rows and large layer norms are shared among
-// OpenBLAS's thread count of OpenMP threads; the GELU loops stay on one thread (vectorised, they cost
-// less CPU time alone than split: measured).
+// (or two) over each row, on the wasm heap, on one thread: the addon is built without OpenMP (see
+// services/trainer/README.md), so the `omp` pragmas below are inert.
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
