@@ -42,6 +42,8 @@ export type JobWithInputs = Prisma.JobGetPayload<{ include: typeof JOB_INPUTS }>
 export class JobRecords {
   /** Local dataset and model copies this run holds in the worker's cache. */
   private readonly held: CachedCopy[] = [];
+  /** Local copies of another job's checkpoint or an adapter this run started from. */
+  private readonly sourceCopies: string[] = [];
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -84,6 +86,22 @@ export class JobRecords {
     return undefined;
   }
 
+  /** Another job's checkpoint this job starts from (POST /v1/jobs fromCheckpoint), fetched; undefined once it is gone. */
+  async sourceCheckpoint(jobId: string, step: number): Promise<{ step: number; dir: string } | undefined> {
+    const row = await this.prisma.checkpoint.findUnique({ where: { jobId_step: { jobId, step } } });
+    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
+    this.sourceCopies.push(row.storageKey);
+    return { step: row.step, dir: await this.store.fetch(row.storageKey) };
+  }
+
+  /** The folder of the adapter this job starts from (POST /v1/jobs fromAdapter), fetched; undefined once it is gone. */
+  async sourceAdapter(adapterId: string): Promise<string | undefined> {
+    const row = await this.prisma.adapter.findUnique({ where: { id: adapterId }, select: { storageKey: true } });
+    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
+    this.sourceCopies.push(row.storageKey);
+    return this.store.fetch(row.storageKey);
+  }
+
   /**
    * The base model's local folder: MODELS_DIR as registered (fs), or with the s3 store its
    * `models/<id>` folder, downloaded into and held in the worker's cache until `removeLocalCopies`.
@@ -113,6 +131,7 @@ export class JobRecords {
   async removeLocalCopies(scratch: string): Promise<void> {
     await fs.rm(scratch, { recursive: true, force: true });
     await this.store.dropLocal(jobFolder(this.jobId));
+    for (const key of this.sourceCopies.splice(0)) await this.store.dropLocal(key);
     for (const copy of this.held.splice(0)) copy.release();
   }
 
