@@ -38,6 +38,26 @@ async function receiver(statuses: number[], answer = "", otherwise = 200): Promi
   return { url: `http://${host}/hooks`, host, requests, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
+/** A local server that redirects every request to `location`, and one that never answers. */
+async function server(handler: http.RequestListener): Promise<{ url: string; host: string; hits: () => number; close(): Promise<void> }> {
+  let hits = 0;
+  const instance = http.createServer((req, res) => {
+    hits += 1;
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => instance.listen(0, "127.0.0.1", resolve));
+  const host = `127.0.0.1:${(instance.address() as AddressInfo).port}`;
+  return {
+    url: `http://${host}/hooks`,
+    host,
+    hits: () => hits,
+    close: () => {
+      instance.closeAllConnections();
+      return new Promise((resolve) => instance.close(() => resolve()));
+    },
+  };
+}
+
 describe("webhooks", () => {
   let api: TestApi;
   let worker: ServiceProcess;
@@ -46,12 +66,17 @@ describe("webhooks", () => {
   let sink: Awaited<ReturnType<typeof receiver>>;
   let failing: Awaited<ReturnType<typeof receiver>>;
   let progress: Awaited<ReturnType<typeof receiver>>;
+  let redirectTarget: Awaited<ReturnType<typeof receiver>>;
+  let redirecting: Awaited<ReturnType<typeof server>>;
+  let silent: Awaited<ReturnType<typeof server>>;
   let workerEnv: Record<string, string>;
   let datasetId: string;
   const post = (path: string) => request(api.app.server).post(path).set("authorization", api.keys.a);
   const cancelledJob = async () => {
     const job = await post("/v1/jobs").send({ baseModel: "tiny-distilbert", trainDatasetId: datasetId }).expect(201);
-    await post(`/v1/jobs/${job.body.id}/cancel`).expect(200);
+    // 200 while queued; 202 if the worker took it first, and it then writes the cancelled event.
+    const cancel = await post(`/v1/jobs/${job.body.id}/cancel`);
+    assert.ok([200, 202].includes(cancel.status), `cancel answered ${cancel.status}`);
     return job.body.id as string;
   };
 
@@ -61,7 +86,10 @@ describe("webhooks", () => {
     sink = await receiver([], "x".repeat(3000));
     failing = await receiver([], "down", 500);
     progress = await receiver([]);
-    const env = { WEBHOOK_ALLOWED_HOSTS: [flaky, sink, failing, progress].map((r) => r.host).join(","), WEBHOOK_RETRY_BASE_MS: "1500", WEBHOOK_POLL_INTERVAL_MS: "100", WEBHOOK_TIMEOUT_MS: "2000" };
+    redirectTarget = await receiver([]);
+    redirecting = await server((_req, res) => res.writeHead(307, { location: redirectTarget.url }).end());
+    silent = await server(() => {});
+    const env = { WEBHOOK_ALLOWED_HOSTS: [flaky, sink, failing, progress, redirectTarget, redirecting, silent].map((r) => r.host).join(","), WEBHOOK_RETRY_BASE_MS: "1500", WEBHOOK_POLL_INTERVAL_MS: "100", WEBHOOK_TIMEOUT_MS: "2000" };
     api = await startTestApi("webhooks", env);
     ({ worker } = await serveWithWorker(api, env));
     workerEnv = { DATABASE_URL: api.db.url, REDIS_URL: api.config.redisUrl, QUEUE_PREFIX: String(api.queue.opts.prefix), DATA_DIR: api.config.dataDir, MODELS_DIR: api.modelsDir, ...env };
@@ -71,7 +99,7 @@ describe("webhooks", () => {
   after(async () => {
     await worker.stop();
     await api.close();
-    for (const server of [flaky, forbidden, sink, failing, progress]) await server.close();
+    for (const running of [flaky, forbidden, sink, failing, progress, redirectTarget, redirecting, silent]) await running.close();
   });
 
   it("refuses endpoints outside WEBHOOK_ALLOWED_HOSTS", async () => {
@@ -177,6 +205,29 @@ describe("webhooks", () => {
     assert.equal(other.body.error.code, "not_found", "another tenant's endpoint");
   });
 
+  it("follows no redirect, and gives up a try that gets no answer within WEBHOOK_TIMEOUT_MS", async () => {
+    const redirected = (await post("/v1/webhooks").send({ url: redirecting.url }).expect(201)).body.id as string;
+    const unanswered = (await post("/v1/webhooks").send({ url: silent.url }).expect(201)).body.id as string;
+    const started = Date.now();
+    await cancelledJob();
+    const tried = (endpointId: string) =>
+      waitFor(async () => {
+        const row = await deliveryOf(endpointId);
+        return row && row.attempts >= 1 ? row : undefined;
+      }, 20_000, () => `a try to ${endpointId}\n${worker.log}`);
+    const afterRedirect = await tried(redirected);
+    assert.equal(afterRedirect.status, "pending");
+    assert.equal(afterRedirect.lastStatus, 307);
+    assert.equal(redirectTarget.requests.length, 0, "the redirect's target got nothing");
+    const afterSilence = await tried(unanswered);
+    assert.equal(afterSilence.status, "pending");
+    assert.equal(afterSilence.lastStatus, null);
+    assert.match(afterSilence.lastError ?? "", /timeout|aborted/i);
+    assert.ok(silent.hits() >= 1);
+    assert.ok(Date.now() - started >= 2000, "the try waited out WEBHOOK_TIMEOUT_MS (2 s here)");
+    await api.db.prisma.webhookEndpoint.deleteMany({ where: { id: { in: [redirected, unanswered] } } });
+  });
+
   it("marks a delivery failed once it has been retried for its whole window", async () => {
     const endpoint = (await post("/v1/webhooks").send({ url: failing.url }).expect(201)).body.id as string;
     await cancelledJob();
@@ -200,7 +251,8 @@ describe("webhooks", () => {
     // Endpoints made directly: this test looks at the outbox, not at sends.
     const optedIn = await api.db.prisma.webhookEndpoint.create({ data: { tenantId: tenant.id, url: "http://limiter.invalid/", secret: "whsec_c2VjcmV0", events: ["job.progress"] } });
     const outcomesOnly = await api.db.prisma.webhookEndpoint.create({ data: { tenantId: tenant.id, url: "http://limiter.invalid/", secret: "whsec_c2VjcmV0" } });
-    const jobId = await cancelledJob();
+    // A row no worker will touch: the only step events are the ones written here.
+    const jobId = (await api.db.prisma.job.create({ data: { tenantId: tenant.id, task: "classification", baseModelId: "tiny-distilbert", trainDatasetId: datasetId, loraConfig: {}, hyperparameters: {}, status: "cancelled" } })).id;
     const step = (n: number) => api.db.prisma.jobEvent.create({ data: { jobId, type: "step", message: `step ${n}`, data: { step: n } } });
     const progressRows = async (endpointId: string) => api.db.prisma.webhookDelivery.findMany({ where: { endpointId, eventType: "job.progress" }, orderBy: { createdAt: "asc" } });
     for (const n of [1, 2, 3]) await step(n);
@@ -225,14 +277,19 @@ describe("webhooks", () => {
     assert.equal((await post("/v1/webhooks").send({ url: progress.url, events: ["job.step"] }).expect(400)).body.error.code, "validation_failed");
     const job = await post("/v1/jobs").send({ baseModel: "tiny-distilbert", trainDatasetId: datasetId, hyperparameters: { epochs: 2, batchSize: 2, maxSeqLength: 16 } }).expect(201);
     const jobId = job.body.id as string;
-    await waitFor(async () => progress.requests.length > 0, 60_000, () => `a job.progress delivery\n${worker.log}`);
-    const { headers, body } = progress.requests[0];
+    const ofThisJob = () => progress.requests.filter((received) => (JSON.parse(received.body) as { data: { id: string } }).data.id === `ftjob-${jobId}`);
+    await waitFor(async () => ofThisJob().length > 0, 60_000, () => `a job.progress delivery\n${worker.log}`);
+    const { headers, body } = ofThisJob()[0];
     const event = new Webhook(endpoint.body.secret).verify(body, headers) as { type: string; data: { id: string; progress: { step: number; totalSteps: number } } };
     assert.equal(event.type, "job.progress");
     assert.equal(event.data.id, `ftjob-${jobId}`);
     assert.ok(event.data.progress.step >= 1 && event.data.progress.totalSteps >= event.data.progress.step, JSON.stringify(event.data));
     await waitFor(async () => (await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status === "succeeded", 60_000, () => `the job to succeed\n${worker.log}`);
     // The job took well under a minute: one progress event, and no outcome events it did not choose.
-    assert.equal(await api.db.prisma.webhookDelivery.count({ where: { endpointId: endpoint.body.id } }), 1);
+    const rows = await api.db.prisma.webhookDelivery.findMany({ where: { endpointId: endpoint.body.id } });
+    assert.deepEqual(
+      rows.filter((row) => (row.payload as { data: { id: string } }).data.id === `ftjob-${jobId}`).map((row) => row.eventType),
+      ["job.progress"],
+    );
   });
 });
