@@ -183,8 +183,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     }
     const stopper = hyper.earlyStopping ? new EarlyStopper(hyper.earlyStopping, state.earlyStopping) : undefined;
     if (stopper && !task.validationCount) throw new TrainingConfigError("earlyStopping needs validation data: a validation file or validationSplit");
-    // The best evaluation's weights, for the adapter; after a resume they are in the checkpoint saved at that step.
-    // (Absent when only the newest checkpoint was brought back, as with S3: the adapter is then the last step's.)
+    // The best evaluation's weights, for the adapter; after a resume they are in the checkpoint saved at that step
+    // (the worker brings it back with the newest; should it be missing, the adapter is the last step's).
     const bestFile = stopper?.state && options.checkpointDir ? path.join(options.checkpointDir, `step-${stopper.state.bestStep}`, "adapter_model.safetensors") : undefined;
     let best = bestFile ? await readSafetensors(bestFile).catch(() => undefined) : undefined;
     const baseline = task.validationCount ? task.evaluate(task.baseForward) : {};

@@ -78,10 +78,20 @@ export class JobRecords {
     return row.pauseRequestedAt !== null ? "pause" : undefined;
   }
 
+  /**
+   * The newest checkpoint whose files exist, fetched. With early stopping, the best evaluation's
+   * checkpoint is fetched too (into the same local folder of checkpoints): the engine takes the
+   * adapter's weights from it, and with the s3 store it would otherwise exist only in the bucket.
+   */
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
     const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
     for (const row of rows) {
-      if (await this.store.exists(row.storageKey)) return { step: row.step, dir: await this.store.fetch(row.storageKey) };
+      if (!(await this.store.exists(row.storageKey))) continue;
+      const newest = { step: row.step, dir: await this.store.fetch(row.storageKey) };
+      const bestStep = await bestStepOf(newest.dir);
+      const best = rows.find((other) => other.step === bestStep && other.step !== row.step);
+      if (best && (await this.store.exists(best.storageKey))) await this.store.fetch(best.storageKey);
+      return newest;
     }
     return undefined;
   }
@@ -325,6 +335,12 @@ export class JobRecords {
       data: { jobId: this.jobId, level, type, message, data: data as Prisma.InputJsonValue | undefined },
     });
   }
+}
+
+/** Early stopping's best step as a checkpoint's trainer state records it, if it does. */
+async function bestStepOf(checkpointDir: string): Promise<number | undefined> {
+  const state = JSON.parse(await fs.readFile(path.join(checkpointDir, "trainer_state.json"), "utf8").catch(() => "{}")) as { earlyStopping?: { bestStep?: number } };
+  return state.earlyStopping?.bestStep;
 }
 
 async function folderSize(dir: string): Promise<number> {
