@@ -78,11 +78,7 @@ export class JobRecords {
     return row.pauseRequestedAt !== null ? "pause" : undefined;
   }
 
-  /**
-   * The newest checkpoint whose files exist, fetched. With early stopping, the best evaluation's
-   * checkpoint is fetched too (into the same local folder of checkpoints): the engine takes the
-   * adapter's weights from it, and with the s3 store it would otherwise exist only in the bucket.
-   */
+  /** The newest checkpoint whose files exist, fetched; with early stopping also the best one, whose weights the adapter takes (with s3 it may be only in the bucket). */
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
     const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
     for (const row of rows) {
@@ -100,16 +96,22 @@ export class JobRecords {
   async sourceCheckpoint(jobId: string, step: number): Promise<{ step: number; dir: string } | undefined> {
     const row = await this.prisma.checkpoint.findUnique({ where: { jobId_step: { jobId, step } } });
     if (!row || !(await this.store.exists(row.storageKey))) return undefined;
-    this.sourceCopies.push(row.storageKey);
-    return { step: row.step, dir: await this.store.fetch(row.storageKey) };
+    return { step: row.step, dir: await this.fetchSource(row.storageKey) };
   }
 
   /** The folder of the adapter this job starts from (POST /v1/jobs fromAdapter), fetched; undefined once it is gone. */
   async sourceAdapter(adapterId: string): Promise<string | undefined> {
     const row = await this.prisma.adapter.findUnique({ where: { id: adapterId }, select: { storageKey: true } });
     if (!row || !(await this.store.exists(row.storageKey))) return undefined;
-    this.sourceCopies.push(row.storageKey);
-    return this.store.fetch(row.storageKey);
+    return this.fetchSource(row.storageKey);
+  }
+
+  /** A local copy of a source; dropped after the run unless it was here already (the source job may be running on this worker). */
+  private async fetchSource(key: string): Promise<string> {
+    const wasLocal = await fs.access(this.store.pathOf(key)).then(() => true, () => false);
+    const dir = await this.store.fetch(key);
+    if (!wasLocal && this.store.kind !== "fs") this.sourceCopies.push(key);
+    return dir;
   }
 
   /**
