@@ -23,7 +23,7 @@ const JOB_WITH_ADAPTER = `SELECT j.*, j.xmin::text AS "rowVersion", a.id AS "ada
 const JOB_VERSIONS = `SELECT j.id, j."tenantId", j.xmin::text AS "rowVersion", a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = ANY($1::uuid[])`;
 const MAX_VERSION_BATCH = 1000;
 const LIVE_DATASETS = `SELECT id, format::text FROM "Dataset" WHERE id = ANY($1::uuid[]) AND "tenantId" = $2 AND "deletedAt" IS NULL`;
-const INSERT_COLUMNS = 14;
+const INSERT_COLUMNS = 17;
 const MAX_INSERT_BATCH = 100;
 /** One INSERT for `rows` jobs: one statement, one transaction, one WAL flush. */
 const insertJobs = (rows: number) => {
@@ -32,7 +32,8 @@ const insertJobs = (rows: number) => {
     return `(${params.join(", ")}, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')`;
   });
   return `INSERT INTO "Job" (id, "tenantId", task, "baseModelId", "trainDatasetId", "validationDatasetId", "validationSplit",
-  "loraConfig", hyperparameters, priority, metadata, "idempotencyKey", "requestHash", "maxAttempts", "createdAt", "updatedAt")
+  "loraConfig", hyperparameters, priority, metadata, "idempotencyKey", "requestHash", "maxAttempts",
+  "fromCheckpointJobId", "fromCheckpointStep", "fromAdapterId", "createdAt", "updatedAt")
   VALUES ${tuples.join(", ")} RETURNING *`;
 };
 const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
@@ -52,6 +53,9 @@ export interface NewJob {
   idempotencyKey: string | null;
   requestHash: string | null;
   maxAttempts: number;
+  fromCheckpointJobId: string | null;
+  fromCheckpointStep: number | null;
+  fromAdapterId: string | null;
 }
 
 type JobRow = Omit<JobWithAdapter, "adapter"> & { adapterId: string | null };
@@ -162,6 +166,9 @@ export class JobSql {
       job.idempotencyKey,
       job.requestHash,
       job.maxAttempts,
+      job.fromCheckpointJobId,
+      job.fromCheckpointStep,
+      job.fromAdapterId,
     ]);
     const insert = async (values: unknown[][]) =>
       (await this.pool.query<JobRow>({ name: `insert-jobs-${values.length}`, text: insertJobs(values.length), values: values.flat() })).rows;

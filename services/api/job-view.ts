@@ -6,8 +6,15 @@ export type JobWithAdapter = Job & { adapter: { id: string } | null };
 
 /** The row without what only the service needs (tenant, idempotency bookkeeping, worker id). */
 export function jobView(job: JobWithAdapter) {
-  const { loraConfig, adapter, tenantId: _tenant, idempotencyKey: _key, requestHash: _hash, workerId: _worker, ...rest } = job;
-  return { ...rest, lora: loraConfig, adapterId: adapter?.id ?? null, estimatedFinish: estimatedFinish(job) };
+  const { loraConfig, adapter, tenantId: _tenant, idempotencyKey: _key, requestHash: _hash, workerId: _worker, fromCheckpointJobId, fromCheckpointStep, fromAdapterId, ...rest } = job;
+  return {
+    ...rest,
+    lora: loraConfig,
+    adapterId: adapter?.id ?? null,
+    estimatedFinish: estimatedFinish(job),
+    fromCheckpoint: fromCheckpointJobId && fromCheckpointStep !== null ? { jobId: fromCheckpointJobId, step: fromCheckpointStep } : null,
+    fromAdapter: fromAdapterId,
+  };
 }
 
 /** While running: when the worker's latest step report (written at updatedAt) expects the last step. */

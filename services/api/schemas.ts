@@ -113,6 +113,11 @@ export const jobSchema = {
     cancelRequestedAt: nullableTime,
     estimatedFinish: { ...nullableTime, description: "while running: when the last step is expected, from the worker's latest step report" },
     pauseRequestedAt: { ...nullableTime, description: "set while a running job is asked to pause, until its worker has paused it" },
+    fromCheckpoint: {
+      anyOf: [{ type: "object", properties: { jobId: { type: "string" }, step: { type: "integer" } } }, { type: "null" }],
+      description: "the checkpoint this job continues",
+    },
+    fromAdapter: { ...nullableString, description: "the adapter whose weights this job started from" },
   },
 } as const;
 

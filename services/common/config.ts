@@ -55,8 +55,9 @@ export interface Config {
   estimateDefaultTokensPerSecond: number;
   /** Hosts ("host" or "host:port", lower case) webhooks may be sent to; empty: none (the SSRF guard). */
   webhookAllowedHosts: string[];
-  webhookMaxAttempts: number;
-  /** A failed delivery is tried again after this × 2^(attempts − 1). */
+  /** A delivery not delivered this long after it was queued is `failed`. */
+  webhookRetryWindowMs: number;
+  /** A failed delivery is tried again after about this × 2^(attempts − 1), with jitter, capped at an hour. */
   webhookRetryBaseMs: number;
   webhookPollIntervalMs: number;
   webhookTimeoutMs: number;
@@ -196,7 +197,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerCacheMaxBytes: integer(env, "WORKER_CACHE_MAX_BYTES", 10 * 1024 * megabyte, megabyte, 2 ** 50),
     estimateDefaultTokensPerSecond: integer(env, "ESTIMATE_DEFAULT_TOKENS_PER_SECOND", 2000, 1, 100_000_000),
     webhookAllowedHosts: hostList(env, "WEBHOOK_ALLOWED_HOSTS"),
-    webhookMaxAttempts: integer(env, "WEBHOOK_MAX_ATTEMPTS", 8, 1, 100),
+    webhookRetryWindowMs: integer(env, "WEBHOOK_RETRY_WINDOW_MS", 86_400_000, 1000, 7 * 86_400_000),
     webhookRetryBaseMs: integer(env, "WEBHOOK_RETRY_BASE_MS", 5000, 10, 3_600_000),
     webhookPollIntervalMs: integer(env, "WEBHOOK_POLL_INTERVAL_MS", 1000, 10, 600_000),
     webhookTimeoutMs: integer(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000),

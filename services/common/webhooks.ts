@@ -3,6 +3,14 @@
 // the SSRF guard: a webhook goes only to a host named in WEBHOOK_ALLOWED_HOSTS.
 import { createHmac, randomBytes } from "node:crypto";
 
+/** The job outcomes every endpoint receives unless it chooses otherwise (OpenAI's event names). */
+export const DEFAULT_WEBHOOK_EVENTS = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"] as const;
+/**
+ * Every event an endpoint may choose. `job.progress` (ours, opt-in) carries the job's step report, at
+ * most once a minute per job and endpoint (webhook_progress_interval() in migration 20261203120500).
+ */
+export const WEBHOOK_EVENT_TYPES = [...DEFAULT_WEBHOOK_EVENTS, "job.progress"] as const;
+
 /** A new secret, `whsec_` and 32 random bytes in base64. */
 export function newWebhookSecret(): string {
   return `whsec_${randomBytes(32).toString("base64")}`;

@@ -25,7 +25,10 @@ export interface TrainOptions {
   lora: LoraOptions;
   hyper: HyperparameterOptions;
   checkpointDir?: string;
+  /** A checkpoint folder to continue: its weights, optimizer moments, step and data order (this job's own, or another job's for `fromCheckpoint`). */
   resumeFrom?: string;
+  /** An adapter (or checkpoint) folder whose LoRA and head weights replace the random init; optimizer and step start afresh. */
+  initFrom?: string;
   baseModelName?: string;
   /** Classification base models this thread keeps loaded for later jobs (MODEL_CACHE_SIZE); absent: this job's only. */
   modelCacheSize?: number;
@@ -116,6 +119,25 @@ export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArra
   return new Map([...tensors].map(([name, tensor]) => [name, { shape: tensor.shape, data: (tensor.dataSync() as Float32Array).slice() }]));
 }
 
+/** An earlier adapter's weights as this task's starting point: the same parameters, shapes and (for a head) labels, or a TrainingConfigError. */
+async function startingWeights(dir: string, expected: Map<string, NamedArray>, labels: string[]): Promise<Map<string, NamedArray>> {
+  const weights = await readSafetensors(path.join(dir, "adapter_model.safetensors"));
+  for (const [key, { shape }] of expected) {
+    const found = weights.get(key);
+    if (!found) throw new TrainingConfigError(`the starting adapter has no ${key}: it was trained with other target modules or another model`);
+    if (JSON.stringify(found.shape) !== JSON.stringify(shape)) {
+      throw new TrainingConfigError(`the starting adapter's ${key} is [${found.shape.join(", ")}], this job's is [${shape.join(", ")}]: another rank, model or label count`);
+    }
+  }
+  const extra = [...weights.keys()].find((key) => !expected.has(key));
+  if (extra) throw new TrainingConfigError(`the starting adapter has ${extra}, which this job does not train: it was trained with other target modules`);
+  if (labels.length) {
+    const saved = (JSON.parse(await readFile(path.join(dir, "metrics.json"), "utf8").catch(() => "{}")) as { labels?: string[] }).labels;
+    if (saved && JSON.stringify(saved) !== JSON.stringify(labels)) throw new TrainingConfigError(`the starting adapter's head predicts [${saved.join(", ")}], this job's data has [${labels.join(", ")}]`);
+  }
+  return weights;
+}
+
 /** Trains the task's parameters; always disposes them, the optimizer and the task. */
 export async function runTraining<E extends { ids: number[] }>(task: TrainingTask<E>, options: TrainOptions, settings: JobSettings, hooks: TrainHooks, backend: string): Promise<TrainResult> {
   const hyper = settings.hyperparameters;
@@ -142,6 +164,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
       state = saved;
       initial = await readSafetensors(path.join(options.resumeFrom, "adapter_model.safetensors"));
       savedMoments = await readSafetensors(path.join(options.resumeFrom, "optimizer.safetensors"));
+    } else if (options.initFrom) {
+      initial = await startingWeights(options.initFrom, task.initialParams, task.labels);
     }
 
     const keyOfVariable = new Map<string, string>();
@@ -159,8 +183,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     }
     const stopper = hyper.earlyStopping ? new EarlyStopper(hyper.earlyStopping, state.earlyStopping) : undefined;
     if (stopper && !task.validationCount) throw new TrainingConfigError("earlyStopping needs validation data: a validation file or validationSplit");
-    // The best evaluation's weights, for the adapter; after a resume they are in the checkpoint saved at that step.
-    // (Absent when only the newest checkpoint was brought back, as with S3: the adapter is then the last step's.)
+    // The best evaluation's weights, for the adapter; after a resume they are in the checkpoint saved at that step
+    // (the worker brings it back with the newest; should it be missing, the adapter is the last step's).
     const bestFile = stopper?.state && options.checkpointDir ? path.join(options.checkpointDir, `step-${stopper.state.bestStep}`, "adapter_model.safetensors") : undefined;
     let best = bestFile ? await readSafetensors(bestFile).catch(() => undefined) : undefined;
     const baseline = task.validationCount ? task.evaluate(task.baseForward) : {};

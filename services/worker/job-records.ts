@@ -42,6 +42,8 @@ export type JobWithInputs = Prisma.JobGetPayload<{ include: typeof JOB_INPUTS }>
 export class JobRecords {
   /** Local dataset and model copies this run holds in the worker's cache. */
   private readonly held: CachedCopy[] = [];
+  /** Local copies of another job's checkpoint or an adapter this run started from. */
+  private readonly sourceCopies: string[] = [];
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -76,12 +78,40 @@ export class JobRecords {
     return row.pauseRequestedAt !== null ? "pause" : undefined;
   }
 
+  /** The newest checkpoint whose files exist, fetched; with early stopping also the best one, whose weights the adapter takes (with s3 it may be only in the bucket). */
   async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
     const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
     for (const row of rows) {
-      if (await this.store.exists(row.storageKey)) return { step: row.step, dir: await this.store.fetch(row.storageKey) };
+      if (!(await this.store.exists(row.storageKey))) continue;
+      const newest = { step: row.step, dir: await this.store.fetch(row.storageKey) };
+      const bestStep = await bestStepOf(newest.dir);
+      const best = rows.find((other) => other.step === bestStep && other.step !== row.step);
+      if (best && (await this.store.exists(best.storageKey))) await this.store.fetch(best.storageKey);
+      return newest;
     }
     return undefined;
+  }
+
+  /** Another job's checkpoint this job starts from (POST /v1/jobs fromCheckpoint), fetched; undefined once it is gone. */
+  async sourceCheckpoint(jobId: string, step: number): Promise<{ step: number; dir: string } | undefined> {
+    const row = await this.prisma.checkpoint.findUnique({ where: { jobId_step: { jobId, step } } });
+    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
+    return { step: row.step, dir: await this.fetchSource(row.storageKey) };
+  }
+
+  /** The folder of the adapter this job starts from (POST /v1/jobs fromAdapter), fetched; undefined once it is gone. */
+  async sourceAdapter(adapterId: string): Promise<string | undefined> {
+    const row = await this.prisma.adapter.findUnique({ where: { id: adapterId }, select: { storageKey: true } });
+    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
+    return this.fetchSource(row.storageKey);
+  }
+
+  /** A local copy of a source; dropped after the run unless it was here already (the source job may be running on this worker). */
+  private async fetchSource(key: string): Promise<string> {
+    const wasLocal = await fs.access(this.store.pathOf(key)).then(() => true, () => false);
+    const dir = await this.store.fetch(key);
+    if (!wasLocal && this.store.kind !== "fs") this.sourceCopies.push(key);
+    return dir;
   }
 
   /**
@@ -113,6 +143,7 @@ export class JobRecords {
   async removeLocalCopies(scratch: string): Promise<void> {
     await fs.rm(scratch, { recursive: true, force: true });
     await this.store.dropLocal(jobFolder(this.jobId));
+    for (const key of this.sourceCopies.splice(0)) await this.store.dropLocal(key);
     for (const copy of this.held.splice(0)) copy.release();
   }
 
@@ -306,6 +337,12 @@ export class JobRecords {
       data: { jobId: this.jobId, level, type, message, data: data as Prisma.InputJsonValue | undefined },
     });
   }
+}
+
+/** Early stopping's best step as a checkpoint's trainer state records it, if it does. */
+async function bestStepOf(checkpointDir: string): Promise<number | undefined> {
+  const state = JSON.parse(await fs.readFile(path.join(checkpointDir, "trainer_state.json"), "utf8").catch(() => "{}")) as { earlyStopping?: { bestStep?: number } };
+  return state.earlyStopping?.bestStep;
 }
 
 async function folderSize(dir: string): Promise<number> {

@@ -24,7 +24,7 @@ export type StopReason = "cancel" | "pause" | "timeout" | "shutdown" | "lease_lo
 export type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs: number };
 export type RunRecords = Pick<
   JobRecords,
-  | "jobId" | "load" | "claim" | "cancelRequested" | "stopRequested" | "pause" | "newestCheckpoint" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
+  | "jobId" | "load" | "claim" | "cancelRequested" | "stopRequested" | "pause" | "newestCheckpoint" | "sourceCheckpoint" | "sourceAdapter" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
   | "storeAdapter" | "discardAdapter" | "succeed" | "cancel" | "fail" | "requeueFailedAttempt" | "handBack"
 >;
 export type RunSandbox = Pick<Sandbox, "run" | "requestStop" | "clearStop" | "terminate">;
@@ -105,13 +105,24 @@ export class JobRun {
     const attempt = job.attempts + 1;
     if (!(await this.records.claim(attempt, startedAt))) return this.execute();
 
-    const resume = await this.durable.write(() => this.records.newestCheckpoint(), this.shuttingDown);
+    // Its own newest checkpoint first: a job that started from another's has made its own since.
+    const own = await this.durable.write(() => this.records.newestCheckpoint(), this.shuttingDown);
+    const { fromCheckpointJobId: sourceJob, fromCheckpointStep: sourceStep, fromAdapterId: sourceAdapter } = job;
+    const resume = own ?? (sourceJob && sourceStep !== null ? await this.durable.write(() => this.records.sourceCheckpoint(sourceJob, sourceStep), this.shuttingDown) : undefined);
+    const initFrom = !resume && sourceAdapter ? await this.durable.write(() => this.records.sourceAdapter(sourceAdapter), this.shuttingDown) : undefined;
+    if (!own && ((sourceJob && !resume) || (sourceAdapter && !initFrom))) {
+      const what = sourceJob ? `job ${sourceJob}'s checkpoint at step ${sourceStep}` : `adapter ${sourceAdapter}`;
+      return this.finishFailed({ code: "source_gone", message: `the job starts from ${what}, which no longer exists` });
+    }
+    const origin = own ? `resumes from step ${own.step}` : resume ? `continues job ${sourceJob} from step ${resume.step}` : initFrom ? `starts from adapter ${sourceAdapter}` : "started";
     await this.durable.write(
       () =>
-        this.records.event("info", "started", resume ? `attempt ${attempt} resumes from step ${resume.step}` : `attempt ${attempt} started`, {
+        this.records.event("info", "started", `attempt ${attempt} ${origin}`, {
           attempt,
           workerId: this.settings.workerId,
           resumeFromStep: resume?.step ?? null,
+          ...(!own && resume ? { fromCheckpoint: { jobId: sourceJob, step: resume.step } } : {}),
+          ...(initFrom ? { fromAdapter: sourceAdapter } : {}),
         }),
       this.shuttingDown,
     );
@@ -139,6 +150,7 @@ export class JobRun {
       hyper: { checkpointEverySteps: this.settings.checkpointEverySteps, ...(job.hyperparameters as unknown as Hyperparameters) },
       checkpointDir: this.records.checkpointDir(),
       resumeFrom: resume?.dir,
+      initFrom,
       baseModelName: job.baseModelId,
     };
     return this.train(options, remainingMs, attempt, job.maxAttempts);

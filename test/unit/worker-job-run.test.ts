@@ -74,6 +74,14 @@ class FakeRecords implements RunRecords {
     this.record("newestCheckpoint");
     return undefined;
   }
+  async sourceCheckpoint() {
+    this.record("sourceCheckpoint");
+    return undefined;
+  }
+  async sourceAdapter() {
+    this.record("sourceAdapter");
+    return undefined;
+  }
   async modelPath(job: { baseModel: { path: string } }) {
     return job.baseModel.path;
   }

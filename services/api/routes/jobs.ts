@@ -7,9 +7,10 @@ import { isDatabaseUnavailable } from "../../common/db.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import { JOB_STATUSES } from "../../common/job-status.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
-import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedisTimeout } from "../../common/queue.ts";
+import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY } from "../../common/queue.ts";
 import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
+import { resolveJobSource } from "../job-sources.ts";
 import { canonicalHash, resolveSubmission } from "../job-submission.ts";
 import { jobView, SerializedJobViews, type JobWithAdapter } from "../job-view.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
@@ -40,6 +41,14 @@ export const createJobBody = {
     lora: { ...loraSchema, default: {} },
     hyperparameters: { ...hyperparametersSchema, default: {} },
     priority: { type: "integer", minimum: MIN_PRIORITY, maximum: MAX_PRIORITY, default: DEFAULT_PRIORITY, description: "higher runs first" },
+    fromCheckpoint: {
+      type: "object",
+      additionalProperties: false,
+      required: ["jobId", "step"],
+      properties: { jobId: { type: "string", format: "uuid" }, step: { type: "integer", minimum: 1 } },
+      description: "continue another job of this tenant from one of its checkpoints: weights, optimizer state, step and data order (same data, LoRA and data-order settings)",
+    },
+    fromAdapter: { type: "string", format: "uuid", description: "start from an adapter of this tenant's weights (same base model, task, rank and target modules) instead of a random init" },
     metadata: {
       type: "object",
       maxProperties: 16,
@@ -60,6 +69,8 @@ export interface CreateJobBody {
   hyperparameters: HyperparameterOptions;
   priority: number;
   metadata: Record<string, string>;
+  fromCheckpoint?: { jobId: string; step: number };
+  fromAdapter?: string;
 }
 
 const listQuery = {
@@ -111,6 +122,12 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       const { model, task } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
       // Stored resolved, so the job row says exactly what the worker trains with.
       const settings = resolveJobSettings(body, model.modelType);
+      const source = await resolveJobSource(
+        body,
+        tenantId,
+        { baseModelId: model.id, task, trainDatasetId: body.trainDatasetId, validationDatasetId: body.validationDatasetId ?? null, validationSplit: body.validationSplit ?? null, settings },
+        prisma,
+      );
 
       let job: JobWithAdapter;
       try {
@@ -128,6 +145,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
           idempotencyKey: idempotencyKey ?? null,
           requestHash,
           maxAttempts: config.jobMaxAttempts,
+          ...source,
         });
       } catch (error) {
         // Two requests with one Idempotency-Key raced: the loser answers as a replay.
@@ -185,45 +203,6 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         servedViews.set(id, found.version, body);
       }
       return reply.type("application/json; charset=utf-8").send(body);
-    },
-  );
-
-  app.post(
-    "/v1/jobs/:id/cancel",
-    {
-      schema: {
-        tags: ["jobs"],
-        summary: "Cancel a job",
-        description: "200: a queued or paused job is cancelled at once. 202: a running job is `cancelling` until its worker stops. 409: the job has finished.",
-        params: uuidParams,
-        response: { 200: { $ref: "Job#" }, 202: { $ref: "Job#" }, ...errorResponses(400, 401, 404, 409, 429) },
-      },
-    },
-    async (request, reply) => {
-      const { id } = request.params as { id: string };
-      const tenantId = tenantOf(request);
-      const now = new Date();
-      // Conditional updates: a worker may change the status between our read and write.
-      // The status and its event are written together: a retry after a failure finds neither or both.
-      const cancelled = await prisma.$transaction(async (tx) => {
-        const updated = await tx.job.updateMany({
-          where: { id, tenantId, status: { in: ["queued", "paused"] } },
-          data: { status: "cancelled", cancelRequestedAt: now, finishedAt: now },
-        });
-        if (updated.count === 1) await tx.jobEvent.create({ data: { jobId: id, type: "cancelled", message: "cancelled before it started" } });
-        return updated;
-      });
-      if (cancelled.count === 1) {
-        // If Redis is down the BullMQ job stays; a worker that picks it sees the status and skips it.
-        await withRedisTimeout(queue.remove(id), config.enqueueTimeoutMs, "the removal").catch((error: Error) => request.log.warn({ job: id, err: error.message }, "cancelled job not removed from the queue"));
-      } else {
-        await prisma.job.updateMany({ where: { id, tenantId, status: "running" }, data: { status: "cancelling", cancelRequestedAt: now } });
-      }
-      const job = await prisma.job.findFirst({ where: { id, tenantId }, include: withAdapter });
-      if (!job) throw notFound("job", id);
-      if (job.status === "cancelling") return reply.code(202).send(jobView(job));
-      if (job.status === "cancelled" && cancelled.count === 1) return reply.code(200).send(jobView(job));
-      throw new AppError(409, "job_finished", `job ${id} has already ${job.status === "cancelled" ? "been cancelled" : job.status}`);
     },
   );
 

@@ -1,12 +1,13 @@
-// Per-tenant webhook endpoints. A job's outcome (succeeded, failed, cancelled) is written to a
-// Postgres outbox in the same transaction as its event, and workers deliver it signed per Standard
-// Webhooks, retrying with backoff. Only hosts in WEBHOOK_ALLOWED_HOSTS may be endpoints (SSRF guard).
+// Per-tenant webhook endpoints and their deliveries. A job's outcome (succeeded, failed, cancelled),
+// and for endpoints that opt in its progress, is written to a Postgres outbox in the same transaction
+// as its event, and workers deliver it signed per Standard Webhooks, retrying with backoff; a delivery
+// can be sent again on request. Only hosts in WEBHOOK_ALLOWED_HOSTS may be endpoints (SSRF guard).
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../../common/config.ts";
 import type { PrismaClient } from "../../common/db.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import type { WebhookDelivery, WebhookEndpoint } from "../../common/generated/prisma/client.ts";
-import { newWebhookSecret, webhookUrlRefusal } from "../../common/webhooks.ts";
+import { DEFAULT_WEBHOOK_EVENTS, newWebhookSecret, WEBHOOK_EVENT_TYPES, webhookUrlRefusal } from "../../common/webhooks.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
 
@@ -15,6 +16,7 @@ const endpointSchema = {
   properties: {
     id: { type: "string", format: "uuid" },
     url: { type: "string" },
+    events: { type: "array", items: { type: "string" } },
     secret: { type: "string", description: "only in the answer to POST: sign-checking key (whsec_...)" },
     createdAt: { type: "string", format: "date-time" },
   },
@@ -31,6 +33,8 @@ const deliverySchema = {
     nextAttemptAt: { type: "string", format: "date-time" },
     lastStatus: { type: ["integer", "null"] },
     lastError: { type: ["string", "null"] },
+    lastResponse: { type: ["string", "null"], description: "the first KB of the receiver's last answer" },
+    queuedAt: { type: "string", format: "date-time", description: "when it was queued (again, after a redelivery); retries stop WEBHOOK_RETRY_WINDOW_MS later" },
     createdAt: { type: "string", format: "date-time" },
     deliveredAt: { type: ["string", "null"], format: "date-time" },
   },
@@ -53,15 +57,30 @@ export async function webhookRoutes(app: FastifyInstance, deps: { prisma: Prisma
       schema: {
         tags: ["webhooks"],
         summary: "Add a webhook endpoint; the answer holds its signing secret, shown once",
-        body: { type: "object", additionalProperties: false, required: ["url"], properties: { url: { type: "string", minLength: 1, maxLength: 2000 } } },
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["url"],
+          properties: {
+            url: { type: "string", minLength: 1, maxLength: 2000 },
+            events: {
+              type: "array",
+              items: { type: "string", enum: [...WEBHOOK_EVENT_TYPES] },
+              minItems: 1,
+              uniqueItems: true,
+              default: [...DEFAULT_WEBHOOK_EVENTS],
+              description: "what to receive; job.progress (opt-in) at most once a minute per job",
+            },
+          },
+        },
         response: { 201: endpointSchema, ...errorResponses(400, 401, 429) },
       },
     },
     async (request, reply) => {
-      const { url } = request.body as { url: string };
+      const { url, events } = request.body as { url: string; events: string[] };
       const refusal = webhookUrlRefusal(url, config.webhookAllowedHosts);
       if (refusal) throw new AppError(400, "webhook_host_not_allowed", `the webhook URL ${refusal}`, [{ path: "body.url", message: refusal }]);
-      const endpoint = await prisma.webhookEndpoint.create({ data: { tenantId: tenantOf(request), url, secret: newWebhookSecret() } });
+      const endpoint = await prisma.webhookEndpoint.create({ data: { tenantId: tenantOf(request), url, events, secret: newWebhookSecret() } });
       return reply.code(201).send({ ...endpointView(endpoint), secret: endpoint.secret });
     },
   );
@@ -98,6 +117,37 @@ export async function webhookRoutes(app: FastifyInstance, deps: { prisma: Prisma
       await endpointOf(id, tenantOf(request));
       const rows = await prisma.webhookDelivery.findMany({ where: { endpointId: id }, orderBy: { createdAt: "desc" }, take: 100 });
       return { data: rows.map(deliveryView) };
+    },
+  );
+
+  app.post(
+    "/v1/webhooks/:id/deliveries/:deliveryId/redeliver",
+    {
+      schema: {
+        tags: ["webhooks"],
+        summary: "Send a delivery again: the same event and webhook-id, queued now with a fresh retry window",
+        params: {
+          type: "object",
+          required: ["id", "deliveryId"],
+          properties: { id: uuidParams.properties.id, deliveryId: uuidParams.properties.id },
+        },
+        response: { 202: deliverySchema, ...errorResponses(400, 401, 404, 409, 429) },
+      },
+    },
+    async (request, reply) => {
+      const { id, deliveryId } = request.params as { id: string; deliveryId: string };
+      await endpointOf(id, tenantOf(request));
+      // Not while a worker is sending it: its outcome would overwrite the new queue entry.
+      const now = new Date();
+      const requeued = await prisma.webhookDelivery.updateMany({
+        where: { id: deliveryId, endpointId: id, OR: [{ lockedUntil: null }, { lockedUntil: { lt: now } }] },
+        data: { status: "pending", attempts: 0, nextAttemptAt: now, queuedAt: now, lockedUntil: null, deliveredAt: null },
+      });
+      if (requeued.count === 0) {
+        if (!(await prisma.webhookDelivery.findFirst({ where: { id: deliveryId, endpointId: id }, select: { id: true } }))) throw notFound("delivery", deliveryId);
+        throw new AppError(409, "delivery_in_progress", "a worker is sending this delivery right now; ask again once it has an outcome");
+      }
+      return reply.code(202).send(deliveryView(await prisma.webhookDelivery.findUniqueOrThrow({ where: { id: deliveryId } })));
     },
   );
 }
