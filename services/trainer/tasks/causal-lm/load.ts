@@ -42,6 +42,7 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
   // Weights go to the device last, once nothing else can refuse the folder.
   const stored = await readCheckpoint(dir);
+  // Qwen2 and Mistral are the Llama body (their biases and windows come from the config).
   const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
   return { dir, config, model, tokenizer, eosIds };
 }
