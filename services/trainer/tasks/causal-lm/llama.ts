@@ -43,6 +43,25 @@ export function inverseFrequencies(config: CausalConfig): Float32Array {
   return out;
 }
 
+/** Every linear layer of a Llama-like body with its PEFT in/out features (known from the config alone). */
+export function llamaLinearModules(config: CausalConfig): LinearModule[] {
+  const { hiddenSize: h, intermediateSize: inner, numHeads, numKeyValueHeads, headDim } = config;
+  const out: LinearModule[] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const p = `${PREFIX}.layers.${layer}`;
+    out.push(
+      { name: `${p}.self_attn.q_proj`, inFeatures: h, outFeatures: numHeads * headDim },
+      { name: `${p}.self_attn.k_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
+      { name: `${p}.self_attn.v_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
+      { name: `${p}.self_attn.o_proj`, inFeatures: numHeads * headDim, outFeatures: h },
+      { name: `${p}.mlp.gate_proj`, inFeatures: h, outFeatures: inner },
+      { name: `${p}.mlp.up_proj`, inFeatures: h, outFeatures: inner },
+      { name: `${p}.mlp.down_proj`, inFeatures: inner, outFeatures: h },
+    );
+  }
+  return out;
+}
+
 export class LlamaLM extends CausalLM {
   private readonly inverseFrequency: Float32Array;
 
@@ -71,21 +90,7 @@ export class LlamaLM extends CausalLM {
   }
 
   linearModules(): LinearModule[] {
-    const { hiddenSize: h, intermediateSize: inner, numHeads, numKeyValueHeads, headDim } = this.config;
-    const out: LinearModule[] = [];
-    for (let layer = 0; layer < this.config.numLayers; layer++) {
-      const p = `${PREFIX}.layers.${layer}`;
-      out.push(
-        { name: `${p}.self_attn.q_proj`, inFeatures: h, outFeatures: numHeads * headDim },
-        { name: `${p}.self_attn.k_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
-        { name: `${p}.self_attn.v_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
-        { name: `${p}.self_attn.o_proj`, inFeatures: numHeads * headDim, outFeatures: h },
-        { name: `${p}.mlp.gate_proj`, inFeatures: h, outFeatures: inner },
-        { name: `${p}.mlp.up_proj`, inFeatures: h, outFeatures: inner },
-        { name: `${p}.mlp.down_proj`, inFeatures: inner, outFeatures: h },
-      );
-    }
-    return out;
+    return llamaLinearModules(this.config);
   }
 
   /** x · rsqrt(mean(x²) + eps) · weight, as LlamaRMSNorm. */
