@@ -11,6 +11,7 @@ import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY, withRedis
 import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
 import { canonicalHash, resolveSubmission } from "../job-submission.ts";
+import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
 import { jobView, SerializedJobViews, type JobWithAdapter } from "../job-view.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -111,6 +112,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       const { model, task } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
       // Stored resolved, so the job row says exactly what the worker trains with.
       const settings = resolveJobSettings(body, model.modelType);
+      ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
 
       let job: JobWithAdapter;
       try {
