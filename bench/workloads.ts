@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { gpt2Tokenizer } from "../test/fixtures/make-causal-fixtures.ts";
+import { gpt2Tokenizer } from "../test/fixtures/causal-tokenizers.ts";
 import { wordPieceTokenizer } from "../test/fixtures/make-fixtures.ts";
 import { Rng } from "../services/trainer/rng.ts";
 import { serializeSafetensors, type NamedArray } from "../services/trainer/safetensors.ts";

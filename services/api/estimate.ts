@@ -1,10 +1,21 @@
 // What a job would cost before it runs: examples, tokens and steps counted the way the engine
 // counts them (services/trainer/loop.ts), a duration from the throughput workers measured for the
-// model, and the memory it needs. Every rule and constant is documented in services/api/README.md.
-import fs from "node:fs/promises";
-import path from "node:path";
+// model, and the memory it needs as the engine plans it (services/trainer/memory-plan.ts), checked
+// against WORKER_MAX_MEMORY at submission. Every rule and constant is documented in services/api/README.md.
 import type { PrismaClient } from "../common/db.ts";
-import type { JobSettings } from "../trainer/index.ts";
+import { AppError } from "../common/errors.ts";
+import type { BaseModelInfo } from "../common/models.ts";
+import {
+  formatBytes,
+  ModelConfigError,
+  planTrainingMemory,
+  resolveJobSettings,
+  TrainingConfigError,
+  WEIGHT_STORAGE_MODES,
+  type JobSettings,
+  type MemoryPlan,
+  type WeightStorage,
+} from "../trainer/index.ts";
 
 /** Characters per token assumed when counting a dataset's tokens without tokenizing it. */
 export const CHARS_PER_TOKEN = 4;
@@ -18,17 +29,6 @@ export interface DatasetSize {
   /** Mean characters per example (Dataset.stats.length.mean). */
   meanChars: number;
 }
-
-export interface ModelShape {
-  config: Record<string, unknown>;
-  /** Bytes of the weight files in the model folder. */
-  weightsBytes: number;
-}
-
-const firstNumber = (config: Record<string, unknown>, names: string[], fallback: number) => {
-  for (const name of names) if (typeof config[name] === "number") return config[name] as number;
-  return fallback;
-};
 
 /** The examples, tokens and steps of a job, as the engine will count them. */
 export function countWork(train: DatasetSize, validationSplit: number | undefined, settings: JobSettings) {
@@ -50,31 +50,54 @@ export function countWork(train: DatasetSize, validationSplit: number | undefine
   };
 }
 
-/**
- * Memory a run needs, roughly: the base weights, the LoRA parameters with their gradients and
- * AdamW moments (4 × 4 bytes each; every target module counted as hidden × hidden), and the
- * activations of one micro-batch (Korthikanti et al. 2022: s·b·h·(34 + 5·a·s/h) bytes a layer
- * at 16 bits, doubled for float32).
- */
-export function memoryNeeded(model: ModelShape, settings: JobSettings) {
-  const hidden = firstNumber(model.config, ["hidden_size", "dim", "n_embd", "d_model"], 768);
-  const layers = firstNumber(model.config, ["num_hidden_layers", "n_layers", "n_layer"], 12);
-  const heads = firstNumber(model.config, ["num_attention_heads", "n_heads", "n_head"], 12);
-  const { batchSize, maxSeqLength: seq } = settings.hyperparameters;
-  const trainableParameters = 2 * settings.lora.r * hidden * settings.lora.targetModules.length * layers;
-  const trainableBytes = trainableParameters * 4 * 4;
-  const activationBytes = Math.round(seq * batchSize * hidden * (34 + (5 * heads * seq) / hidden) * layers * 2);
-  return { bytes: model.weightsBytes + trainableBytes + activationBytes, weightsBytes: model.weightsBytes, trainableBytes, activationBytes, trainableParameters };
+/** The weight storage a job's resolved LoRA settings ask for (lora.quantization, lora.doubleQuant); "none" when they name none. */
+export function weightStorageOf(lora: object): { storage: WeightStorage; doubleQuant: boolean } {
+  const { quantization, doubleQuant } = lora as { quantization?: unknown; doubleQuant?: unknown };
+  const storage = (WEIGHT_STORAGE_MODES as readonly unknown[]).includes(quantization) ? (quantization as WeightStorage) : "none";
+  return { storage, doubleQuant: doubleQuant === true };
 }
 
-/** Bytes of the weight files (.safetensors, .bin) in a model folder; 0 when it cannot be read. */
-export async function weightsBytes(folder: string): Promise<number> {
-  const entries = await fs.readdir(folder, { withFileTypes: true }).catch(() => []);
-  let total = 0;
-  for (const entry of entries) {
-    if (entry.isFile() && /\.(safetensors|bin)$/.test(entry.name)) total += (await fs.stat(path.join(folder, entry.name))).size;
+/**
+ * The engine's memory plan of a job (services/trainer/memory-plan.ts), or undefined when the model's
+ * config.json does not describe a model the engine can plan (the worker then fails on the same config).
+ */
+export function jobMemoryPlan(modelConfig: Record<string, unknown>, settings: JobSettings, storage = weightStorageOf(settings.lora)): MemoryPlan | undefined {
+  const { lora, hyperparameters } = settings;
+  try {
+    return planTrainingMemory(modelConfig, { r: lora.r, targetModules: lora.targetModules, batchSize: hyperparameters.batchSize, maxSeqLength: hyperparameters.maxSeqLength, ...storage });
+  } catch (error) {
+    if (error instanceof ModelConfigError) return undefined;
+    throw error;
   }
-  return total;
+}
+
+/** GET /v1/models: a model's plan in every storage mode, for the default job settings; null when it cannot be planned. */
+export function modelMemoryEstimates(model: BaseModelInfo) {
+  let settings: JobSettings;
+  try {
+    settings = resolveJobSettings({}, model.modelType);
+  } catch (error) {
+    if (error instanceof TrainingConfigError) return null;
+    throw error;
+  }
+  const byStorage: Partial<Record<WeightStorage, MemoryPlan>> = {};
+  for (const storage of WEIGHT_STORAGE_MODES) {
+    const plan = jobMemoryPlan(model.config, settings, { storage, doubleQuant: false });
+    if (!plan) return null;
+    byStorage[storage] = plan;
+  }
+  const { lora, hyperparameters } = settings;
+  return { settings: { r: lora.r, targetModules: lora.targetModules, batchSize: hyperparameters.batchSize, maxSeqLength: hyperparameters.maxSeqLength }, byStorage };
+}
+
+/** 422 insufficient_memory, before anything is stored or queued, when a job's plan exceeds WORKER_MAX_MEMORY (unset: no limit). */
+export function ensureFitsWorker(plan: MemoryPlan | undefined, limitBytes: number | undefined): void {
+  if (!plan || limitBytes === undefined || plan.bytes <= limitBytes) return;
+  const message =
+    `this job needs an estimated ${formatBytes(plan.bytes)} of memory (${plan.storage} weights ${formatBytes(plan.weightsBytes)}, ` +
+    `activations ${formatBytes(plan.activationBytes)}) but the limit for one worker is ${formatBytes(limitBytes)} (WORKER_MAX_MEMORY): ` +
+    `lower hyperparameters.batchSize or maxSeqLength, or choose a smaller model`;
+  throw new AppError(422, "insufficient_memory", message, [{ path: "body", message: `estimate ${plan.bytes} bytes > limit ${limitBytes} bytes` }]);
 }
 
 /** The median training throughput (tokens/s) the newest jobs of a model reported, and how many did. */

@@ -78,6 +78,33 @@ export const baseModelSchema = {
     tasks: { type: "array", items: { type: "string", enum: ["classification", "causal_lm"] } },
     defaultTargetModules: { type: "array", items: { type: "string" } },
     config: { type: "object", additionalProperties: true, description: "the model's config.json" },
+    memory: {
+      type: ["object", "null"],
+      description: "estimated training memory for the default job settings (`settings`) in each weight storage mode; null when config.json cannot be planned. Rules in services/trainer/README.md",
+      properties: {
+        settings: { type: "object", properties: { r: { type: "integer" }, targetModules: { type: "array", items: { type: "string" } }, batchSize: { type: "integer" }, maxSeqLength: { type: "integer" } } },
+        byStorage: { type: "object", properties: { none: { $ref: "MemoryPlan#" }, int8: { $ref: "MemoryPlan#" }, nf4: { $ref: "MemoryPlan#" } } },
+      },
+    },
+  },
+} as const;
+
+const byteCount = { type: "integer", minimum: 0 } as const;
+
+/** The engine's memory plan of a training run (services/trainer/memory-plan.ts). */
+export const memoryPlanSchema = {
+  $id: "MemoryPlan",
+  type: "object",
+  required: ["bytes", "storage", "weightsBytes", "trainableParameters", "trainableBytes", "activationBytes", "loadingBytes", "overheadBytes"],
+  properties: {
+    bytes: { ...byteCount, description: "the peak: max(training, loading) plus overhead" },
+    storage: { type: "string", enum: ["none", "int8", "nf4"], description: "how the frozen linear weights are held" },
+    weightsBytes: byteCount,
+    trainableParameters: byteCount,
+    trainableBytes: { ...byteCount, description: "LoRA weights, gradients and AdamW's two moments, float32" },
+    activationBytes: { ...byteCount, description: "one micro-batch's activations and logits at the step's peak" },
+    loadingBytes: { ...byteCount, description: "the checkpoint decoded to float32 while loading" },
+    overheadBytes: { ...byteCount, description: "runtime overhead and fragmentation slack" },
   },
 } as const;
 
@@ -168,5 +195,5 @@ export function pageOf(itemRef: string) {
 }
 
 export function registerSharedSchemas(app: FastifyInstance): void {
-  for (const schema of [datasetSchema, baseModelSchema, jobSchema, jobEventSchema, adapterSchema]) app.addSchema(schema);
+  for (const schema of [datasetSchema, memoryPlanSchema, baseModelSchema, jobSchema, jobEventSchema, adapterSchema]) app.addSchema(schema);
 }

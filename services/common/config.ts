@@ -51,6 +51,12 @@ export interface Config {
   artifactDownload: "stream" | "redirect";
   /** Bytes of datasets a worker keeps in its local cache before evicting the least recently used. */
   workerCacheMaxBytes: number;
+  /**
+   * Memory one worker process may use for a job, in bytes; a submission whose planned memory exceeds it
+   * is refused (422 insufficient_memory). Undefined (unset): no limit, since the API cannot see the
+   * workers' machines.
+   */
+  workerMaxMemory: number | undefined;
   /** Training throughput POST /v1/jobs/estimate assumes for a model no worker has measured yet. */
   estimateDefaultTokensPerSecond: number;
   /** Hosts ("host" or "host:port", lower case) webhooks may be sent to; empty: none (the SSRF guard). */
@@ -149,6 +155,20 @@ function hostList(env: Env, name: string): string[] {
   return hosts;
 }
 
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** A size such as "17179869184", "16GiB" or "1.5 GB" (KiB/MiB/GiB/TiB binary, KB/MB/GB/TB decimal); unset: undefined. */
+function optionalByteSize(env: Env, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(raw.trim());
+  const unit = match ? BYTE_UNITS[(match[2] || "b").toLowerCase()] : undefined;
+  if (!match || unit === undefined) throw new ConfigError(name, `must be a size in bytes, optionally with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB), got "${raw}"`);
+  const bytes = Math.floor(Number(match[1]) * unit);
+  if (bytes < 1) throw new ConfigError(name, `must be at least 1 byte, got "${raw}"`);
+  return bytes;
+}
+
 function bootstrapKey(env: Env): string | undefined {
   const key = env.BOOTSTRAP_API_KEY;
   if (key === undefined || key === "") return undefined;
@@ -195,6 +215,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3ForcePathStyle: boolean(env, "S3_FORCE_PATH_STYLE", false),
     artifactDownload: oneOf(env, "ARTIFACT_DOWNLOAD", ["stream", "redirect"] as const, "stream"),
     workerCacheMaxBytes: integer(env, "WORKER_CACHE_MAX_BYTES", 10 * 1024 * megabyte, megabyte, 2 ** 50),
+    workerMaxMemory: optionalByteSize(env, "WORKER_MAX_MEMORY"),
     estimateDefaultTokensPerSecond: integer(env, "ESTIMATE_DEFAULT_TOKENS_PER_SECOND", 2000, 1, 100_000_000),
     webhookAllowedHosts: hostList(env, "WEBHOOK_ALLOWED_HOSTS"),
     webhookRetryWindowMs: integer(env, "WEBHOOK_RETRY_WINDOW_MS", 86_400_000, 1000, 7 * 86_400_000),

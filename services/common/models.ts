@@ -19,12 +19,12 @@ export interface BaseModelInfo {
 }
 
 const CLASSIFICATION_MODEL_TYPES = ["bert", "distilbert", "roberta"];
-const CAUSAL_LM_MODEL_TYPES = ["gpt2", "llama"];
+const CAUSAL_LM_MODEL_TYPES = ["gpt2", "llama", "qwen2", "mistral"];
 
 export function tasksOf(architecture: string, modelType: string): Task[] {
   if (architecture.endsWith("ForSequenceClassification")) return ["classification"];
   if (/^(DistilBert|Bert|Roberta)Model$/.test(architecture)) return ["classification"];
-  if (architecture === "GPT2LMHeadModel" || architecture === "LlamaForCausalLM") return ["causal_lm"];
+  if (["GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"].includes(architecture)) return ["causal_lm"];
   if (CLASSIFICATION_MODEL_TYPES.includes(modelType)) return ["classification"];
   if (CAUSAL_LM_MODEL_TYPES.includes(modelType)) return ["causal_lm"];
   return [];

@@ -27,4 +27,6 @@ export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 export { loadAdapter, AdapterError } from "./peft.ts";
 export { mergeAdapter } from "./merge.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
+export { planTrainingMemory, WEIGHT_STORAGE_MODES, type MemoryPlan, type WeightStorage } from "./memory-plan.ts";
+export { formatBytes } from "./wasm-heap.ts";
 export { readEncoderConfig, type EncoderConfig, type Architecture } from "./tasks/classification/config.ts";

@@ -9,6 +9,8 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   roberta: ["query", "value"],
   gpt2: ["c_attn"],
   llama: ["q_proj", "v_proj"],
+  qwen2: ["q_proj", "v_proj"],
+  mistral: ["q_proj", "v_proj"],
 };
 
 /** PEFT's shorthand for every linear layer of the body (the output head excluded). */

@@ -8,6 +8,8 @@ import { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 import { causalTask } from "./tasks/causal-lm/task.ts";
 import { parseEncoderConfig } from "./tasks/classification/config.ts";
 import { classificationTask } from "./tasks/classification/task.ts";
+import { planTrainingMemory } from "./memory-plan.ts";
+import { withWasmHeapErrors } from "./wasm-heap.ts";
 
 /** Trains on the backend the entry point initialised (initBackend). */
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
@@ -16,6 +18,13 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const causal = causalFamilyOf(raw);
   const settings = resolveJobSettings({ lora: options.lora, hyperparameters: options.hyper }, causal ?? parseEncoderConfig(raw).architecture);
   if (settings.hyperparameters.checkpointEverySteps && !options.checkpointDir) throw new TrainingConfigError("checkpointEverySteps needs a checkpointDir");
-  if (causal) return runTraining(await causalTask(options, settings), options, settings, hooks, backend.name);
-  return runTraining(await classificationTask(options, settings), options, settings, hooks, backend.name);
+  // The loaders refuse weights that cannot fit the wasm heap; a step whose activations then run it out
+  // fails with the plan's figure instead of "memory access out of bounds".
+  const { hyperparameters: hyper, lora } = settings;
+  const plan = planTrainingMemory(raw, { r: lora.r, targetModules: lora.targetModules, batchSize: hyper.batchSize, maxSeqLength: hyper.maxSeqLength, storage: "none" });
+  return withWasmHeapErrors("training this model (weights, LoRA state and one micro-batch's activations)", plan.weightsBytes + plan.trainableBytes + plan.activationBytes, async () =>
+    causal
+      ? runTraining(await causalTask(options, settings), options, settings, hooks, backend.name)
+      : runTraining(await classificationTask(options, settings), options, settings, hooks, backend.name),
+  );
 }

@@ -1,9 +1,7 @@
 // POST /v1/jobs/estimate: the engine's step count, tokens from the dataset's character stats,
 // duration from the median throughput workers reported for the model (else the configured
-// default), memory from the model's shape; and estimatedFinish on a running job.
+// default); and estimatedFinish on a running job. Memory plans: api-memory.test.ts.
 import assert from "node:assert/strict";
-import fs from "node:fs/promises";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
 import { CHARS_PER_TOKEN, SPECIAL_TOKENS_PER_EXAMPLE } from "../../services/api/estimate.ts";
@@ -18,8 +16,6 @@ describe("job estimates", () => {
 
   before(async () => {
     api = await startTestApi("estimate", { ESTIMATE_DEFAULT_TOKENS_PER_SECOND: "10" });
-    // 1000 bytes of "weights" in the model folder.
-    await fs.writeFile(path.join(api.modelsDir, "tiny-distilbert", "model.safetensors"), Buffer.alloc(1000));
     datasetId = (await request(api.app.server).post("/v1/datasets").set("authorization", api.keys.a).attach("file", jsonl(records), "d.jsonl").expect(201)).body.id;
   });
   after(async () => api.close());
@@ -31,11 +27,8 @@ describe("job estimates", () => {
     assert.deepEqual(response.body.steps, { perEpoch: 3, total: 9 });
     assert.deepEqual(response.body.tokens, { perExample, perEpoch: 9 * perExample, total: 27 * perExample });
     assert.deepEqual(response.body.duration, { seconds: Math.ceil((27 * perExample) / 10), tokensPerSecond: 10, throughputSource: "default", measuredJobs: 0 });
-    const { memory } = response.body;
-    assert.equal(memory.weightsBytes, 1000);
-    // dim 32 (layers and heads not in the config: 12 each by default); r 8 on q_lin and v_lin.
-    assert.equal(memory.trainableParameters, 2 * 8 * 32 * 2 * 12);
-    assert.equal(memory.bytes, memory.weightsBytes + memory.trainableBytes + memory.activationBytes);
+    // tiny-distilbert's config.json has only "dim": the engine cannot plan it (api-memory.test.ts plans real ones).
+    assert.equal(response.body.memory, null);
     assert.equal(response.body.hyperparameters.learningRate, 2e-4, "settings resolved as a job would be");
     const capped = await estimate({ baseModel: "tiny-distilbert", trainDatasetId: datasetId, hyperparameters: { batchSize: 4, maxSteps: 2 } }).expect(200);
     assert.deepEqual(capped.body.steps, { perEpoch: 3, total: 2 });

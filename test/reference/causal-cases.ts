@@ -21,9 +21,16 @@ export interface GoldenSequence {
   adapter_logits_f32_base64: string;
 }
 
+/** Mean next-token cross-entropy of one sequence with the adapter, and its gradient per LoRA tensor (PEFT key). */
+export interface GoldenGradients {
+  ids: number[];
+  loss: number;
+  grads_f32_base64: Record<string, string>;
+}
+
 export interface CausalGolden {
   torch: string;
-  models: Record<string, { weights_sum: number; adapter_sha256: string; sequences: GoldenSequence[] }>;
+  models: Record<string, { weights_sum: number; adapter_sha256: string; sequences: GoldenSequence[]; lora_gradients: GoldenGradients }>;
 }
 
 /** The same rule as probe_sequences in causal_reference.py. */
@@ -32,7 +39,9 @@ export function probeSequences(vocab: number, offset = 0): number[][] {
 }
 
 export function decodeLogits(base64: string): Float32Array {
-  return new Float32Array(Buffer.from(base64, "base64").buffer.slice(0));
+  // A small Buffer is a view into Node's shared pool: copy exactly its bytes.
+  const bytes = Buffer.from(base64, "base64");
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
 /** A PEFT adapter with seeded non-zero A and B on every linear layer (rsLoRA for llama-linear). */

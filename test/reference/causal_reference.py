@@ -1,13 +1,18 @@
 #!/usr/bin/python3
-"""Independent PyTorch reference for GPT2LMHeadModel and LlamaForCausalLM forward passes.
+"""Independent PyTorch reference for GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM and
+MistralForCausalLM forward passes.
 
-Written from a reading of Hugging Face transformers' modeling_gpt2.py, modeling_llama.py and
+Written from a reading of Hugging Face transformers' modeling_gpt2.py, modeling_llama.py,
+modeling_qwen2.py, modeling_mistral.py, configuration_qwen2.py, masking_utils.py and
 modeling_rope_utils.py (no transformers import, no hub): the same operations in the same order
-and precision (float32). LoRA adapters are applied as PEFT merges them (lora/layer.py):
+and precision (float32). Qwen2 is Llama with q/k/v biases; Mistral (and Qwen2 with
+use_sliding_window) masks keys outside the sliding window: a query at i sees keys j with
+i - window < j <= i (masking_utils.sliding_window_overlay). LoRA adapters are applied as PEFT merges them (lora/layer.py):
 W + scale * B @ A for nn.Linear, its transpose for GPT-2's Conv1D (fan_in_fan_out), scale
 alpha / r or alpha / sqrt(r) with use_rslora. It reads our fixture folders (config.json +
 model.safetensors, and a PEFT adapter folder per model) and prints logits of the base model and of
-the model with its adapter, which test/unit/causal-model.test.ts compares the engine against.
+the model with its adapter, which test/unit/causal-model.test.ts compares the engine against, and the
+gradients of a next-token loss with respect to the adapter's LoRA A and B matrices.
 
 Usage: causal_reference.py FIXTURE_DIR ADAPTERS_DIR [PROBE_OFFSET]
 (test/reference/write-causal-goldens.ts runs it to write test/fixtures/golden/causal-logits.json)
@@ -38,11 +43,33 @@ def gelu_new(x):
 ACTIVATIONS = {"gelu_new": gelu_new, "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu}
 
 
-def causal_softmax(scores):
+def causal_softmax(scores, window=None):
     length = scores.shape[-1]
-    keep = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    q = torch.arange(length)[:, None]
+    kv = torch.arange(length)[None, :]
+    keep = kv <= q
+    if window is not None:
+        keep = keep & (kv > q - window)
     scores = torch.where(keep, scores, torch.tensor(torch.finfo(scores.dtype).min))
     return torch.softmax(scores, dim=-1)
+
+
+def layer_windows(config):
+    """Per layer, the sliding window or None, as configuration_qwen2.py / configuration_mistral.py decide."""
+    layers = config["num_hidden_layers"]
+    kind = config["model_type"]
+    if kind == "mistral":
+        window = config.get("sliding_window", 4096)
+        first = 0
+    elif kind == "qwen2":
+        window = config.get("sliding_window", 4096) if config.get("use_sliding_window", False) else None
+        first = config.get("max_window_layers", 28)
+    else:
+        return [None] * layers
+    if window is None:
+        return [None] * layers
+    types = config.get("layer_types") or ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+    return [window if t == "sliding_attention" else None for t in types]
 
 
 def gpt2_logits(config, w, ids):
@@ -120,34 +147,42 @@ def llama_logits(config, w, ids):
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos()[None, None], emb.sin()[None, None]
 
+    def linear(x, name):
+        # nn.Linear: the bias is there when the checkpoint has one (Qwen2's q/k/v, Llama's attention_bias).
+        y = x @ p(name + ".weight").T
+        return y + w[prefix + name + ".bias"] if prefix + name + ".bias" in w else y
+
+    windows = layer_windows(config)
     h = p("embed_tokens.weight")[ids]
     for i in range(config["num_hidden_layers"]):
         l = f"layers.{i}"
         a = rms_norm(h, p(l + ".input_layernorm.weight"))
         shape = lambda t, n: t.view(batch, length, n, head_dim).transpose(1, 2)
-        q = shape(a @ p(l + ".self_attn.q_proj.weight").T, heads)
-        k = shape(a @ p(l + ".self_attn.k_proj.weight").T, kv_heads)
-        v = shape(a @ p(l + ".self_attn.v_proj.weight").T, kv_heads)
+        q = shape(linear(a, l + ".self_attn.q_proj"), heads)
+        k = shape(linear(a, l + ".self_attn.k_proj"), kv_heads)
+        v = shape(linear(a, l + ".self_attn.v_proj"), kv_heads)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         groups = heads // kv_heads
         k = k[:, :, None].expand(batch, kv_heads, groups, length, head_dim).reshape(batch, heads, length, head_dim)
         v = v[:, :, None].expand(batch, kv_heads, groups, length, head_dim).reshape(batch, heads, length, head_dim)
         scores = torch.matmul(q, k.transpose(2, 3)) * head_dim**-0.5
-        context = torch.matmul(causal_softmax(scores), v).transpose(1, 2).reshape(batch, length, heads * head_dim)
-        h = h + context @ p(l + ".self_attn.o_proj.weight").T
+        context = torch.matmul(causal_softmax(scores, windows[i]), v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+        h = h + linear(context, l + ".self_attn.o_proj")
         m = rms_norm(h, p(l + ".post_attention_layernorm.weight"))
-        gated = act(m @ p(l + ".mlp.gate_proj.weight").T) * (m @ p(l + ".mlp.up_proj.weight").T)
-        h = h + gated @ p(l + ".mlp.down_proj.weight").T
+        gated = act(linear(m, l + ".mlp.gate_proj")) * linear(m, l + ".mlp.up_proj")
+        h = h + linear(gated, l + ".mlp.down_proj")
     h = rms_norm(h, p("norm.weight"))
     head = p("embed_tokens.weight") if config.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return h @ head.T
 
 
-def merge_adapter(weights, adapter_dir):
-    """Weights with a PEFT LoRA adapter merged in; module paths may carry the model prefix the checkpoint lacks."""
+def merge_adapter(weights, adapter_dir, tensors=None):
+    """Weights with a PEFT LoRA adapter merged in; module paths may carry the model prefix the checkpoint lacks.
+    With `tensors` (the adapter's, possibly autograd leaves) the merge is differentiable in A and B."""
     config = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
-    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    if tensors is None:
+        tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
     r = config["r"]
     scale = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
     merged = dict(weights)
@@ -173,6 +208,19 @@ def encode(logits):
     return base64.b64encode(logits[0].contiguous().numpy().astype("<f4").tobytes()).decode()
 
 
+def lora_gradients(forward, config, weights, adapter_dir, sequence):
+    """Mean next-token cross-entropy over `sequence` with the adapter (no dropout), and its gradient with
+    respect to every LoRA A and B: the adapter's own values, as a training step would see them."""
+    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    leaves = {key: value.clone().requires_grad_(True) for key, value in tensors.items()}
+    with torch.enable_grad():
+        logits = forward(config, merge_adapter(weights, adapter_dir, leaves), torch.tensor([sequence]))[0]
+        loss = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(sequence[1:]))
+        loss.backward()
+    grads = {key: base64.b64encode(leaf.grad.contiguous().numpy().astype("<f4").tobytes()).decode() for key, leaf in sorted(leaves.items())}
+    return {"ids": sequence, "loss": loss.item(), "grads_f32_base64": grads}
+
+
 def main(fixture_dir, adapters_dir, offset):
     out = {"generator": "test/reference/causal_reference.py", "torch": torch.__version__, "models": {}}
     for name in sorted(os.listdir(fixture_dir)):
@@ -194,10 +242,11 @@ def main(fixture_dir, adapters_dir, offset):
                 "logits_f32_base64": encode(logits),
                 "adapter_logits_f32_base64": encode(forward(config, adapted, ids)),
             })
+        gradients = lora_gradients(forward, config, weights, adapter_dir, probe_sequences(config["vocab_size"], offset)[0])
         checksum = float(sum(t.double().sum().item() for t in weights.values()))
         with open(os.path.join(adapter_dir, "adapter_model.safetensors"), "rb") as f:
             adapter_sha256 = hashlib.sha256(f.read()).hexdigest()
-        out["models"][name] = {"weights_sum": checksum, "adapter_sha256": adapter_sha256, "sequences": entries}
+        out["models"][name] = {"weights_sum": checksum, "adapter_sha256": adapter_sha256, "sequences": entries, "lora_gradients": gradients}
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 

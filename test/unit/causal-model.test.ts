@@ -1,6 +1,7 @@
-// GPT-2 and Llama forward passes, bare and with PEFT LoRA adapters, against an independent PyTorch
-// implementation (test/reference/causal_reference.py, written from transformers' and PEFT's code):
-// committed goldens always, a live run when torch is importable; and the KV cache.
+// GPT-2, Llama, Qwen2 and Mistral forward passes, bare and with PEFT LoRA adapters, and the gradients of
+// a next-token loss in the LoRA matrices, against an independent PyTorch implementation
+// (test/reference/causal_reference.py, written from transformers' and PEFT's code): committed goldens
+// always, a live run when torch is importable; and the KV cache.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
@@ -10,12 +11,13 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
 import { parseCausalConfig } from "../../services/trainer/tasks/causal-lm/config.ts";
-import { disposeCache, emptyCache, selectRows } from "../../services/trainer/tasks/causal-lm/model.ts";
+import { disposeCache, emptyCache, selectRows, type CausalLM } from "../../services/trainer/tasks/causal-lm/model.ts";
 import { inverseFrequencies } from "../../services/trainer/tasks/causal-lm/llama.ts";
 import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { CAUSAL_SPECS } from "../fixtures/make-causal-fixtures.ts";
 import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
+import type { LoraSettings } from "../../services/trainer/settings.ts";
 import { loadAdapter } from "../../services/trainer/peft.ts";
 import { mergeAdapter } from "../../services/trainer/merge.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
@@ -81,26 +83,53 @@ async function compareWith(reference: CausalGolden, checkFixtures: boolean): Pro
       base = Math.max(base, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, {})).dataSync()), decodeLogits(sequence.logits_f32_base64)));
       adapted = Math.max(adapted, maxAbsDiff(tf.tidy(() => model.logits(model.hidden(batch, withAdapter)).dataSync()), decodeLogits(sequence.adapter_logits_f32_base64)));
     }
-    lines.push(`${name}: max |Δ| logits ${base.toExponential(2)}, with adapter ${adapted.toExponential(2)}`);
+    const gradients = loraGradients(model, tensors, adapter.settings, expected.lora_gradients.ids);
+    const lossDiff = Math.abs(gradients.loss - expected.lora_gradients.loss);
+    let gradient = 0;
+    assert.deepEqual([...gradients.grads.keys()].sort(), Object.keys(expected.lora_gradients.grads_f32_base64).sort());
+    for (const [key, value] of gradients.grads) gradient = Math.max(gradient, maxAbsDiff(value, decodeLogits(expected.lora_gradients.grads_f32_base64[key])));
+    lines.push(`${name}: max |Δ| logits ${base.toExponential(2)}, with adapter ${adapted.toExponential(2)}, loss ${lossDiff.toExponential(2)}, LoRA gradients ${gradient.toExponential(2)}`);
     assert.ok(base < TOLERANCE, `${name}: logits differ by ${base}`);
     assert.ok(adapted < TOLERANCE, `${name}: adapter logits differ by ${adapted}`);
+    assert.ok(lossDiff < TOLERANCE, `${name}: loss differs by ${lossDiff}`);
+    assert.ok(gradient < TOLERANCE, `${name}: LoRA gradients differ by ${gradient}`);
     for (const tensor of tensors.values()) tensor.dispose();
     model.dispose();
   }
   return lines;
 }
 
-test(`logits, bare and with a PEFT adapter on every linear, agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
+/** Mean next-token cross-entropy of one sequence through the adapter (no dropout) and its gradient in every LoRA tensor. */
+function loraGradients(model: CausalLM, tensors: Map<string, tf.Tensor>, settings: LoraSettings, sequence: number[]): { loss: number; grads: Map<string, Float32Array> } {
+  const out = new Map<string, Float32Array>();
+  let loss = NaN;
+  tf.tidy(() => {
+    const variables = new Map([...tensors].map(([key, value]) => [key, tf.variable(value, true, `grad-${key}`)]));
+    const ids = Int32Array.from(sequence);
+    const targets = tf.oneHot(tf.tensor1d(sequence.slice(1), "int32"), model.config.vocabSize).cast("float32");
+    const { value, grads } = tf.variableGrads(() => {
+      const logits = model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, adapterForwardOptions(variables, settings)));
+      const predicting = logits.slice([0, 0], [ids.length - 1, model.config.vocabSize]);
+      return tf.logSoftmax(predicting).mul(targets).sum().neg().div(ids.length - 1) as tf.Scalar;
+    }, [...variables.values()]);
+    for (const [key, variable] of variables) out.set(key, grads[variable.name].dataSync() as Float32Array);
+    loss = value.dataSync()[0];
+    for (const variable of variables.values()) variable.dispose();
+  });
+  return { loss, grads: out };
+}
+
+test(`logits, bare and with a PEFT adapter on every linear, and LoRA gradients agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
   for (const line of await compareWith(golden, true)) t.diagnostic(line);
 });
 
 test("an adapter merged into a full model folder gives the reference's adapter logits", async () => {
   const scratch = await mkdtemp(path.join(tmpdir(), "causal-merge-"));
-  for (const name of ["gpt2-bare", "llama-tiny", "llama3-tiny"]) {
+  for (const name of ["gpt2-bare", "llama-tiny", "llama3-tiny", "qwen2-tiny", "mistral-tiny"]) {
     const out = path.join(scratch, name);
     await mergeAdapter(path.join(fixtures, name), path.join(fixtures, REFERENCE_ADAPTERS, name), out);
     const { model, config } = await loadCausalPretrained(out);
-    assert.ok(["GPT2LMHeadModel", "LlamaForCausalLM"].includes((config.raw.architectures as string[])[0]));
+    assert.ok(["GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"].includes((config.raw.architectures as string[])[0]));
     for (const sequence of golden.models[name].sequences) {
       const ids = Int32Array.from(sequence.ids);
       const got = tf.tidy(() => model.logits(model.hidden({ ids, batchSize: 1, length: ids.length }, {})).dataSync());
@@ -117,7 +146,8 @@ test("logits agree with a live run of the PyTorch reference on other tokens", { 
   for (const line of await compareWith(live, false)) t.diagnostic(line);
 });
 
-for (const name of ["gpt2-tiny", "llama-tiny", "llama3-tiny"]) {
+// mistral-tiny's window (4) is shorter than the sequence (9), so cached steps must mask old keys too.
+for (const name of ["gpt2-tiny", "llama-tiny", "llama3-tiny", "qwen2-tiny", "mistral-tiny"]) {
   test(`${name}: a prompt then one token at a time through the KV cache gives the full-sequence logits`, async () => {
     const { model } = await loadCausalPretrained(path.join(fixtures, name));
     const ids = Int32Array.from(golden.models[name].sequences[0].ids);
@@ -164,7 +194,39 @@ test("config parsing: GQA heads, rope scaling types, GPT-2 defaults", () => {
   assert.equal(gpt2.activation, "gelu_new");
   assert.equal(gpt2.tieWordEmbeddings, true);
   assert.throws(() => parseCausalConfig({ model_type: "llama", rope_scaling: { rope_type: "yarn", factor: 2 } }), /yarn/);
-  assert.throws(() => parseCausalConfig({ model_type: "mistral" }), /unsupported/);
+  assert.throws(() => parseCausalConfig({ model_type: "falcon" }), /unsupported.*qwen2, mistral/);
+});
+
+test("config parsing: Qwen2 biases and optional windows, Mistral windows", () => {
+  const qwen2 = parseCausalConfig({ model_type: "qwen2", num_hidden_layers: 3, sliding_window: 4096, use_sliding_window: false, max_window_layers: 1 });
+  assert.deepEqual([qwen2.family, qwen2.attentionBias, qwen2.outputBias, qwen2.mlpBias], ["qwen2", true, false, false]);
+  assert.deepEqual(qwen2.layerWindows, [null, null, null]);
+  assert.equal(qwen2.tieWordEmbeddings, false);
+  const sliding = parseCausalConfig({ model_type: "qwen2", num_hidden_layers: 3, sliding_window: 16, use_sliding_window: true, max_window_layers: 1 });
+  assert.deepEqual(sliding.layerWindows, [null, 16, 16]);
+  const typed = parseCausalConfig({ model_type: "qwen2", num_hidden_layers: 2, sliding_window: 8, use_sliding_window: true, layer_types: ["sliding_attention", "full_attention"] });
+  assert.deepEqual(typed.layerWindows, [8, null]);
+  const mistral = parseCausalConfig({ architectures: ["MistralForCausalLM"], num_hidden_layers: 2 });
+  assert.deepEqual([mistral.family, mistral.numKeyValueHeads, mistral.attentionBias, mistral.outputBias], ["mistral", 8, false, false]);
+  assert.deepEqual(mistral.layerWindows, [4096, 4096]);
+  assert.deepEqual(parseCausalConfig({ model_type: "mistral", num_hidden_layers: 2, sliding_window: null }).layerWindows, [null, null]);
+  assert.deepEqual(parseCausalConfig({ model_type: "llama", num_hidden_layers: 2, sliding_window: 4 }).layerWindows, [null, null]);
+  assert.throws(() => parseCausalConfig({ model_type: "mistral", sliding_window: 0 }), /sliding_window/);
+});
+
+test("mistral-tiny: a query sees exactly the last sliding_window keys (a change outside the window changes nothing)", async () => {
+  const { model, config } = await loadCausalPretrained(path.join(fixtures, "mistral-tiny"));
+  const window = config.layerWindows[0]!;
+  const ids = Int32Array.from(golden.models["mistral-tiny"].sequences[0].ids);
+  const changed = ids.slice();
+  changed[0] = (changed[0] + 1) % config.vocabSize;
+  const run = (tokens: Int32Array) => tf.tidy(() => model.logits(model.hidden({ ids: tokens, batchSize: 1, length: tokens.length }, {})).arraySync());
+  const [before, after] = [run(ids), run(changed)];
+  // Two layers: token 0 reaches position t through at most 2·(window - 1) steps back.
+  const reach = config.numLayers * (window - 1);
+  assert.ok(maxAbsDiff(before[reach], after[reach]) > 1e-4, "within the layers' combined reach the change shows");
+  for (let t = reach + 1; t < ids.length; t++) assert.ok(maxAbsDiff(before[t], after[t]) === 0, `position ${t} is outside every window of token 0`);
+  model.dispose();
 });
 
 test("llama3 rope scaling keeps high frequencies, divides low ones by the factor and blends between", () => {

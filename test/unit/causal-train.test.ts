@@ -1,6 +1,7 @@
 // Acceptance for causal LM fine-tuning: a tiny GPT-2 (completions) and a tiny Llama (chat) learn a
 // pattern well below the base model's validation loss, then greedy generation writes the trained
-// replies; the adapter is a PEFT CAUSAL_LM folder; checkpoints resume to the same adapter.
+// replies; the adapter is a PEFT CAUSAL_LM folder; checkpoints resume to the same adapter; tiny Qwen2 and
+// Mistral train too.
 import assert from "node:assert/strict";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -124,4 +125,21 @@ test("packing (here with trainOnInputs) concatenates examples into full-length b
   const metrics = JSON.parse(await readFile(path.join(scratch, "packed", "metrics.json"), "utf8"));
   assert.equal(result.outcome, "completed");
   assert.ok(metrics.train_examples < 24, `24 records packed into ${metrics.train_examples} blocks of 32 tokens`);
+});
+
+test("Qwen2 (ChatML chat, q/k/v biases) and Mistral (completions longer than its sliding window) train with their default targets", async () => {
+  for (const [name, data] of [["qwen2-tiny", "chat"], ["mistral-tiny", "completion"]] as const) {
+    const outDir = path.join(scratch, `${name}-adapter`);
+    const result = await train({
+      modelDir: path.join(fixtures, name),
+      trainFile: path.join(fixtures, `${data}-train.jsonl`),
+      validationFile: path.join(fixtures, `${data}-validation.jsonl`),
+      outDir,
+      lora: { r: 8, alpha: 16, dropout: 0 },
+      hyper: { ...HYPER, epochs: 40 },
+    });
+    assert.ok(result.metrics.loss < 0.3 * result.baseline.loss, `${name}: loss ${result.metrics.loss} vs base ${result.baseline.loss}`);
+    const config = JSON.parse(await readFile(path.join(outDir, "adapter_config.json"), "utf8"));
+    assert.deepEqual(config.target_modules, ["q_proj", "v_proj"]);
+  }
 });

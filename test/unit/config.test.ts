@@ -12,6 +12,15 @@ describe("configuration", () => {
     assert.equal(config.redisUrl, "redis://127.0.0.1:6379");
     assert.equal(config.trainerBackend, "auto");
     assert.equal(config.maxUploadBytes, 100 * 1024 * 1024);
+    assert.equal(config.workerMaxMemory, undefined, "no memory limit unless one is set");
+  });
+
+  it("reads WORKER_MAX_MEMORY as bytes, with binary or decimal units", () => {
+    const size = (value: string) => loadConfig({ WORKER_MAX_MEMORY: value }).workerMaxMemory;
+    assert.equal(size("17179869184"), 16 * 2 ** 30);
+    assert.equal(size("16GiB"), 16 * 2 ** 30);
+    assert.equal(size("1.5 GB"), 1.5e9);
+    assert.equal(size("512mib"), 512 * 2 ** 20);
   });
 
   for (const [variable, value, pattern] of [
@@ -29,6 +38,8 @@ describe("configuration", () => {
     ["S3_FORCE_PATH_STYLE", "yes", /S3_FORCE_PATH_STYLE must be true or false/],
     ["ARTIFACT_DOWNLOAD", "proxy", /ARTIFACT_DOWNLOAD must be one of stream, redirect/],
     ["WORKER_CACHE_MAX_BYTES", "10", /WORKER_CACHE_MAX_BYTES must be between/],
+    ["WORKER_MAX_MEMORY", "16 gigs", /WORKER_MAX_MEMORY must be a size in bytes/],
+    ["WORKER_MAX_MEMORY", "0GiB", /WORKER_MAX_MEMORY must be at least 1 byte/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {

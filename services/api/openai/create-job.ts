@@ -8,6 +8,7 @@ import { AppError } from "../../common/errors.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, enqueueFineTune, type FineTunePayload } from "../../common/queue.ts";
 import { DEFAULT_TARGET_MODULES, HYPERPARAMETER_SETTINGS, resolveJobSettings, TrainingConfigError } from "../../trainer/index.ts";
+import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
 import { toOurHyperparameters, type OpenAiHyperparameters } from "./hyperparameters.ts";
 import { FILE_PREFIX, JOB_PREFIX, uuidOf, type JobRow } from "./shapes.ts";
 
@@ -98,6 +99,7 @@ export async function createOpenAiJob(deps: CreateJobDeps, tenantId: string, bod
     if (error instanceof TrainingConfigError) throw new AppError(400, "invalid_hyperparameters", error.message, [{ path: "hyperparameters", message: error.message }]);
     throw error;
   }
+  ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
   const job = await prisma.job.create({
     data: {
       tenantId,

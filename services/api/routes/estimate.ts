@@ -6,7 +6,7 @@ import type { PrismaClient } from "../../common/db.ts";
 import { AppError } from "../../common/errors.ts";
 import type { ModelRegistry } from "../../common/models.ts";
 import { resolveJobSettings, TrainingConfigError } from "../../trainer/index.ts";
-import { countWork, measuredThroughput, memoryNeeded, weightsBytes } from "../estimate.ts";
+import { countWork, jobMemoryPlan, measuredThroughput } from "../estimate.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses } from "../schemas.ts";
 import { createJobBody, type CreateJobBody } from "./jobs.ts";
@@ -29,7 +29,10 @@ const estimateResponse = {
         measuredJobs: count,
       },
     },
-    memory: { type: "object", properties: { bytes: count, weightsBytes: count, trainableBytes: count, activationBytes: count, trainableParameters: count } },
+    memory: {
+      anyOf: [{ type: "null" }, { allOf: [{ $ref: "MemoryPlan#" }, { type: "object", properties: { limitBytes: { type: ["integer", "null"] }, fits: { type: "boolean" } } }] }],
+      description: "the engine's plan for this job's settings; limitBytes is WORKER_MAX_MEMORY (null: no limit); null when config.json cannot be planned",
+    },
     lora: { type: "object", additionalProperties: true },
     hyperparameters: { type: "object", additionalProperties: true },
   },
@@ -70,6 +73,7 @@ export async function estimateRoutes(app: FastifyInstance, deps: { prisma: Prism
       const work = countWork({ rows: train.rows, meanChars }, body.validationSplit, settings);
       if (validation) work.examples.validation = validation.rows;
       const measured = await measuredThroughput(prisma, model.id);
+      const plan = jobMemoryPlan(model.config, settings);
       const tokensPerSecond = measured?.tokensPerSecond ?? config.estimateDefaultTokensPerSecond;
       return {
         ...work,
@@ -79,7 +83,7 @@ export async function estimateRoutes(app: FastifyInstance, deps: { prisma: Prism
           throughputSource: measured ? "measured" : "default",
           measuredJobs: measured?.jobs ?? 0,
         },
-        memory: memoryNeeded({ config: model.config, weightsBytes: await weightsBytes(model.path) }, settings),
+        memory: plan ? { ...plan, limitBytes: config.workerMaxMemory ?? null, fits: config.workerMaxMemory === undefined || plan.bytes <= config.workerMaxMemory } : null,
         lora: settings.lora,
         hyperparameters: settings.hyperparameters,
       };

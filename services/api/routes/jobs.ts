@@ -12,6 +12,7 @@ import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
 import { resolveJobSource } from "../job-sources.ts";
 import { canonicalHash, resolveSubmission } from "../job-submission.ts";
+import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
 import { jobView, SerializedJobViews, type JobWithAdapter } from "../job-view.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -128,6 +129,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         { baseModelId: model.id, task, trainDatasetId: body.trainDatasetId, validationDatasetId: body.validationDatasetId ?? null, validationSplit: body.validationSplit ?? null, settings },
         prisma,
       );
+      ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
 
       let job: JobWithAdapter;
       try {

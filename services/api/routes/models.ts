@@ -1,11 +1,16 @@
-// Base models: whatever Hugging Face folders MODELS_DIR holds right now.
+// Base models: whatever Hugging Face folders MODELS_DIR holds right now, each with its planned training
+// memory per weight storage mode.
 import type { FastifyPluginAsync } from "fastify";
 import { notFound } from "../../common/errors.ts";
 import type { BaseModelInfo, ModelRegistry } from "../../common/models.ts";
 import { DEFAULT_TARGET_MODULES } from "../../trainer/index.ts";
 import { errorResponses } from "../schemas.ts";
+import { modelMemoryEstimates } from "../estimate.ts";
 
-const modelView = ({ path: _path, ...model }: BaseModelInfo) => ({ ...model, defaultTargetModules: DEFAULT_TARGET_MODULES[model.modelType] ?? [] });
+const modelView = (model: BaseModelInfo) => {
+  const { path: _path, ...visible } = model;
+  return { ...visible, defaultTargetModules: DEFAULT_TARGET_MODULES[model.modelType] ?? [], memory: modelMemoryEstimates(model) };
+};
 
 export interface ModelRoutesOptions {
   models: ModelRegistry;

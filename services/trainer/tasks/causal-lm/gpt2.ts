@@ -18,6 +18,22 @@ export function canonicalGpt2Name(name: string): string | undefined {
   return name;
 }
 
+/** Every Conv1D layer of a GPT-2 body with its PEFT in/out features (known from the config alone). */
+export function gpt2LinearModules(config: CausalConfig): LinearModule[] {
+  const { hiddenSize: h, intermediateSize: inner } = config;
+  const out: LinearModule[] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const p = `${PREFIX}.h.${layer}`;
+    out.push(
+      { name: `${p}.attn.c_attn`, inFeatures: h, outFeatures: 3 * h },
+      { name: `${p}.attn.c_proj`, inFeatures: h, outFeatures: h },
+      { name: `${p}.mlp.c_fc`, inFeatures: h, outFeatures: inner },
+      { name: `${p}.mlp.c_proj`, inFeatures: inner, outFeatures: h },
+    );
+  }
+  return out;
+}
+
 export class Gpt2LM extends CausalLM {
   static fromCheckpoint(config: CausalConfig, stored: Map<string, NamedArray>): Gpt2LM {
     const weights = new Map<string, tf.Tensor>();
@@ -36,18 +52,7 @@ export class Gpt2LM extends CausalLM {
   }
 
   linearModules(): LinearModule[] {
-    const { hiddenSize: h, intermediateSize: inner } = this.config;
-    const out: LinearModule[] = [];
-    for (let layer = 0; layer < this.config.numLayers; layer++) {
-      const p = `${PREFIX}.h.${layer}`;
-      out.push(
-        { name: `${p}.attn.c_attn`, inFeatures: h, outFeatures: 3 * h },
-        { name: `${p}.attn.c_proj`, inFeatures: h, outFeatures: h },
-        { name: `${p}.mlp.c_fc`, inFeatures: h, outFeatures: inner },
-        { name: `${p}.mlp.c_proj`, inFeatures: inner, outFeatures: h },
-      );
-    }
-    return out;
+    return gpt2LinearModules(this.config);
   }
 
   private layerNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {

@@ -1,5 +1,6 @@
 // LlamaForCausalLM: RMSNorm, rotary position embeddings (rope_theta, linear or llama3 scaling),
-// grouped-query attention, SwiGLU MLP, a tied or separate lm_head.
+// grouped-query attention, SwiGLU MLP, a tied or separate lm_head. Qwen2ForCausalLM (q/k/v biases) and
+// MistralForCausalLM (sliding-window attention, applied by the shared attention mask) are this body too.
 import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "./config.ts";
 import type { NamedArray } from "../../safetensors.ts";
@@ -42,6 +43,25 @@ export function inverseFrequencies(config: CausalConfig): Float32Array {
   return out;
 }
 
+/** Every linear layer of a Llama-like body with its PEFT in/out features (known from the config alone). */
+export function llamaLinearModules(config: CausalConfig): LinearModule[] {
+  const { hiddenSize: h, intermediateSize: inner, numHeads, numKeyValueHeads, headDim } = config;
+  const out: LinearModule[] = [];
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const p = `${PREFIX}.layers.${layer}`;
+    out.push(
+      { name: `${p}.self_attn.q_proj`, inFeatures: h, outFeatures: numHeads * headDim },
+      { name: `${p}.self_attn.k_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
+      { name: `${p}.self_attn.v_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
+      { name: `${p}.self_attn.o_proj`, inFeatures: numHeads * headDim, outFeatures: h },
+      { name: `${p}.mlp.gate_proj`, inFeatures: h, outFeatures: inner },
+      { name: `${p}.mlp.up_proj`, inFeatures: h, outFeatures: inner },
+      { name: `${p}.mlp.down_proj`, inFeatures: inner, outFeatures: h },
+    );
+  }
+  return out;
+}
+
 export class LlamaLM extends CausalLM {
   private readonly inverseFrequency: Float32Array;
 
@@ -70,21 +90,7 @@ export class LlamaLM extends CausalLM {
   }
 
   linearModules(): LinearModule[] {
-    const { hiddenSize: h, intermediateSize: inner, numHeads, numKeyValueHeads, headDim } = this.config;
-    const out: LinearModule[] = [];
-    for (let layer = 0; layer < this.config.numLayers; layer++) {
-      const p = `${PREFIX}.layers.${layer}`;
-      out.push(
-        { name: `${p}.self_attn.q_proj`, inFeatures: h, outFeatures: numHeads * headDim },
-        { name: `${p}.self_attn.k_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
-        { name: `${p}.self_attn.v_proj`, inFeatures: h, outFeatures: numKeyValueHeads * headDim },
-        { name: `${p}.self_attn.o_proj`, inFeatures: numHeads * headDim, outFeatures: h },
-        { name: `${p}.mlp.gate_proj`, inFeatures: h, outFeatures: inner },
-        { name: `${p}.mlp.up_proj`, inFeatures: h, outFeatures: inner },
-        { name: `${p}.mlp.down_proj`, inFeatures: inner, outFeatures: h },
-      );
-    }
-    return out;
+    return llamaLinearModules(this.config);
   }
 
   /** x · rsqrt(mean(x²) + eps) · weight, as LlamaRMSNorm. */
@@ -122,7 +128,7 @@ export class LlamaLM extends CausalLM {
 
   protected block(h: tf.Tensor2D, layer: number, batch: TokenBatch, start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
     const p = `${PREFIX}.layers.${layer}`;
-    const { numHeads, numKeyValueHeads, headDim, attentionBias, mlpBias } = this.config;
+    const { numHeads, numKeyValueHeads, headDim, attentionBias, outputBias, mlpBias } = this.config;
     const { batchSize, length } = batch;
     const normed = this.rmsNorm(h, `${p}.input_layernorm`, options);
     const heads = (x: tf.Tensor2D, count: number) => x.reshape([batchSize, length, count, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
@@ -131,7 +137,7 @@ export class LlamaLM extends CausalLM {
     const k = this.rotate(heads(this.linear(normed, `${p}.self_attn.k_proj`, options, attentionBias), numKeyValueHeads), cos, sin);
     const v = heads(this.linear(normed, `${p}.self_attn.v_proj`, options, attentionBias), numKeyValueHeads);
     const context = this.attend(q, k, v, layer, batch, options, cache);
-    const afterAttention = h.add(this.linear(context, `${p}.self_attn.o_proj`, options, attentionBias)) as tf.Tensor2D;
+    const afterAttention = h.add(this.linear(context, `${p}.self_attn.o_proj`, options, outputBias)) as tf.Tensor2D;
     const m = this.rmsNorm(afterAttention, `${p}.post_attention_layernorm`, options);
     const gated = activation(this.config.activation, this.linear(m, `${p}.mlp.gate_proj`, options, mlpBias)).mul(this.linear(m, `${p}.mlp.up_proj`, options, mlpBias)) as tf.Tensor2D;
     return afterAttention.add(this.linear(gated, `${p}.mlp.down_proj`, options, mlpBias)) as tf.Tensor2D;

@@ -10,6 +10,8 @@ import type { CausalLM } from "./model.ts";
 import { Gpt2LM } from "./gpt2.ts";
 import { LlamaLM } from "./llama.ts";
 import { readCheckpoint } from "../../hf/weights.ts";
+import { frozenWeightBytes, modelParameters } from "../../memory-plan.ts";
+import { ensureWasmHeapRoom, withWasmHeapErrors } from "../../wasm-heap.ts";
 
 export interface CausalPretrained {
   dir: string;
@@ -40,9 +42,14 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
   const eosFromTokenizer = eosText === undefined ? undefined : tokenizer.tokenId(eosText);
   const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
-  // Weights go to the device last, once nothing else can refuse the folder.
+  // Weights go to the device last, once nothing else can refuse the folder; refused before anything is
+  // read when they cannot fit the wasm heap.
+  const what = `the weights of ${path.basename(dir)}`;
+  const weightBytes = frozenWeightBytes(modelParameters(config.raw), "none");
+  ensureWasmHeapRoom(what, weightBytes);
   const stored = await readCheckpoint(dir);
-  const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
+  // Qwen2 and Mistral are the Llama body (their biases and windows come from the config).
+  const model = await withWasmHeapErrors(what, weightBytes, () => (config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored)));
   return { dir, config, model, tokenizer, eosIds };
 }
 

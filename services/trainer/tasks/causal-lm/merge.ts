@@ -1,4 +1,5 @@
-// Merging a causal LM adapter into a full GPT2LMHeadModel / LlamaForCausalLM folder.
+// Merging a causal LM adapter into a full GPT2LMHeadModel / LlamaForCausalLM / Qwen2ForCausalLM /
+// MistralForCausalLM folder.
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseCausalConfig } from "./config.ts";
@@ -11,7 +12,7 @@ import { copyTokenizerFiles, mergedWeights } from "../../lora-merge.ts";
 import { writeFolderAtomically } from "../../atomic-folder.ts";
 import { writeSafetensors, type NamedArray } from "../../safetensors.ts";
 
-const LM_CLASS = { gpt2: "GPT2LMHeadModel", llama: "LlamaForCausalLM" } as const;
+const LM_CLASS = { gpt2: "GPT2LMHeadModel", llama: "LlamaForCausalLM", qwen2: "Qwen2ForCausalLM", mistral: "MistralForCausalLM" } as const;
 
 /** Base weights (names with their model prefix) plus scale · B A in every adapted linear. */
 export async function mergeCausalAdapter(modelDir: string, adapterDir: string, outDir: string): Promise<void> {

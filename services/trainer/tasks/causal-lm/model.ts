@@ -1,4 +1,4 @@
-// Decoder-only language models (GPT-2, Llama) on TensorFlow.js ops, with Hugging Face weight names,
+// Decoder-only language models (GPT-2, Llama and its Qwen2 and Mistral variants) on TensorFlow.js ops, with Hugging Face weight names,
 // LoRA on any linear layer, and a key/value cache for generation. Hidden states are [batch*length, hidden].
 import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "./config.ts";
@@ -106,7 +106,11 @@ export abstract class CausalLM {
       groups === 1 ? x : x.reshape([batchSize, numKeyValueHeads, 1, total * headDim]).tile([1, 1, groups, 1]).reshape([batchSize, numHeads, total, headDim]);
     const scores = q.matMul(repeat(keys), false, true).div(Math.sqrt(headDim));
     const mask = new Float32Array(length * total);
-    for (let i = 0; i < length; i++) for (let j = past + i + 1; j < total; j++) mask[i * total + j] = MASKED;
+    // Causal (keys after the query masked) and, on a sliding layer, keys at or before query - window too.
+    const window = this.config.layerWindows[layer] ?? Infinity;
+    for (let i = 0; i < length; i++) {
+      for (let j = 0; j < total; j++) if (j > past + i || j <= past + i - window) mask[i * total + j] = MASKED;
+    }
     const probabilities = this.dropout(tf.softmax(scores.add(tf.tensor2d(mask, [length, total]))), this.config.attentionDropout, options);
     return probabilities.matMul(repeat(values)).transpose([0, 2, 1, 3]).reshape([batchSize * length, numHeads * headDim]) as tf.Tensor2D;
   }

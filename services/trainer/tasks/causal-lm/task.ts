@@ -1,4 +1,4 @@
-// The causal LM task for the shared training loop (train() picks it for GPT-2 and Llama folders): LoRA on
+// The causal LM task for the shared training loop (train() picks it for GPT-2, Llama, Qwen2 and Mistral folders): LoRA on
 // the frozen decoder, token-level cross-entropy on the labelled positions, and metrics for the adapter and
 // the untouched base.
 import * as tf from "@tensorflow/tfjs";

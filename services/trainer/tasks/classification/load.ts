@@ -11,6 +11,8 @@ import type { NamedArray } from "../../safetensors.ts";
 import { TextTokenizer } from "../../tokenizer.ts";
 import { readEncoderConfig, type EncoderConfig } from "./config.ts";
 import { EncoderClassifier, encoderLinearModules } from "./encoder.ts";
+import { frozenWeightBytes, modelParameters } from "../../memory-plan.ts";
+import { ensureWasmHeapRoom, withWasmHeapErrors } from "../../wasm-heap.ts";
 
 export interface PretrainedModel {
   dir: string;
@@ -38,12 +40,21 @@ export async function loadPretrained(dir: string): Promise<PretrainedModel> {
   const config = await readEncoderConfig(dir);
   const prefix = config.architecture;
   if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
+  // Refused before anything is read when the weights cannot fit the wasm heap.
+  const what = `the weights of ${path.basename(dir)}`;
+  const weightBytes = frozenWeightBytes(modelParameters(config.raw), "none");
+  ensureWasmHeapRoom(what, weightBytes);
   const stored = new Map([...(await readCheckpoint(dir))].map(([name, array]) => [canonicalName(name, prefix), array]));
   if (!stored.has(`${prefix}.embeddings.word_embeddings.weight`)) {
     throw new ModelConfigError(`${dir}: the checkpoint holds no ${prefix} encoder weights`);
   }
   const tokenizer = await TextTokenizer.load(dir, { padId: config.padTokenId, usesTypeIds: config.typeVocabSize > 1 });
   // Weights go to the device last, once nothing else can refuse the folder.
+  return withWasmHeapErrors(what, weightBytes, () => toDevice(dir, config, stored, tokenizer));
+}
+
+function toDevice(dir: string, config: EncoderConfig, stored: Map<string, NamedArray>, tokenizer: TextTokenizer): PretrainedModel {
+  const prefix = config.architecture;
   const weights = new Map<string, tf.Tensor>();
   const linearWeights = new Map<string, tf.Tensor2D>();
   const linearModules = new Set([...encoderLinearModules(config), `${prefix}.pooler.dense`]);

@@ -1,0 +1,99 @@
+// The memory planner (services/trainer/memory-plan.ts): parameter counts from config.json alone against
+// published model sizes and the fixtures' checkpoints, the bytes of each weight storage mode, the LoRA
+// state against the engine's own initialisation, and how the plan moves with batch and sequence.
+import assert from "node:assert/strict";
+import path from "node:path";
+import { readFile } from "node:fs/promises";
+import { before, test } from "node:test";
+import { initBackend } from "../../services/trainer/backend.ts";
+import { frozenWeightBytes, modelParameters, NF4_BLOCK, planTrainingMemory, RUNTIME_OVERHEAD_BYTES, FRAGMENTATION } from "../../services/trainer/memory-plan.ts";
+import { initLoraModules } from "../../services/trainer/lora.ts";
+import { resolveJobSettings } from "../../services/trainer/settings.ts";
+import { readSafetensors } from "../../services/trainer/safetensors.ts";
+import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
+import { CAUSAL_SPECS } from "../fixtures/make-causal-fixtures.ts";
+import { causalFixtures } from "../helpers/causal-fixtures.ts";
+import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
+
+let causal: string;
+
+before(async () => {
+  await initBackend("wasm");
+  await engineFixtures();
+  causal = await causalFixtures();
+});
+
+const config = async (dir: string) => JSON.parse(await readFile(path.join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+const storedParameters = async (dir: string) => [...(await readSafetensors(path.join(dir, "model.safetensors"))).values()].reduce((n, t) => n + t.data.length, 0);
+
+test("parameter counts from config.json alone match published model sizes", () => {
+  const published: [string, Record<string, unknown>, number][] = [
+    ["Qwen2-0.5B", { model_type: "qwen2", hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true }, 494_032_768],
+    ["Llama-2-7b", { model_type: "llama", hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, vocab_size: 32000 }, 6_738_415_616],
+    ["Mistral-7B-v0.1", { model_type: "mistral", hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 32000 }, 7_241_732_096],
+    ["gpt2", { model_type: "gpt2", n_embd: 768, n_layer: 12, n_head: 12, vocab_size: 50257, n_positions: 1024 }, 124_439_808],
+    // BertModel (109,482,240) plus the two-label classifier the planner assumes.
+    ["bert-base-uncased", { model_type: "bert", hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072, max_position_embeddings: 512, vocab_size: 30522 }, 109_482_240 + 768 * 2 + 2],
+  ];
+  for (const [name, raw, parameters] of published) assert.equal(modelParameters(raw).checkpointParameters, parameters, name);
+});
+
+test("parameter counts equal every causal fixture's checkpoint exactly", async () => {
+  for (const spec of CAUSAL_SPECS) {
+    const dir = path.join(causal, spec.name);
+    assert.equal(modelParameters(await config(dir)).checkpointParameters, await storedParameters(dir), spec.name);
+  }
+  // Encoder fixtures with a head are counted within the few parameters a head's label count changes.
+  for (const name of ["distilbert-cls", "bert-cls", "roberta-cls"]) {
+    const dir = fixtureModel(name);
+    const planned = modelParameters(await config(dir)).checkpointParameters;
+    const stored = await storedParameters(dir);
+    assert.ok(Math.abs(planned - stored) <= 0.02 * stored, `${name}: planned ${planned}, stored ${stored}`);
+  }
+});
+
+test("storage modes: float32 for none; int8 a byte plus a channel scale; nf4 half a byte plus block absmax, smaller with double quantization", () => {
+  const raw = { model_type: "llama", hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, vocab_size: 32000 };
+  const model = modelParameters(raw);
+  const linearWeights = model.linears.reduce((n, l) => n + l.inFeatures * l.outFeatures, 0);
+  const channels = model.linears.reduce((n, l) => n + l.outFeatures, 0);
+  const other = model.otherParameters * 4;
+  assert.equal(frozenWeightBytes(model, "none"), linearWeights * 4 + other);
+  assert.equal(frozenWeightBytes(model, "int8"), linearWeights + channels * 4 + other);
+  const blocks = model.linears.reduce((n, l) => n + Math.ceil((l.inFeatures * l.outFeatures) / NF4_BLOCK), 0);
+  assert.equal(frozenWeightBytes(model, "nf4"), linearWeights / 2 + blocks * 4 + other);
+  assert.ok(frozenWeightBytes(model, "nf4", true) < frozenWeightBytes(model, "nf4"));
+  // Embeddings and the head stay float32: a 7B model's nf4 weights are ~4 GiB, not 3.4.
+  assert.ok(frozenWeightBytes(model, "nf4") / 2 ** 30 > 4.3 && frozenWeightBytes(model, "nf4") / 2 ** 30 < 4.5);
+});
+
+test("LoRA parameters equal what the engine initialises for the job's targets, and the plan grows with batch and length", async () => {
+  const dir = path.join(causal, "qwen2-tiny");
+  const raw = await config(dir);
+  const { model } = await loadCausalPretrained(dir);
+  for (const targetModules of [["q_proj", "v_proj"], ["all-linear"]]) {
+    const settings = resolveJobSettings({ lora: { r: 4, targetModules } }, "qwen2");
+    const engine = [...initLoraModules(model.linearModules(), settings.lora, 1, "qwen2").values()].reduce((n, { a, b }) => n + a.data.length + b.data.length, 0);
+    const plan = planTrainingMemory(raw, { r: 4, targetModules, batchSize: 2, maxSeqLength: 16, storage: "none" });
+    assert.equal(plan.trainableParameters, engine);
+    assert.equal(plan.trainableBytes, engine * 16);
+  }
+  model.dispose();
+  const plan = (batchSize: number, maxSeqLength: number) => planTrainingMemory(raw, { r: 8, targetModules: ["q_proj"], batchSize, maxSeqLength, storage: "none" });
+  const base = plan(2, 64);
+  assert.ok(plan(4, 64).activationBytes > 1.9 * base.activationBytes);
+  assert.ok(plan(2, 128).activationBytes > 2 * base.activationBytes, "attention scores grow with the square of the length");
+  const working = Math.max(base.weightsBytes + base.trainableBytes + base.activationBytes, base.weightsBytes + base.loadingBytes);
+  assert.equal(base.overheadBytes, Math.round(working * FRAGMENTATION) + RUNTIME_OVERHEAD_BYTES);
+  assert.equal(base.bytes, working + base.overheadBytes);
+});
+
+test("quantized storage lowers the plan of a large model by its frozen weights", () => {
+  const raw = { model_type: "mistral", hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 32000 };
+  const request = { r: 16, targetModules: ["q_proj", "v_proj"], batchSize: 1, maxSeqLength: 512 };
+  const [none, int8, nf4] = (["none", "int8", "nf4"] as const).map((storage) => planTrainingMemory(raw, { ...request, storage }));
+  assert.ok(none.bytes > int8.bytes && int8.bytes > nf4.bytes);
+  assert.equal(none.trainableBytes, nf4.trainableBytes);
+  assert.equal(none.activationBytes, nf4.activationBytes);
+  assert.equal(nf4.storage, "nf4");
+});
