@@ -262,7 +262,6 @@ export async function modelCard({ adapter, metricsFile: file, modelDir, dataQual
     `For ${causal ? "generating text" : "classifying text"} like its training data's, loaded on top of the same base model. ` +
       "Check it on your own data before relying on it, and keep a person in the loop for decisions about people.",
     "",
-    "",
     "```python",
     `from peft import PeftModel`,
     `from transformers import ${loadClass}`,
