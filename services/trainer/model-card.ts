@@ -147,7 +147,7 @@ function evaluationSection(file: MetricsFile): string[] {
   const report = file.report;
   if (!report) return lines;
   if (isCausalDetail(report.adapter)) {
-    lines.push("Loss and perplexity are over the validation targets' tokens (perplexity = exp(loss)); `next_token_accuracy` is the share of those tokens the model ranks first.");
+    lines.push("Loss and perplexity are over the validation targets' tokens (perplexity = exp(loss)); `next_token_accuracy` is the share of those tokens the model ranks first.", "");
     const generation = report.adapter.generation;
     if (generation) {
       lines.push(
@@ -157,7 +157,7 @@ function evaluationSection(file: MetricsFile): string[] {
         "",
       );
       lines.push("### Sample generations", "", ...table(["prompt", "reference", "base", "adapter"], (report.samples ?? []).map((s) => [s.prompt, s.reference, s.base, s.adapter].map(escapeCell))), "");
-    } else lines.push("");
+    }
     return lines;
   }
   const { adapter, base } = report;

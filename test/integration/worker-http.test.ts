@@ -112,6 +112,7 @@ describe("fine-tuning through HTTP with a worker", () => {
       attempts: number;
       adapterId: string;
       progress: JobProgress;
+      metrics: Record<string, number> & { report?: { adapter: { labels: string[]; confusionMatrix: number[][] }; base: { labels: string[] } } };
     };
     assert.equal(job.status, "succeeded");
     assert.equal(job.attempts, 1);
@@ -122,6 +123,11 @@ describe("fine-tuning through HTTP with a worker", () => {
     adapterId = job.adapterId;
     const evaluations = await api.db.prisma.evaluation.findMany({ where: { adapterId } });
     assert.ok(evaluations.some((row) => row.metric === "accuracy" && row.baselineValue !== null));
+    assert.ok(evaluations.some((row) => row.metric === "ece") && evaluations.some((row) => row.metric === "f1/positive"), "the new flat metrics are Evaluation rows");
+    // The final report, adapter and base side by side, through the job's JSON schema.
+    assert.deepEqual(job.metrics.report?.adapter.labels, ["negative", "positive"]);
+    assert.deepEqual(job.metrics.report?.base.labels, ["negative", "positive"]);
+    assert.equal(typeof job.metrics.accuracy, "number");
 
     const download = await fetch(`${baseUrl}/v1/adapters/${adapterId}/download`, { headers: { authorization: api.keys.a } });
     assert.equal(download.status, 200);
@@ -135,6 +141,14 @@ describe("fine-tuning through HTTP with a worker", () => {
     const unpacked = await fs.mkdtemp(path.join(os.tmpdir(), "lora-http-adapter-"));
     const names = await extractTarGz(archive, unpacked);
     assert.ok(names.includes("adapter_config.json") && names.includes("adapter_model.safetensors"), names.join());
+    // The model card travels in the archive and in the manifest, with its checksum.
+    assert.deepEqual(names, ["README.md", "adapter_config.json", "adapter_model.safetensors", "metrics.json"]);
+    const card = await fs.readFile(path.join(unpacked, "README.md"));
+    const manifest = adapterRow.files as unknown as { name: string; sizeBytes: number; sha256: string }[];
+    assert.deepEqual(manifest.find((file) => file.name === "README.md"), { name: "README.md", sizeBytes: card.length, sha256: createHash("sha256").update(card).digest("hex") });
+    assert.match(card.toString(), /^---\nbase_model: "tiny-distilbert"\nlibrary_name: "peft"\npipeline_tag: "text-classification"\n/);
+    const metricsFile = JSON.parse(await fs.readFile(path.join(unpacked, "metrics.json"), "utf8")) as { report: unknown };
+    assert.deepEqual(metricsFile.report, job.metrics.report, "job.metrics.report is metrics.json's report");
 
     const predicted = await fetch(`${baseUrl}/v1/adapters/${adapterId}/predict`, {
       method: "POST",
