@@ -159,6 +159,10 @@ describe("fine-tuning through HTTP with a worker", () => {
     const manifest = adapterRow.files as unknown as { name: string; sizeBytes: number; sha256: string }[];
     assert.deepEqual(manifest.find((file) => file.name === "README.md"), { name: "README.md", sizeBytes: card.length, sha256: createHash("sha256").update(card).digest("hex") });
     assert.match(card.toString(), /^---\nbase_model: "tiny-distilbert"\nlibrary_name: "peft"\npipeline_tag: "text-classification"\n/);
+    const servedCard = await fetch(`${baseUrl}/v1/adapters/${adapterId}/files/README.md`, { headers: { authorization: api.keys.a } });
+    assert.equal(servedCard.status, 200);
+    assert.equal(servedCard.headers.get("content-type"), "text/markdown; charset=utf-8");
+    assert.deepEqual(Buffer.from(await servedCard.arrayBuffer()), card);
     const metricsFile = JSON.parse(await fs.readFile(path.join(unpacked, "metrics.json"), "utf8")) as { report: unknown };
     // Through Prisma and jsonb a float may come back one digit short (…30113 → …3011), so numbers agree to 1e-15.
     assertSameNumbers(job.metrics.report, metricsFile.report, "job.metrics.report is metrics.json's report");
