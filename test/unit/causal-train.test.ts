@@ -96,6 +96,9 @@ test("Llama, chat with the model's template, default q_proj/v_proj: assistant re
     hyper: { ...HYPER, epochs: 60 },
   });
   assert.ok(result.metrics.loss < 0.2 * result.baseline.loss, `loss ${result.metrics.loss} vs base ${result.baseline.loss}`);
+  // Held-out chat prompts: the conversation before the last assistant turn; that turn is the reference.
+  assert.deepEqual(result.report!.samples!.map((s) => [s.prompt, s.reference]), PATTERN_PAIRS.slice(0, 4).map(([colour, thing]) => [`system: answer in one word\nuser: colour ${colour}`, thing]));
+  assert.ok(result.report!.samples!.every((s) => s.adapter.trim().startsWith(s.reference)), JSON.stringify(result.report!.samples));
   const config = JSON.parse(await readFile(path.join(outDir, "adapter_config.json"), "utf8"));
   assert.deepEqual(config.target_modules, ["q_proj", "v_proj"]);
   assert.equal(config.fan_in_fan_out, false);

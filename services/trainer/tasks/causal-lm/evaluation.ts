@@ -60,6 +60,7 @@ export function evaluateCausal(model: CausalLM, examples: CausalExample[], optio
  */
 export function heldOutPrompts(records: (CompletionRecord | ChatRecord)[], pretrained: CausalPretrained, maxLength: number, limit: number): HeldOutPrompt[] {
   const { tokenizer } = pretrained;
+  const formatter = records.some((record) => "messages" in record) ? chatFormatterOf(pretrained) : undefined;
   const prompts: HeldOutPrompt[] = [];
   for (const record of records) {
     if (prompts.length >= limit) break;
@@ -70,7 +71,7 @@ export function heldOutPrompts(records: (CompletionRecord | ChatRecord)[], pretr
       while (record.messages[last].role !== "assistant") last--;
       const before = record.messages.slice(0, last);
       prompt = {
-        ids: tokenizer.idsOf(chatFormatterOf(pretrained).render(before, true)),
+        ids: tokenizer.idsOf(formatter!.render(before, true)),
         prompt: before.map((message) => `${message.role}: ${message.content}`).join("\n"),
         reference: record.messages[last].content,
       };
