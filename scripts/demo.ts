@@ -152,7 +152,7 @@ async function main(): Promise<void> {
 
   const adapter = await call<{ metrics: { metrics: Record<string, number>; baseline: Record<string, number> } }>("GET", `/v1/adapters/${adapterId}`);
   console.log("\nevaluation on the held-out split    base model    fine-tuned");
-  for (const metric of ["accuracy", "macro_f1", "loss"]) {
+  for (const metric of ["accuracy", "macro_f1", "ece", "loss"]) {
     const base = adapter.metrics.baseline[metric];
     const tuned = adapter.metrics.metrics[metric];
     console.log(`  ${metric.padEnd(33)} ${base.toFixed(4).padStart(10)}    ${tuned.toFixed(4).padStart(10)}`);

@@ -125,7 +125,10 @@ export const jobSchema = {
     priority: { type: "integer" },
     metadata: { type: "object", additionalProperties: { type: "string" } },
     progress: jobProgressSchema,
-    metrics: { anyOf: [numberMap, { type: "null" }], description: "latest evaluation metrics" },
+    metrics: {
+      anyOf: [{ ...numberMap, properties: { report: { type: "object", additionalProperties: true } } }, { type: "null" }],
+      description: "latest evaluation metrics; once succeeded, the adapter's, with `report`: the final evaluation's detail, adapter and base side by side",
+    },
     error: {
       anyOf: [{ type: "object", properties: { code: { type: "string" }, message: { type: "string" } }, additionalProperties: true }, { type: "null" }],
     },

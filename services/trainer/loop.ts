@@ -11,7 +11,9 @@ import { EarlyStopper, type EarlyStoppingState } from "./early-stopping.ts";
 import { Dropout, type ForwardOptions } from "./layers/lora-forward.ts";
 import { adapterForwardOptions } from "./lora.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
+import { writeModelCard, type DataQuality } from "./model-card.ts";
 import { writeAdapterFiles, type Adapter } from "./peft.ts";
+import { finalReport, type DetailedEvaluation, type FinalReport } from "./report.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
 import { TrainingConfigError, type HyperparameterOptions, type JobSettings, type LoraOptions, type LoraSettings } from "./settings.ts";
 
@@ -32,6 +34,8 @@ export interface TrainOptions {
   baseModelName?: string;
   /** Classification base models this thread keeps loaded for later jobs (MODEL_CACHE_SIZE); absent: this job's only. */
   modelCacheSize?: number;
+  /** Findings about the training data (the job's preflight), for the adapter's model card. */
+  dataQuality?: DataQuality;
 }
 
 export interface StepReport {
@@ -70,6 +74,8 @@ export interface TrainResult {
   adapterStep?: number;
   /** With early stopping: the step at which patience ran out, if it did. */
   stoppedEarlyAt?: number;
+  /** The final evaluation's detail, adapter and base side by side; absent without validation data. */
+  report?: FinalReport;
 }
 
 export interface TrainerState {
@@ -103,8 +109,12 @@ export interface TrainingTask<E extends { ids: number[] }> {
   initialParams: Map<string, NamedArray>;
   /** Mean loss of one micro-batch. */
   loss(examples: E[], forward: ForwardOptions): tf.Scalar;
-  /** Validation metrics under these forward options; asked only when there are validation examples. */
+  /** Validation metrics under these forward options, at each evaluation; asked only when there are validation examples. */
   evaluate(forward: ForwardOptions): Record<string, number>;
+  /** The final evaluation: the same metrics plus any the task computes only once (a causal LM's generations), with their detail. */
+  evaluateInDetail(forward: ForwardOptions): DetailedEvaluation;
+  /** What the model card says about the data beyond example counts (classification: label and group counts). */
+  dataSummary?: Record<string, Record<string, number>>;
   /** Forward options of the untouched base model, the baseline for the adapter's metrics. */
   baseForward: ForwardOptions;
   adapter(params: Map<string, NamedArray>): Adapter;
@@ -113,6 +123,16 @@ export interface TrainingTask<E extends { ids: number[] }> {
   /** Records dropped because truncation left them no target token. */
   examplesWithoutTargets?: number;
   dispose(): void;
+}
+
+/** The detailed evaluation of saved weights (early stopping's best), on tensors made for it. */
+function evaluateWeights<E extends { ids: number[] }>(task: TrainingTask<E>, weights: Map<string, NamedArray>): DetailedEvaluation {
+  const tensors = new Map([...weights].map(([key, { shape, data }]) => [key, tf.tensor(data, shape, "float32")]));
+  try {
+    return task.evaluateInDetail(adapterForwardOptions(tensors, task.lora));
+  } finally {
+    for (const tensor of tensors.values()) tensor.dispose();
+  }
 }
 
 export function toArrays(tensors: Map<string, tf.Tensor>): Map<string, NamedArray> {
@@ -187,7 +207,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     // (the worker brings it back with the newest; should it be missing, the adapter is the last step's).
     const bestFile = stopper?.state && options.checkpointDir ? path.join(options.checkpointDir, `step-${stopper.state.bestStep}`, "adapter_model.safetensors") : undefined;
     let best = bestFile ? await readSafetensors(bestFile).catch(() => undefined) : undefined;
-    const baseline = task.validationCount ? task.evaluate(task.baseForward) : {};
+    const baseEvaluation = task.validationCount ? task.evaluateInDetail(task.baseForward) : undefined;
+    const baseline = baseEvaluation?.metrics ?? {};
     const evaluateAdapter = () => (task.validationCount ? task.evaluate(adapterForwardOptions(params, task.lora)) : {});
 
     let lastCheckpoint: { step: number; dir: string } | undefined;
@@ -295,7 +316,8 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     }
 
     // Stopped early: the evaluation at this step was just made.
-    const metrics = stoppedEarlyAt !== undefined ? state.evaluations.at(-1)!.metrics : evaluateAdapter();
+    const lastEvaluation = stoppedEarlyAt === undefined && task.validationCount ? task.evaluateInDetail(adapterForwardOptions(params, task.lora)) : undefined;
+    const metrics = stoppedEarlyAt !== undefined ? state.evaluations.at(-1)!.metrics : (lastEvaluation?.metrics ?? {});
     if (task.validationCount && stoppedEarlyAt === undefined) {
       const report = { step: state.step, metrics, baseline };
       state.evaluations.push(report);
@@ -305,10 +327,16 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
     // The best evaluation's weights, unless the user keeps the last step's (or the last step was the best).
     const fromBest = stopper && stopper.config.keep === "best" && best !== undefined && stopper.state!.bestStep !== state.step;
     const adapterStep = fromBest ? stopper.state!.bestStep : state.step;
-    const adapterMetrics = fromBest ? state.evaluations.find((report) => report.step === adapterStep)!.metrics : metrics;
+    // The detail of the weights the adapter holds: the last evaluation's, or one made now of the kept step's weights.
+    let adapterEvaluation = lastEvaluation;
+    if (task.validationCount && !lastEvaluation) adapterEvaluation = fromBest ? evaluateWeights(task, best!) : task.evaluateInDetail(adapterForwardOptions(params, task.lora));
+    const storedMetrics = state.evaluations.find((report) => report.step === adapterStep)?.metrics ?? {};
+    const adapterMetrics = { ...adapterEvaluation?.metrics, ...storedMetrics };
+    const evaluationReport = adapterEvaluation && baseEvaluation ? finalReport(adapterEvaluation.detail, baseEvaluation.detail) : undefined;
     const bestCheckpointFile = fromBest && options.checkpointDir ? path.join(options.checkpointDir, `step-${adapterStep}`, "adapter_model.safetensors") : undefined;
     await writeFolderAtomically(options.outDir, async (tmp) => {
-      await writeAdapterFiles(tmp, task.adapter(fromBest ? best! : toArrays(params)), {
+      const adapter = task.adapter(fromBest ? best! : toArrays(params));
+      const summary = {
         task: task.name,
         metrics: adapterMetrics,
         adapter_step: adapterStep,
@@ -324,11 +352,15 @@ export async function runTraining<E extends { ids: number[] }>(task: TrainingTas
         settings,
         evaluations: state.evaluations,
         loss_curve: state.lossCurve,
-      });
+        ...(task.dataSummary ? { data: task.dataSummary } : {}),
+        ...(evaluationReport ? { report: evaluationReport } : {}),
+      };
+      await writeAdapterFiles(tmp, adapter, summary);
+      await writeModelCard(tmp, { adapter, metricsFile: { labels: adapter.labels, ...summary }, modelDir: options.modelDir, dataQuality: options.dataQuality });
       // The best checkpoint's own bytes, so the adapter is exactly that checkpoint.
       if (bestCheckpointFile) await copyFile(bestCheckpointFile, path.join(tmp, "adapter_model.safetensors"));
     });
-    return { outcome: "completed", step: state.step, adapterDir: options.outDir, metrics: adapterMetrics, baseline, lastCheckpoint, adapterStep, stoppedEarlyAt };
+    return { outcome: "completed", step: state.step, adapterDir: options.outDir, metrics: adapterMetrics, baseline, lastCheckpoint, adapterStep, stoppedEarlyAt, report: evaluationReport };
   } finally {
     for (const variable of params.values()) variable.dispose();
     optimizer.dispose();

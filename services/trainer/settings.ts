@@ -41,6 +41,8 @@ export interface Hyperparameters {
   classWeights: "balanced" | null;
   trainOnInputs: boolean;
   packing: boolean;
+  evalGenerations: number;
+  evalMaxNewTokens: number;
   earlyStopping?: EarlyStopping;
 }
 
@@ -117,6 +119,11 @@ export const HYPERPARAMETER_SETTINGS = {
   classWeights: { type: "enum", values: ["balanced", null], default: null, flag: "class-weights", description: "classification: weight the loss by inverse class frequency" },
   trainOnInputs: { type: "boolean", default: false, flag: "train-on-inputs", description: "causal_lm, completion data: compute the loss on prompts too" },
   packing: { type: "boolean", default: false, flag: "packing", description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
+  evalGenerations: {
+    type: "integer", minimum: 0, maximum: 256, default: 4, flag: "eval-generations",
+    description: "causal_lm: held-out prompts (the first validation records) generated greedily at the final evaluation, base and adapter, for exact match, ROUGE-L and BLEU (0: none)",
+  },
+  evalMaxNewTokens: { type: "integer", minimum: 1, maximum: 512, default: 32, flag: "eval-max-new-tokens", description: "causal_lm: tokens generated at most per held-out prompt" },
   earlyStopping: {
     type: "group",
     flag: "early-stopping",

@@ -215,7 +215,7 @@ export class JobRecords {
         data: {
           status: "succeeded",
           finishedAt: new Date(),
-          metrics: result.metrics,
+          metrics: finalMetrics(result),
           workerId: null,
           progress: { ...(job.progress as object), step: result.step, percent: 100, adapterStep: result.adapterStep ?? result.step },
         },
@@ -235,7 +235,14 @@ export class JobRecords {
           sizeBytes: BigInt(stored.packed.sizeBytes),
           sha256: stored.packed.sha256,
           storageKey: stored.storageKey,
-          metrics: { metrics: result.metrics, baseline: result.baseline, step: result.adapterStep ?? result.step, lastStep: result.step, stoppedEarlyAt: result.stoppedEarlyAt ?? null },
+          metrics: {
+            metrics: result.metrics,
+            baseline: result.baseline,
+            step: result.adapterStep ?? result.step,
+            lastStep: result.step,
+            stoppedEarlyAt: result.stoppedEarlyAt ?? null,
+            ...(result.report ? { report: result.report as unknown as Prisma.InputJsonObject } : {}),
+          },
         },
       });
       await tx.evaluation.createMany({
@@ -343,6 +350,11 @@ export class JobRecords {
 async function bestStepOf(checkpointDir: string): Promise<number | undefined> {
   const state = JSON.parse(await fs.readFile(path.join(checkpointDir, "trainer_state.json"), "utf8").catch(() => "{}")) as { earlyStopping?: { bestStep?: number } };
   return state.earlyStopping?.bestStep;
+}
+
+/** A finished job's metrics: the adapter's flat numbers, and under `report` the final evaluation's detail, adapter and base. */
+function finalMetrics(result: TrainResult): Prisma.InputJsonObject {
+  return { ...result.metrics, ...(result.report ? { report: result.report as unknown as Prisma.InputJsonObject } : {}) };
 }
 
 async function folderSize(dir: string): Promise<number> {

@@ -54,6 +54,18 @@ async function extractTarGz(archive: Buffer, into: string): Promise<string[]> {
   return names;
 }
 
+/** Deep equality where numbers may differ by a relative 1e-15. */
+function assertSameNumbers(actual: unknown, expected: unknown, where: string): void {
+  if (typeof expected === "number") {
+    assert.equal(typeof actual, "number", where);
+    assert.ok(Math.abs((actual as number) - expected) <= 1e-15 * Math.max(1, Math.abs(expected)), `${where}: ${actual} ≠ ${expected}`);
+  } else if (expected !== null && typeof expected === "object") {
+    // Postgres's jsonb keeps keys in its own order.
+    assert.deepEqual(Object.keys(actual as object).sort(), Object.keys(expected).sort(), where);
+    for (const [key, value] of Object.entries(expected)) assertSameNumbers((actual as Record<string, unknown>)[key], value, `${where}.${key}`);
+  } else assert.equal(actual, expected, where);
+}
+
 describe("fine-tuning through HTTP with a worker", () => {
   let api: TestApi;
   let baseUrl: string;
@@ -112,6 +124,7 @@ describe("fine-tuning through HTTP with a worker", () => {
       attempts: number;
       adapterId: string;
       progress: JobProgress;
+      metrics: Record<string, number> & { report?: { adapter: { labels: string[]; confusionMatrix: number[][] }; base: { labels: string[] } } };
     };
     assert.equal(job.status, "succeeded");
     assert.equal(job.attempts, 1);
@@ -122,6 +135,11 @@ describe("fine-tuning through HTTP with a worker", () => {
     adapterId = job.adapterId;
     const evaluations = await api.db.prisma.evaluation.findMany({ where: { adapterId } });
     assert.ok(evaluations.some((row) => row.metric === "accuracy" && row.baselineValue !== null));
+    assert.ok(evaluations.some((row) => row.metric === "ece") && evaluations.some((row) => row.metric === "f1/positive"), "the new flat metrics are Evaluation rows");
+    // The final report, adapter and base side by side, through the job's JSON schema.
+    assert.deepEqual(job.metrics.report?.adapter.labels, ["negative", "positive"]);
+    assert.deepEqual(job.metrics.report?.base.labels, ["negative", "positive"]);
+    assert.equal(typeof job.metrics.accuracy, "number");
 
     const download = await fetch(`${baseUrl}/v1/adapters/${adapterId}/download`, { headers: { authorization: api.keys.a } });
     assert.equal(download.status, 200);
@@ -135,6 +153,19 @@ describe("fine-tuning through HTTP with a worker", () => {
     const unpacked = await fs.mkdtemp(path.join(os.tmpdir(), "lora-http-adapter-"));
     const names = await extractTarGz(archive, unpacked);
     assert.ok(names.includes("adapter_config.json") && names.includes("adapter_model.safetensors"), names.join());
+    // The model card travels in the archive and in the manifest, with its checksum.
+    assert.deepEqual(names, ["README.md", "adapter_config.json", "adapter_model.safetensors", "metrics.json"]);
+    const card = await fs.readFile(path.join(unpacked, "README.md"));
+    const manifest = adapterRow.files as unknown as { name: string; sizeBytes: number; sha256: string }[];
+    assert.deepEqual(manifest.find((file) => file.name === "README.md"), { name: "README.md", sizeBytes: card.length, sha256: createHash("sha256").update(card).digest("hex") });
+    assert.match(card.toString(), /^---\nbase_model: "tiny-distilbert"\nlibrary_name: "peft"\npipeline_tag: "text-classification"\n/);
+    const servedCard = await fetch(`${baseUrl}/v1/adapters/${adapterId}/files/README.md`, { headers: { authorization: api.keys.a } });
+    assert.equal(servedCard.status, 200);
+    assert.equal(servedCard.headers.get("content-type"), "text/markdown; charset=utf-8");
+    assert.deepEqual(Buffer.from(await servedCard.arrayBuffer()), card);
+    const metricsFile = JSON.parse(await fs.readFile(path.join(unpacked, "metrics.json"), "utf8")) as { report: unknown };
+    // Through Prisma and jsonb a float may come back one digit short (…30113 → …3011), so numbers agree to 1e-15.
+    assertSameNumbers(job.metrics.report, metricsFile.report, "job.metrics.report is metrics.json's report");
 
     const predicted = await fetch(`${baseUrl}/v1/adapters/${adapterId}/predict`, {
       method: "POST",

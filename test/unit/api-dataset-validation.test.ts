@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { JsonlUploadValidator } from "../../services/api/datasets/validation.ts";
+import { checkRecord } from "../../services/trainer/data/records.ts";
 
 function validateInChunks(text: string | Buffer, chunkSize: number, maxLineBytes = 1024) {
   const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text);
@@ -20,6 +21,20 @@ describe("JSONL upload validator", () => {
     assert.deepEqual(expected.stats.labelCounts, { "2": 1, a: 2 });
     assert.deepEqual([expected.stats.length.min, expected.stats.length.max], [1, 11]);
     for (const size of [1, 2, 3, 7, 16]) assert.deepEqual(validateInChunks(file, size), expected, `chunks of ${size}`);
+  });
+
+  it("accepts an optional group on classification records (string or integer, kept as text) and names a bad one's line", () => {
+    const good = validateInChunks('{"text": "a", "label": "x", "group": "north"}\n{"text": "b", "label": "y", "group": 3}\n{"text": "c", "label": "y"}', 4);
+    assert.ok(good.ok);
+    assert.equal(good.rows, 3);
+    assert.deepEqual(checkRecord({ text: "b", label: "y", group: 3 }, "classification"), { ok: true, record: { text: "b", label: "y", group: "3" } });
+    assert.deepEqual(checkRecord({ text: "c", label: "y" }, "classification"), { ok: true, record: { text: "c", label: "y" } });
+    const bad = validateInChunks('{"text": "a", "label": "x"}\n{"text": "b", "label": "y", "group": ""}\n{"text": "c", "label": "y", "group": ["n"]}', 8);
+    assert.equal(bad.ok, false);
+    if (!bad.ok) {
+      const reason = '"group" must be a non-empty string or an integer when given';
+      assert.deepEqual(bad.problems, [{ line: 2, reason }, { line: 3, reason }]);
+    }
   });
 
   it("numbers lines counting blank ones, and bounds line length across chunks", () => {

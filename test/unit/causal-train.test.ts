@@ -9,6 +9,7 @@ import path from "node:path";
 import { before, test } from "node:test";
 import { chatRecords, completionRecords, PATTERN_PAIRS } from "../fixtures/make-causal-fixtures.ts";
 import { GeneratorService, initBackend, train, type HyperparameterOptions } from "../../services/trainer/index.ts";
+import type { CausalDetail, FinalReport } from "../../services/trainer/report.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
 
@@ -35,10 +36,33 @@ test("GPT-2, completions, all-linear: validation loss falls far below the base, 
     baseModelName: "tiny-gpt2",
   });
   assert.equal(result.outcome, "completed");
-  assert.deepEqual(Object.keys(result.metrics).sort(), ["loss", "next_token_accuracy", "perplexity"]);
+  assert.deepEqual(Object.keys(result.metrics).sort(), ["bleu", "exact_match", "loss", "next_token_accuracy", "perplexity", "rouge_l"]);
   assert.ok(result.metrics.loss < 0.2 * result.baseline.loss, `loss ${result.metrics.loss} vs base ${result.baseline.loss}`);
   assert.ok(Math.abs(result.metrics.perplexity - Math.exp(result.metrics.loss)) < 1e-9);
   assert.ok(result.metrics.next_token_accuracy > result.baseline.next_token_accuracy);
+
+  // The final report: greedy generations of the first evalGenerations (4) validation prompts, base and adapter.
+  const report = JSON.parse(await readFile(path.join(outDir, "metrics.json"), "utf8")).report as FinalReport;
+  assert.deepEqual(result.report, report);
+  const adapter = report.adapter as CausalDetail;
+  const baseDetail = report.base as CausalDetail;
+  assert.equal(adapter.loss, result.metrics.loss);
+  assert.equal(adapter.perplexity, result.metrics.perplexity);
+  assert.equal(adapter.tokenAccuracy, result.metrics.next_token_accuracy);
+  assert.equal(baseDetail.loss, result.baseline.loss);
+  assert.deepEqual(report.samples!.map((s) => [s.prompt, s.reference]), completionRecords().slice(0, 4).map((r) => [r.prompt, r.completion]));
+  assert.deepEqual(report.samples!.map((s) => s.adapter), completionRecords().slice(0, 4).map((r) => r.completion), "the adapter writes the trained completions");
+  assert.deepEqual(report.samples!.map((s) => s.base), baseDetail.generation!.samples.map((s) => s.output));
+  assert.equal(adapter.generation!.exactMatch, 1);
+  assert.equal(result.metrics.exact_match, 1);
+  assert.equal(result.metrics.rouge_l, 1);
+  assert.ok(result.baseline.exact_match < 1 && result.baseline.rouge_l < 1, `base ${result.baseline.exact_match}, ${result.baseline.rouge_l}`);
+  // One-word replies have no 4-gram: corpus BLEU-4 is 0 for both, as sacreBLEU has it.
+  assert.equal(result.metrics.bleu, 0);
+  const card = await readFile(path.join(outDir, "README.md"), "utf8");
+  assert.match(card, /^---\nbase_model: "tiny-gpt2"\nlibrary_name: "peft"\npipeline_tag: "text-generation"\n/);
+  assert.ok(card.includes("### Sample generations"));
+  assert.ok(card.includes("| colour red is |  apple | "), "the first sample's row");
 
   const config = JSON.parse(await readFile(path.join(outDir, "adapter_config.json"), "utf8"));
   assert.equal(config.task_type, "CAUSAL_LM");
@@ -73,6 +97,9 @@ test("Llama, chat with the model's template, default q_proj/v_proj: assistant re
     hyper: { ...HYPER, epochs: 60 },
   });
   assert.ok(result.metrics.loss < 0.2 * result.baseline.loss, `loss ${result.metrics.loss} vs base ${result.baseline.loss}`);
+  // Held-out chat prompts: the conversation before the last assistant turn; that turn is the reference.
+  assert.deepEqual(result.report!.samples!.map((s) => [s.prompt, s.reference]), PATTERN_PAIRS.slice(0, 4).map(([colour, thing]) => [`system: answer in one word\nuser: colour ${colour}`, thing]));
+  assert.ok(result.report!.samples!.every((s) => s.adapter.trim().startsWith(s.reference)), JSON.stringify(result.report!.samples));
   const config = JSON.parse(await readFile(path.join(outDir, "adapter_config.json"), "utf8"));
   assert.deepEqual(config.target_modules, ["q_proj", "v_proj"]);
   assert.equal(config.fan_in_fan_out, false);

@@ -5,7 +5,6 @@ import { initBackend } from "../../services/trainer/backend.ts";
 import { balancedClassWeights } from "../../services/trainer/tasks/classification/data.ts";
 import { epochBatches, splitValidation } from "../../services/trainer/data/batching.ts";
 import { crossEntropy } from "../../services/trainer/losses.ts";
-import { classificationMetrics } from "../../services/trainer/tasks/classification/metrics.ts";
 import { AdamW, clipByGlobalNorm, scheduleFactor, warmupSteps } from "../../services/trainer/optim.ts";
 import { Rng } from "../../services/trainer/rng.ts";
 
@@ -103,18 +102,4 @@ test("balanced class weights and the weighted cross-entropy", () => {
   assert.ok(Math.abs(got - expected) < 1e-6);
   const plain = tf.tidy(() => crossEntropy(tf.tensor2d(logits), labels).dataSync()[0]);
   assert.ok(Math.abs(plain - nll.reduce((a, b) => a + b, 0) / 3) < 1e-6);
-});
-
-test("metrics: accuracy, macro-F1, per-class precision and recall", () => {
-  const m = classificationMetrics([0, 0, 1, 1, 2, 0], [0, 1, 1, 1, 2, 2], ["a", "b", "c"], 0.5);
-  assert.equal(m.loss, 0.5);
-  assert.equal(m.accuracy, 4 / 6);
-  assert.equal(m["precision/a"], 1 / 3);
-  assert.equal(m["recall/a"], 1);
-  assert.equal(m["precision/b"], 1);
-  assert.equal(m["recall/b"], 2 / 3);
-  assert.equal(m["precision/c"], 1);
-  assert.equal(m["recall/c"], 1 / 2);
-  const f1 = (p: number, r: number) => (2 * p * r) / (p + r);
-  assert.ok(Math.abs(m.macro_f1 - (f1(1 / 3, 1) + f1(1, 2 / 3) + f1(1, 1 / 2)) / 3) < 1e-12);
 });

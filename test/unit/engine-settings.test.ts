@@ -14,6 +14,7 @@ describe("job settings", () => {
       hyperparameters: {
         epochs: 3, batchSize: 8, learningRate: 2e-4, warmupRatio: 0.06, weightDecay: 0, maxSeqLength: 128, seed: 42,
         gradientAccumulationSteps: 1, maxGradNorm: 1, scheduler: "linear", classWeights: null, trainOnInputs: false, packing: false,
+        evalGenerations: 4, evalMaxNewTokens: 32,
       },
     });
     assert.deepEqual(resolveJobSettings({}, "gpt2").lora.targetModules, ["c_attn"]);

@@ -14,6 +14,8 @@ const adapterView = ({ tenantId: _tenant, storageKey: _key, ...adapter }: Adapte
 const manifestOf = (adapter: Adapter): AdapterFile[] => (Array.isArray(adapter.files) ? (adapter.files as unknown as AdapterFile[]) : []);
 
 const binary = { type: "string", format: "binary" } as const;
+/** The manifest's files: JSON, the model card (README.md) as Markdown, the rest as bytes. */
+const contentTypeOf = (name: string) => (name.endsWith(".json") ? "application/json" : name.endsWith(".md") ? "text/markdown; charset=utf-8" : "application/octet-stream");
 
 /** True when the client already holds this entity tag (RFC 9110 weak comparison). */
 function matches(request: FastifyRequest, etag: string): boolean {
@@ -104,7 +106,7 @@ export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (ap
           additionalProperties: false,
           properties: { id: { type: "string", format: "uuid" }, name: { type: "string", maxLength: 255 } },
         },
-        produces: ["application/json", "application/octet-stream"],
+        produces: ["application/json", "text/markdown", "application/octet-stream"],
         response: { 200: binary, 304: { type: "null" }, ...errorResponses(400, 401, 404, 429) },
       },
     },
@@ -116,7 +118,7 @@ export const adapterRoutes: FastifyPluginAsync<AdapterRoutesOptions> = async (ap
       const key = `${adapter.storageKey}/${file.name}`;
       if (!(await store.exists(key))) throw new AppError(404, "not_found", `file ${name} of adapter ${adapter.id} is gone`);
       return sendFile(request, reply, `"${file.sha256}"`, () =>
-        reply.type(name.endsWith(".json") ? "application/json" : "application/octet-stream").send(store.read(key)),
+        reply.type(contentTypeOf(name)).send(store.read(key)),
       );
     },
   );

@@ -7,6 +7,8 @@ export const DATASET_FORMATS: readonly DatasetFormat[] = ["classification", "com
 export interface ClassificationRecord {
   text: string;
   label: string;
+  /** Optional: who or what the example is about (a dialect, a region, a product); metrics are also reported per group. */
+  group?: string;
 }
 export interface CompletionRecord {
   prompt: string;
@@ -33,6 +35,13 @@ export function detectFormat(value: unknown): DatasetFormat | undefined {
   return undefined;
 }
 
+/** A label or group: a non-empty string, or an integer kept as its decimal text so that "1" and 1 are one class. */
+function classText(value: unknown): string | undefined {
+  if (typeof value === "number" && Number.isInteger(value)) return String(value);
+  if (typeof value === "string" && value.trim() !== "") return value;
+  return undefined;
+}
+
 export type RecordCheck<T> = { ok: true; record: T } | { ok: false; reason: string };
 
 function nonEmptyString(value: unknown, field: string): string | undefined {
@@ -42,8 +51,8 @@ function nonEmptyString(value: unknown, field: string): string | undefined {
 }
 
 /**
- * Checks one parsed JSON line against `format`. Labels may be strings or integers;
- * integers are kept as their decimal text so that "1" and 1 are one class.
+ * Checks one parsed JSON line against `format`. Labels (and a classification record's optional
+ * group) may be strings or integers; integers are kept as their decimal text.
  */
 export function checkRecord(value: unknown, format: DatasetFormat): RecordCheck<DatasetRecord> {
   if (!isObject(value)) return { ok: false, reason: "each line must be a JSON object" };
@@ -51,10 +60,12 @@ export function checkRecord(value: unknown, format: DatasetFormat): RecordCheck<
     case "classification": {
       const textError = nonEmptyString(value.text, "text");
       if (textError) return { ok: false, reason: textError };
-      const label = value.label;
-      if (typeof label === "number" && Number.isInteger(label)) return { ok: true, record: { text: value.text as string, label: String(label) } };
-      if (typeof label === "string" && label.trim() !== "") return { ok: true, record: { text: value.text as string, label } };
-      return { ok: false, reason: '"label" must be a non-empty string or an integer' };
+      const label = classText(value.label);
+      if (label === undefined) return { ok: false, reason: '"label" must be a non-empty string or an integer' };
+      if (value.group === undefined) return { ok: true, record: { text: value.text as string, label } };
+      const group = classText(value.group);
+      if (group === undefined) return { ok: false, reason: '"group" must be a non-empty string or an integer when given' };
+      return { ok: true, record: { text: value.text as string, label, group } };
     }
     case "completion": {
       if (typeof value.prompt !== "string") return { ok: false, reason: '"prompt" must be a string' };

@@ -1,10 +1,8 @@
 // The causal LM task for the shared training loop (train() picks it for GPT-2, Llama, Qwen2 and Mistral folders): LoRA on
 // the frozen decoder, token-level cross-entropy on the labelled positions, and metrics for the adapter and
 // the untouched base.
-import * as tf from "@tensorflow/tfjs";
 import { splitValidation } from "../../data/batching.ts";
 import type { ChatRecord, CompletionRecord } from "../../data/records.ts";
-import type { ForwardOptions } from "../../layers/lora-forward.ts";
 import { initLoraModules, loraKey, matchTargetModules, savedTargetModules } from "../../lora.ts";
 import type { TrainingTask, TrainOptions } from "../../loop.ts";
 import { crossEntropy } from "../../losses.ts";
@@ -12,35 +10,14 @@ import { splitAdapterTensors } from "../../peft.ts";
 import type { NamedArray } from "../../safetensors.ts";
 import { TrainingConfigError, type JobSettings } from "../../settings.ts";
 import { causalBatch, encodeChat, encodeCompletion, hasLoss, packExamples, readCausalFile, type CausalExample, type EncodingSettings } from "./data.ts";
+import { detailedCausalEvaluation, evaluateCausal, heldOutPrompts } from "./evaluation.ts";
 import { chatFormatterOf, loadCausalPretrained, type CausalPretrained } from "./load.ts";
-import { selectRows, type CausalLM } from "./model.ts";
+import { selectRows } from "./model.ts";
 
 export function encodeCausalRecords(records: (CompletionRecord | ChatRecord)[], format: "completion" | "chat", pretrained: CausalPretrained, settings: EncodingSettings): CausalExample[] {
   if (format === "completion") return records.map((record) => encodeCompletion(record as CompletionRecord, pretrained.tokenizer, settings));
   const formatter = chatFormatterOf(pretrained);
   return records.map((record) => encodeChat(record as ChatRecord, pretrained.tokenizer, formatter, settings));
-}
-
-/** Token-weighted validation loss, its perplexity, and next-token accuracy over all labelled positions. */
-export function evaluateCausal(model: CausalLM, examples: CausalExample[], options: ForwardOptions, padId: number, batchSize: number): Record<string, number> {
-  let nll = 0;
-  let correct = 0;
-  let count = 0;
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const { batch, rows, targets } = causalBatch(examples.slice(start, start + batchSize), padId);
-    if (rows.length === 0) continue;
-    const [lossSum, hits] = tf.tidy(() => {
-      const logits = model.logits(selectRows(model.hidden(batch, options), rows, batch.length));
-      const sum = crossEntropy(logits, targets).mul(targets.length).dataSync()[0];
-      const predicted = logits.argMax(1).dataSync();
-      return [sum, targets.filter((target, i) => predicted[i] === target).length];
-    });
-    nll += lossSum;
-    correct += hits;
-    count += targets.length;
-  }
-  const loss = count ? nll / count : 0;
-  return { loss, perplexity: Math.exp(loss), next_token_accuracy: count ? correct / count : 0 };
 }
 
 export async function causalTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
@@ -86,6 +63,7 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions,
   }
   const padId = tokenizer.padId;
   const evaluationBatch = Math.max(hyper.batchSize, 8);
+  const prompts = heldOutPrompts(validationRecords, pretrained, encoding.maxLength, hyper.evalGenerations);
 
   return {
     name: "causal_lm",
@@ -101,6 +79,7 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions,
       return crossEntropy(model.logits(selectRows(model.hidden(batch, forward), rows, batch.length)), targets);
     },
     evaluate: (forward) => evaluateCausal(model, validationExamples, forward, padId, evaluationBatch),
+    evaluateInDetail: (forward) => detailedCausalEvaluation(pretrained, validationExamples, prompts, forward, { batchSize: evaluationBatch, maxNewTokens: hyper.evalMaxNewTokens }),
     baseForward: {},
     adapter: (params) => ({
       settings, modulesToSave: [], lora: splitAdapterTensors(params).lora, head: new Map(), labels: [], baseModelName: options.baseModelName ?? options.modelDir,

@@ -5,6 +5,8 @@ import type { EncodedInput, TextTokenizer } from "../../tokenizer.ts";
 
 export interface Example extends EncodedInput {
   label: number;
+  /** The record's optional group, for per-group metrics. */
+  group?: string;
 }
 
 export async function readClassificationFile(file: string): Promise<ClassificationRecord[]> {
@@ -17,7 +19,7 @@ export function encodeExamples(records: ClassificationRecord[], tokenizer: TextT
   return records.map((record) => {
     const label = index.get(record.label);
     if (label === undefined) throw new Error(`label "${record.label}" is not one of the model's labels (${labels.join(", ")})`);
-    return { ...tokenizer.encode(record.text, maxLength), label };
+    return { ...tokenizer.encode(record.text, maxLength), label, ...(record.group !== undefined ? { group: record.group } : {}) };
   });
 }
 

@@ -1,11 +1,10 @@
 // Batched logits in input order, and the validation loss and metrics computed from them.
 import * as tf from "@tensorflow/tfjs";
 import type { Example } from "./data.ts";
-import { classificationMetrics } from "./metrics.ts";
+import { classificationEvaluation, type ClassificationDetail } from "./metrics.ts";
 import type { EncoderClassifier } from "./encoder.ts";
 import type { ForwardOptions } from "../../layers/lora-forward.ts";
 import type { EncodedInput, TextTokenizer } from "../../tokenizer.ts";
-import { crossEntropy } from "../../losses.ts";
 
 export function computeLogits(model: EncoderClassifier, tokenizer: TextTokenizer, inputs: EncodedInput[], options: ForwardOptions, batchSize: number): number[][] {
   // Sorting by length keeps padding small; results go back to input order.
@@ -19,12 +18,16 @@ export function computeLogits(model: EncoderClassifier, tokenizer: TextTokenizer
   return out;
 }
 
-export function evaluate(model: EncoderClassifier, tokenizer: TextTokenizer, examples: Example[], options: ForwardOptions, labels: string[], batchSize: number): Record<string, number> {
+export function evaluate(
+  model: EncoderClassifier,
+  tokenizer: TextTokenizer,
+  examples: Example[],
+  options: ForwardOptions,
+  labels: string[],
+  batchSize: number,
+): { metrics: Record<string, number>; detail: ClassificationDetail } {
   const logits = computeLogits(model, tokenizer, examples, options, batchSize);
-  const actual = examples.map((example) => example.label);
-  const loss = tf.tidy(() => crossEntropy(tf.tensor2d(logits), actual).dataSync()[0]);
-  const predicted = logits.map((row) => row.indexOf(Math.max(...row)));
-  return classificationMetrics(predicted, actual, labels, loss);
+  return classificationEvaluation(logits, examples.map((example) => example.label), labels, examples.map((example) => example.group));
 }
 
 export function softmax(row: number[]): number[] {

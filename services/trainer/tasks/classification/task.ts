@@ -23,6 +23,23 @@ function chooseLabels(records: ClassificationRecord[], checkpointLabels: string[
   return seen.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 }
 
+function countsOf(values: (string | undefined)[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const value of values) if (value !== undefined) counts[value] = (counts[value] ?? 0) + 1;
+  return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => a.localeCompare(b, "en", { numeric: true })));
+}
+
+/** Label counts of both splits, and group counts where the records have groups: what the model card shows of the data. */
+function dataSummary(train: ClassificationRecord[], validation: ClassificationRecord[]): Record<string, Record<string, number>> {
+  const summary: Record<string, Record<string, number>> = { train_label_counts: countsOf(train.map((r) => r.label)) };
+  if (validation.length) summary.validation_label_counts = countsOf(validation.map((r) => r.label));
+  for (const [name, records] of [["train_group_counts", train], ["validation_group_counts", validation]] as const) {
+    const groups = countsOf(records.map((r) => r.group));
+    if (Object.keys(groups).length) summary[name] = groups;
+  }
+  return summary;
+}
+
 export async function classificationTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<Example>> {
   const hyper = jobSettings.hyperparameters;
   const pretrained = await loadPretrainedShared(options.modelDir, options.modelCacheSize ?? 1);
@@ -63,7 +80,9 @@ export async function classificationTask(options: TrainOptions, jobSettings: Job
     schedule: {},
     initialParams,
     loss: (examples, forward) => crossEntropy(model.logits(tokenizer.pad(examples), forward), examples.map((e) => e.label), classWeights),
-    evaluate: (forward) => evaluate(model, tokenizer, validationExamples, forward, labels, evaluationBatch),
+    evaluate: (forward) => evaluate(model, tokenizer, validationExamples, forward, labels, evaluationBatch).metrics,
+    evaluateInDetail: (forward) => evaluate(model, tokenizer, validationExamples, forward, labels, evaluationBatch),
+    dataSummary: dataSummary(trainRecords, validationRecords),
     baseForward: adapterForwardOptions(baseHeadTensors, settings),
     adapter: (params) => {
       const { lora, head } = splitAdapterTensors(params);
