@@ -4,6 +4,7 @@ export {
   DEFAULT_TARGET_MODULES,
   HYPERPARAMETER_SETTINGS,
   LORA_SETTINGS,
+  LOWER_IS_BETTER,
   resolveJobSettings,
   settingsJsonSchema,
   TrainingConfigError,
@@ -26,5 +27,6 @@ export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./t
 export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 export { loadAdapter, AdapterError } from "./peft.ts";
 export { mergeAdapter } from "./merge.ts";
+export { safetensorsElementCount } from "./safetensors.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
 export { readEncoderConfig, type EncoderConfig, type Architecture } from "./tasks/classification/config.ts";

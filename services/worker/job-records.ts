@@ -13,7 +13,7 @@ import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
 import { modelKey } from "../common/models.ts";
-import type { EvaluationReport, TrainResult } from "../trainer/index.ts";
+import { safetensorsElementCount, type EvaluationReport, type TrainResult } from "../trainer/index.ts";
 import type { CachedCopy, LocalCache } from "./local-cache.ts";
 
 export type EventLevel = "debug" | "info" | "warn" | "error";
@@ -29,6 +29,8 @@ export interface StoredAdapter {
   storageKey: string;
   packed: PackedAdapter;
   peftConfig: { r: number; lora_alpha: number; target_modules: string[] };
+  /** Every number in adapter_model.safetensors: what a sweep's table reports as trainable parameters. */
+  trainableParameters: number;
 }
 
 export const checkpointRoot = (jobId: string) => `jobs/${jobId}/checkpoints`;
@@ -154,9 +156,10 @@ export class JobRecords {
     const adapterId = randomUUID();
     const storageKey = adapterKey(adapterId);
     const peftConfig = JSON.parse(await fs.readFile(path.join(outDir, "adapter_config.json"), "utf8")) as StoredAdapter["peftConfig"];
+    const trainableParameters = await safetensorsElementCount(path.join(outDir, "adapter_model.safetensors"));
     await this.store.commit(outDir, storageKey, { keepLocal: true });
     try {
-      return { adapterId, storageKey, packed: await packAdapterFolder(this.store, storageKey), peftConfig };
+      return { adapterId, storageKey, packed: await packAdapterFolder(this.store, storageKey), peftConfig, trainableParameters };
     } catch (error) {
       await this.discardAdapter({ storageKey });
       throw error;
@@ -200,6 +203,7 @@ export class JobRecords {
           rank: stored.peftConfig.r,
           alpha: stored.peftConfig.lora_alpha,
           targetModules: stored.peftConfig.target_modules,
+          trainableParameters: stored.trainableParameters,
           files: stored.packed.files as unknown as Prisma.InputJsonValue,
           sizeBytes: BigInt(stored.packed.sizeBytes),
           sha256: stored.packed.sha256,

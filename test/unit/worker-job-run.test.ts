@@ -92,7 +92,7 @@ class FakeRecords implements RunRecords {
   }
   async storeAdapter(): Promise<StoredAdapter> {
     this.record("storeAdapter");
-    return { adapterId: "adapter-1", storageKey: "adapters/adapter-1", packed: { archiveKey: "a", sha256: "s", sizeBytes: 1, files: [] }, peftConfig: { r: 4, lora_alpha: 8, target_modules: [] } };
+    return { adapterId: "adapter-1", storageKey: "adapters/adapter-1", packed: { archiveKey: "a", sha256: "s", sizeBytes: 1, files: [] }, peftConfig: { r: 4, lora_alpha: 8, target_modules: [] }, trainableParameters: 0 };
   }
   async discardAdapter() {
     this.record("discardAdapter");
