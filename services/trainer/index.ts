@@ -26,7 +26,8 @@ export {
 export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./tasks/causal-lm/chat-template.ts";
 export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 export { loadAdapter, saveAdapter, AdapterError, type Adapter } from "./peft.ts";
-export { composeAdapters, COMPOSITION_TYPES, type CompositionOptions, type CompositionType } from "./lora-compose.ts";
+export { composeAdapters, COMPOSITION_TYPES, type CompositionOptions, type CompositionRequest, type CompositionSource, type CompositionType } from "./lora-compose.ts";
+export { sourceMetric } from "./compose-job.ts";
 export { mergeAdapter } from "./merge.ts";
 export { safetensorsElementCount } from "./safetensors.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";

@@ -10,6 +10,7 @@ import { epochBatches } from "./data/batching.ts";
 import { EarlyStopper, type EarlyStoppingState } from "./early-stopping.ts";
 import { Dropout, type ForwardOptions } from "./layers/lora-forward.ts";
 import { adapterForwardOptions } from "./lora.ts";
+import type { CompositionRequest } from "./lora-compose.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
 import { writeAdapterFiles, type Adapter } from "./peft.ts";
 import { readSafetensors, writeSafetensors, type NamedArray } from "./safetensors.ts";
@@ -29,6 +30,8 @@ export interface TrainOptions {
   baseModelName?: string;
   /** Classification base models this thread keeps loaded for later jobs (MODEL_CACHE_SIZE); absent: this job's only. */
   modelCacheSize?: number;
+  /** Instead of training: compose these adapters into outDir and evaluate on each source's validation set (compose-job.ts). */
+  composition?: CompositionRequest;
 }
 
 export interface StepReport {

@@ -14,6 +14,7 @@ import { AdapterError, type Adapter } from "./peft.ts";
 import { loraScale, type LoraWeights } from "./lora.ts";
 import { svdOfProduct } from "./low-rank-svd.ts";
 import type { NamedArray } from "./safetensors.ts";
+import type { HyperparameterOptions, LoraOptions } from "./settings.ts";
 
 export const COMPOSITION_TYPES = ["linear", "cat", "svd"] as const;
 export type CompositionType = (typeof COMPOSITION_TYPES)[number];
@@ -24,6 +25,21 @@ export interface CompositionOptions {
   weights: number[];
   /** svd only: the new adapter's rank (default: the largest source rank). */
   svdRank?: number;
+}
+
+/** One source adapter with the data and settings of the job that trained it, to evaluate the composition on. */
+export interface CompositionSource {
+  adapterDir: string;
+  trainFile: string;
+  validationFile?: string;
+  validationSplit?: number;
+  lora: LoraOptions;
+  hyper: HyperparameterOptions;
+}
+
+/** A composition to run: how to combine, and the sources in order. */
+export interface CompositionRequest extends CompositionOptions {
+  sources: CompositionSource[];
 }
 
 const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((item, index) => item === b[index]);

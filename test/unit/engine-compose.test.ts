@@ -2,7 +2,7 @@
 // fixture: linear with weights (1, 0) reproduces the first adapter's logits; cat's update is the sum
 // of the sources' updates; svd at full rank gives cat's logits, and svd (1, 0) gives linear's.
 import assert from "node:assert/strict";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, describe, it } from "node:test";
@@ -108,6 +108,33 @@ describe("adapter composition", () => {
     assert.throws(() => composeAdapters([adapters.first, adapters.second], { type: "linear", weights: [1, -1] }), /weights ≥ 0/);
     assert.throws(() => composeAdapters([adapters.first, { ...adapters.second, labels: ["x", "y"] }], { type: "cat", weights: [1, 1] }), /different labels/);
     assert.throws(() => composeAdapters([adapters.first, adapters.second], { type: "cat", weights: [1] }), /2 adapters but 1 weights/);
+  });
+
+  it("a composition run writes the adapter and evaluates it on each source's validation set", async () => {
+    const source = (name: string, seed: number) => ({
+      adapterDir: dirs[name],
+      trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"),
+      validationSplit: 0.25,
+      lora: { r: 4, alpha: 9, dropout: 0 },
+      hyper: { epochs: 1, batchSize: 16, maxSeqLength: 32, seed },
+    });
+    const outDir = path.join(work, "run");
+    const result = await train({
+      modelDir: fixtureModel("distilbert-cls"),
+      trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"),
+      outDir,
+      lora: {},
+      hyper: {},
+      baseModelName: "fixtures/distilbert-cls",
+      composition: { type: "linear", weights: [1, 0], sources: [source("first", 1), source("second", 2)] },
+    });
+    assert.equal(result.outcome, "completed");
+    for (const key of ["source_1.accuracy", "source_1.macro_f1", "source_1.loss", "source_2.accuracy"]) {
+      assert.ok(Number.isFinite(result.metrics[key]) && Number.isFinite(result.baseline[key]), key);
+    }
+    assertClose(await logitsOf(outDir), await logitsOf(dirs.first), 1e-5, "the run's adapter");
+    const metrics = JSON.parse(await readFile(path.join(outDir, "metrics.json"), "utf8"));
+    assert.deepEqual(metrics.composition, { type: "linear", weights: [1, 0], svdRank: null, sources: 2 });
   });
 
   it("the low-rank SVD reconstructs B·A", () => {
