@@ -28,6 +28,7 @@ import { checkpointDownloadRoutes } from "./routes/checkpoint-download.ts";
 import { estimateRoutes } from "./routes/estimate.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
 import { sweepRoutes } from "./routes/sweeps.ts";
+import { composeRoutes } from "./routes/compose.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
 import { openAiCompat } from "./openai/index.ts";
@@ -103,6 +104,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(webhookRoutes, { prisma, config });
     await v1.register(eventRoutes, { prisma, config });
     await v1.register(adapterRoutes, { prisma, store, config });
+    await v1.register(composeRoutes, { prisma, queue, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
     await v1.register(generateRoutes, { store, config, adapterTargets });
     // OpenAI's files and fine-tuning routes over the same tables and queue (openai/README.md).

@@ -13,8 +13,16 @@ import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
 import { modelKey } from "../common/models.ts";
-import { safetensorsElementCount, type EvaluationReport, type TrainResult } from "../trainer/index.ts";
+import { safetensorsElementCount, type CompositionRequest, type CompositionSource, type CompositionType, type EvaluationReport, type HyperparameterOptions, type LoraOptions, type TrainResult } from "../trainer/index.ts";
 import type { CachedCopy, LocalCache } from "./local-cache.ts";
+
+/** Job.composition of a composition job (POST /v1/adapters/compose). */
+export interface StoredComposition {
+  type: CompositionType;
+  weights: number[];
+  svdRank?: number | null;
+  adapterIds: string[];
+}
 
 export type EventLevel = "debug" | "info" | "warn" | "error";
 
@@ -101,6 +109,29 @@ export class JobRecords {
     const copy = await this.cache.acquire(storageKey);
     this.held.push(copy);
     return copy.path;
+  }
+
+  /**
+   * A composition job's sources: each adapter's local folder and the data and settings of the job
+   * that trained it (its validation set is rebuilt from them), held like the job's own inputs.
+   */
+  async compositionSources(composition: StoredComposition): Promise<CompositionRequest> {
+    const adapters = await this.prisma.adapter.findMany({ where: { id: { in: composition.adapterIds } }, include: { job: { include: JOB_INPUTS } } });
+    const sources: CompositionSource[] = [];
+    for (const id of composition.adapterIds) {
+      const adapter = adapters.find((row) => row.id === id);
+      if (!adapter) throw new Error(`source adapter ${id} is gone`);
+      const { job } = adapter;
+      sources.push({
+        adapterDir: await this.store.fetch(adapter.storageKey),
+        trainFile: await this.datasetPath(job.trainDataset.storageKey),
+        validationFile: job.validationDataset ? await this.datasetPath(job.validationDataset.storageKey) : undefined,
+        validationSplit: job.validationSplit ?? undefined,
+        lora: job.loraConfig as unknown as LoraOptions,
+        hyper: job.hyperparameters as unknown as HyperparameterOptions,
+      });
+    }
+    return { type: composition.type, weights: composition.weights, ...(composition.svdRank ? { svdRank: composition.svdRank } : {}), sources };
   }
 
   checkpointDir(): string {

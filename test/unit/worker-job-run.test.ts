@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { OutageLog } from "../../services/common/db.ts";
 import { createLogger } from "../../services/common/logger.ts";
-import type { TrainOptions, TrainResult } from "../../services/trainer/index.ts";
+import type { CompositionRequest, TrainOptions, TrainResult } from "../../services/trainer/index.ts";
 import { DatabaseStillUnavailable, Durable } from "../../services/worker/durable.ts";
 import type { JobError, StoredAdapter } from "../../services/worker/job-records.ts";
 import { JobRun, LEASE_BUSY_RETRY_MS, RETRY_BACKOFF_MS, type RunRecords, type RunSandbox } from "../../services/worker/job-run.ts";
@@ -79,6 +79,9 @@ class FakeRecords implements RunRecords {
   }
   async datasetPath(key: string) {
     return `/data/${key}`;
+  }
+  async compositionSources(): Promise<CompositionRequest> {
+    throw new Error("these fake jobs train; none composes");
   }
   checkpointDir() {
     return "/data/checkpoints";
