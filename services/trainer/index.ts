@@ -28,6 +28,7 @@ export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 export { loadAdapter, saveAdapter, AdapterError, type Adapter } from "./peft.ts";
 export { composeAdapters, COMPOSITION_TYPES, type CompositionOptions, type CompositionRequest, type CompositionSource, type CompositionType } from "./lora-compose.ts";
 export { sourceMetric } from "./compose-job.ts";
+export { pickSmallestWithinTolerance, relativeGap, type SweepCandidate, type SweepPick } from "./sweep-pick.ts";
 export { mergeAdapter } from "./merge.ts";
 export { safetensorsElementCount } from "./safetensors.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";

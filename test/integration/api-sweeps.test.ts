@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
-import { pickSmallestWithinTolerance } from "../../services/api/sweeps/pick.ts";
+import { pickSmallestWithinTolerance } from "../../services/trainer/index.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { serveWithWorker, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { escapeXml, renderSweepChart } from "../../services/api/sweeps/chart.ts";
-import { pickSmallestWithinTolerance, type SweepCandidate } from "../../services/api/sweeps/pick.ts";
+import { pickSmallestWithinTolerance, type SweepCandidate } from "../../services/trainer/index.ts";
 
 const modules = ["q_lin", "v_lin"];
 /** Ranks 2…32 with sizes proportional to the rank, as LoRA's are. */

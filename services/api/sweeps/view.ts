@@ -2,7 +2,7 @@
 // per configuration), the pick with its reason once every child has finished, and the chart's points.
 import type { Adapter, Job, Sweep } from "../../common/generated/prisma/client.ts";
 import { isFinished } from "../../common/job-status.ts";
-import { pickSmallestWithinTolerance, type SweepPick } from "./pick.ts";
+import { pickSmallestWithinTolerance, type SweepPick } from "../../trainer/index.ts";
 import type { ChartPoint } from "./chart.ts";
 
 export type SweepChild = Job & { adapter: Pick<Adapter, "id" | "trainableParameters" | "sizeBytes" | "files"> | null };

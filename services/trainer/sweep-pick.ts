@@ -1,6 +1,7 @@
-// The adapter size search's decision, as a pure function so its edges can be tested with forged
-// numbers: among the configurations that finished with the metric, the smallest adapter whose
-// metric is within `tolerance` (relative) of the best one, and the reason in words.
+// The adapter size search's decision, shared by the API's sweeps and the engine CLI's `sweep`, and a
+// pure function so its edges can be tested with forged numbers: among the configurations that finished
+// with the metric, the smallest adapter whose metric is within `tolerance` (relative) of the best one,
+// and the reason in words.
 
 export interface SweepCandidate {
   jobId: string;
