@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { readModelConfigJson } from "./hf/config.ts";
 import { adapterForwardOptions } from "./lora.ts";
 import { composeAdapters, type CompositionRequest } from "./lora-compose.ts";
-import type { TrainOptions, TrainResult, TrainingTask } from "./loop.ts";
+import type { TrainHooks, TrainOptions, TrainResult, TrainingTask } from "./loop.ts";
 import { adapterTensors, loadAdapter, saveAdapter } from "./peft.ts";
 import { resolveJobSettings } from "./settings.ts";
 import { causalFamilyOf } from "./tasks/causal-lm/config.ts";
@@ -24,7 +24,8 @@ export interface ComposeJobOptions extends CompositionRequest {
 /** Metric names: `source_<n>.<metric>`, n counting the sources from 1 in the order given. */
 export const sourceMetric = (index: number, metric: string) => `source_${index + 1}.${metric}`;
 
-export async function runComposition(options: ComposeJobOptions): Promise<TrainResult> {
+/** Stop requests are honoured between sources; there is no checkpoint, so a stopped run starts over. */
+export async function runComposition(options: ComposeJobOptions, hooks: Pick<TrainHooks, "stopRequested"> = {}): Promise<TrainResult> {
   const sources = await Promise.all(options.sources.map((source) => loadAdapter(source.adapterDir)));
   const composed = composeAdapters(sources, options);
   if (options.baseModelName) composed.baseModelName = options.baseModelName;
@@ -35,6 +36,8 @@ export async function runComposition(options: ComposeJobOptions): Promise<TrainR
   const baseline: Record<string, number> = {};
   try {
     for (const [index, source] of options.sources.entries()) {
+      const stop = hooks.stopRequested?.() ?? "none";
+      if (stop !== "none") return { outcome: stop === "cancel" ? "cancelled" : "checkpointed", step: 0, metrics: {}, baseline: {} };
       const settings = resolveJobSettings({ lora: source.lora, hyperparameters: source.hyper }, causal ?? parseEncoderConfig(raw).architecture);
       const taskOptions: TrainOptions = { ...source, modelDir: options.modelDir, outDir: options.outDir, modelCacheSize: options.modelCacheSize };
       const task: TrainingTask<{ ids: number[] }> = causal ? await causalTask(taskOptions, settings) : await classificationTask(taskOptions, settings);

@@ -15,7 +15,7 @@ import { classificationTask } from "./tasks/classification/task.ts";
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
   const backend = await selectedBackend();
   if (options.composition) {
-    return runComposition({ ...options.composition, modelDir: options.modelDir, outDir: options.outDir, baseModelName: options.baseModelName, modelCacheSize: options.modelCacheSize });
+    return runComposition({ ...options.composition, modelDir: options.modelDir, outDir: options.outDir, baseModelName: options.baseModelName, modelCacheSize: options.modelCacheSize }, hooks);
   }
   const raw = await readModelConfigJson(options.modelDir);
   const causal = causalFamilyOf(raw);

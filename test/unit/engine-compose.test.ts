@@ -135,6 +135,12 @@ describe("adapter composition", () => {
     assertClose(await logitsOf(outDir), await logitsOf(dirs.first), 1e-5, "the run's adapter");
     const metrics = JSON.parse(await readFile(path.join(outDir, "metrics.json"), "utf8"));
     assert.deepEqual(metrics.composition, { type: "linear", weights: [1, 0], svdRank: null, sources: 2 });
+
+    const stopped = await train(
+      { modelDir: fixtureModel("distilbert-cls"), trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"), outDir: path.join(work, "stopped"), lora: {}, hyper: {}, composition: { type: "cat", weights: [1, 1], sources: [source("first", 1), source("second", 2)] } },
+      { stopRequested: () => "cancel" },
+    );
+    assert.equal(stopped.outcome, "cancelled", "a stop request is honoured before the evaluations");
   });
 
   it("the low-rank SVD reconstructs B·A", () => {
