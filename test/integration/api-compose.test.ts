@@ -38,6 +38,7 @@ describe("adapter composition with a worker", () => {
       () => `job ${jobId} to finish\n${worker.log}`,
     );
 
+  const jobMetrics = new Map<string, Record<string, number>>();
   async function trainAdapter(r: number, seed: number): Promise<string> {
     const created = await request(api.app.server)
       .post("/v1/jobs")
@@ -46,6 +47,7 @@ describe("adapter composition with a worker", () => {
       .expect(201);
     const job = await finished(created.body.id);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
+    jobMetrics.set(job.adapterId, job.metrics);
     return job.adapterId as string;
   }
 
@@ -62,6 +64,10 @@ describe("adapter composition with a worker", () => {
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     for (const source of ["source_1", "source_2"]) {
       for (const metric of ["accuracy", "macro_f1", "loss"]) assert.ok(Number.isFinite(job.metrics[`${source}.${metric}`]), `${source}.${metric} in ${JSON.stringify(job.metrics)}`);
+    }
+    // Weights (1, 0) make the first adapter again: on the first source's validation set it scores what that job scored.
+    for (const metric of ["accuracy", "macro_f1", "loss"]) {
+      assert.ok(Math.abs(job.metrics[`source_1.${metric}`] - jobMetrics.get(first)![metric]) < 1e-5, `${metric}: ${job.metrics[`source_1.${metric}`]} vs ${jobMetrics.get(first)![metric]}`);
     }
     const composed = job.adapterId as string;
     const [expected, actual] = [await predict(first), await predict(composed)];

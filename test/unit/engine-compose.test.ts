@@ -11,6 +11,7 @@ import { composeAdapters, type CompositionOptions } from "../../services/trainer
 import { loraScale } from "../../services/trainer/lora.ts";
 
 import { svdOfProduct } from "../../services/trainer/low-rank-svd.ts";
+import { causalFixtures } from "../helpers/causal-fixtures.ts";
 import { engineFixtures, fixtureModel, FIXTURES_DIR } from "../helpers/engine-fixtures.ts";
 
 const texts = ["the movie was great and fun", "this film is boring and dull", "i hate the plot", "wonderful actors"];
@@ -141,6 +142,28 @@ describe("adapter composition", () => {
       { stopRequested: () => "cancel" },
     );
     assert.equal(stopped.outcome, "cancelled", "a stop request is honoured before the evaluations");
+  });
+
+  it("GPT-2 (fan_in_fan_out): composing with weights (1, 0) scores on the first source's validation set what its training scored; svd at full rank scores what cat scores", async () => {
+    const causal = path.join(await causalFixtures(), "gpt2-tiny");
+    const data = path.join(await causalFixtures(), "completion-train.jsonl");
+    const hyper = { epochs: 1, batchSize: 4, learningRate: 5e-2, warmupRatio: 0, maxSeqLength: 32, maxSteps: 3 };
+    const source = (name: string, seed: number, r: number) => ({ adapterDir: path.join(work, name), trainFile: data, validationSplit: 0.25, lora: { r, alpha: 2 * r, dropout: 0 }, hyper: { ...hyper, seed } });
+    const trained = [];
+    for (const [name, seed, r] of [["gpt2-a", 1, 4], ["gpt2-b", 2, 2]] as const) {
+      const { adapterDir, ...rest } = source(name, seed, r);
+      trained.push(await train({ modelDir: causal, outDir: adapterDir, ...rest }));
+    }
+    const sources = [source("gpt2-a", 1, 4), source("gpt2-b", 2, 2)];
+    const run = (name: string, composition: CompositionOptions) => train({ modelDir: causal, trainFile: data, outDir: path.join(work, name), lora: {}, hyper: {}, composition: { ...composition, sources } });
+    const kept = await run("gpt2-cat-1-0", { type: "cat", weights: [1, 0] });
+    for (const metric of ["loss", "next_token_accuracy"]) {
+      assert.ok(Math.abs(kept.metrics[`source_1.${metric}`] - trained[0].metrics[metric]) < 1e-5, `${metric}: ${kept.metrics[`source_1.${metric}`]} vs ${trained[0].metrics[metric]}`);
+    }
+    const cat = await run("gpt2-cat", { type: "cat", weights: [0.6, 0.9] });
+    const svd = await run("gpt2-svd", { type: "svd", weights: [0.6, 0.9], svdRank: 6 });
+    for (const key of Object.keys(cat.metrics)) assert.ok(Math.abs(cat.metrics[key] - svd.metrics[key]) < 1e-4, `${key}: ${cat.metrics[key]} vs ${svd.metrics[key]}`);
+    assert.equal(JSON.parse(await readFile(path.join(work, "gpt2-svd", "adapter_config.json"), "utf8")).fan_in_fan_out, true);
   });
 
   it("the low-rank SVD reconstructs B·A", () => {
