@@ -7,8 +7,8 @@ import type { PrismaClient } from "../../common/db.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import { isFinished } from "../../common/job-status.ts";
 import type { ModelRegistry } from "../../common/models.ts";
-import { DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, type FineTunePayload } from "../../common/queue.ts";
-import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, settingsJsonSchema } from "../../trainer/index.ts";
+import type { FineTunePayload } from "../../common/queue.ts";
+import { LORA_SETTINGS, settingsJsonSchema } from "../../trainer/index.ts";
 import { cancelJob } from "../job-actions.ts";
 import type { JobSql } from "../job-sql.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -16,6 +16,7 @@ import { errorResponses, uuidParams } from "../schemas.ts";
 import { renderSweepChart } from "../sweeps/chart.ts";
 import { createSweep, DEFAULT_SWEEP_RANKS, DEFAULT_SWEEP_TOLERANCE, loadSweep, type CreateSweepBody } from "../sweeps/create.ts";
 import { chartPoints, decide, sweepRows, sweepView } from "../sweeps/view.ts";
+import { createJobBody } from "./jobs.ts";
 
 export interface SweepRoutesOptions {
   prisma: PrismaClient;
@@ -29,16 +30,14 @@ export interface SweepRoutesOptions {
 const { r: rankSetting, alpha: alphaSetting, targetModules: targetModulesSetting, ...sharedLora } = LORA_SETTINGS;
 const targetModulesSchema = (settingsJsonSchema({ targetModules: targetModulesSetting }) as { properties: Record<string, object> }).properties.targetModules;
 
+const { baseModel, trainDatasetId, validationDatasetId, validationSplit, task, hyperparameters, priority } = createJobBody.properties;
 const createSweepBody = {
   type: "object",
   additionalProperties: false,
   required: ["baseModel", "trainDatasetId"],
   properties: {
-    baseModel: { type: "string", minLength: 1, maxLength: 128, description: "id from GET /v1/models" },
-    trainDatasetId: { type: "string", format: "uuid" },
-    validationDatasetId: { type: "string", format: "uuid" },
-    validationSplit: { type: "number", exclusiveMinimum: 0, maximum: 0.5, description: "held-out fraction of the training set; a sweep needs this or validationDatasetId" },
-    task: { type: "string", enum: ["classification", "causal_lm"] },
+    // The job fields every child shares, as POST /v1/jobs declares them; a sweep needs validation data.
+    baseModel, trainDatasetId, validationDatasetId, validationSplit, task, hyperparameters, priority,
     ranks: {
       type: "array",
       minItems: 1,
@@ -54,8 +53,6 @@ const createSweepBody = {
     metric: { type: "string", description: "the primary validation metric: classification macro_f1 (default), accuracy or loss; causal_lm loss (default), perplexity or next_token_accuracy" },
     tolerance: { type: "number", minimum: 0, maximum: 1, default: DEFAULT_SWEEP_TOLERANCE, description: "relative: the pick is the smallest adapter whose metric is within tolerance × |best| of the best" },
     lora: { ...settingsJsonSchema(sharedLora), default: {} },
-    hyperparameters: { ...settingsJsonSchema(HYPERPARAMETER_SETTINGS), default: {} },
-    priority: { type: "integer", minimum: MIN_PRIORITY, maximum: MAX_PRIORITY, default: DEFAULT_PRIORITY },
     metadata: { type: "object", maxProperties: 15, propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: { type: "string", maxLength: 512 }, default: {} },
   },
 } as const;
