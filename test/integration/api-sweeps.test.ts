@@ -51,6 +51,12 @@ describe("sweeps with a worker", () => {
     ...extra,
   });
 
+  async function chartOf(sweepId: string): Promise<{ svg: string; contentType: string }> {
+    const response = await fetch(`http://127.0.0.1:${(api.app.server.address() as { port: number }).port}/v1/sweeps/${sweepId}/chart.svg`, { headers: { authorization: api.keys.a } });
+    assert.equal(response.status, 200);
+    return { svg: await response.text(), contentType: response.headers.get("content-type") ?? "" };
+  }
+
   it("runs 5 ranks as 5 jobs, reports the table and the chart, and picks the smallest adapter within tolerance", async () => {
     const created = await request(api.app.server).post("/v1/sweeps").set("authorization", api.keys.a).send(sweepRequest({ tolerance: 0.05 })).expect(201);
     const sweepId = created.body.id as string;
@@ -90,19 +96,27 @@ describe("sweeps with a worker", () => {
     assert.equal(sweep.pick!.adapterId, sweep.table.find((row) => row.jobId === expected.jobId)!.adapterId);
     assert.equal(sweep.reason, expected.reason);
 
-    const chart = await request(api.app.server).get(`/v1/sweeps/${sweepId}/chart.svg`).set("authorization", api.keys.a).buffer(true).parse((res, done) => {
-      let text = "";
-      res.on("data", (chunk: Buffer) => (text += chunk.toString()));
-      res.on("end", () => done(null, text));
-    }).expect(200);
-    assert.match(chart.headers["content-type"], /^image\/svg\+xml/);
-    const svg = chart.body as string;
+    const chart = await chartOf(sweepId);
+    assert.match(chart.contentType, /^image\/svg\+xml/);
+    const svg = chart.svg;
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
     assert.equal(svg.match(/<circle class="point"/g)?.length, 5);
     const ringed = [...svg.matchAll(/<circle class="pick" data-job-id="([^"]+)"/g)].map((match) => match[1]);
     assert.deepEqual(ringed, [sweep.pick!.jobId]);
 
     await request(api.app.server).get(`/v1/sweeps/${sweepId}`).set("authorization", api.keys.b).expect(404);
+
+    // Forged child metrics at the tolerance's edges (5 % here): best 0.9 at rank 8, rank 2 exactly 5 %
+    // behind (0.855), rank 1 just over (0.8549). The pick is rank 2, in the table, the reason and the chart.
+    const forged = [0.8549, 0.855, 0.87, 0.9, 0.88];
+    for (const [index, row] of sweep.table.entries()) {
+      await api.db.prisma.job.update({ where: { id: row.jobId }, data: { metrics: { ...row.metrics, macro_f1: forged[index] } } });
+    }
+    const reread = (await request(api.app.server).get(`/v1/sweeps/${sweepId}`).set("authorization", api.keys.a).expect(200)).body as SweepBody;
+    const rankTwo = reread.table.find((row) => row.rank === 2)!;
+    assert.equal(reread.pick!.jobId, rankTwo.jobId);
+    assert.match(reread.reason, /^rank 2 on q_lin,v_lin is the smallest adapter whose macro_f1, 0\.855, is within 5 % of the best, 0\.9 \(rank 8 on q_lin,v_lin; higher is better\)/);
+    assert.deepEqual([...(await chartOf(sweepId)).svg.matchAll(/<circle class="pick" data-job-id="([^"]+)"/g)].map((match) => match[1]), [rankTwo.jobId]);
   });
 
   it("cancels every unfinished child as a group", async () => {
