@@ -27,6 +27,8 @@ import { jobControlRoutes } from "./routes/job-control.ts";
 import { checkpointDownloadRoutes } from "./routes/checkpoint-download.ts";
 import { estimateRoutes } from "./routes/estimate.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
+import { sweepRoutes } from "./routes/sweeps.ts";
+import { composeRoutes } from "./routes/compose.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
 import { openAiCompat } from "./openai/index.ts";
@@ -96,11 +98,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
     await v1.register(jobControlRoutes, { prisma, queue, config });
+    await v1.register(sweepRoutes, { prisma, queue, config, models, jobSql });
     await v1.register(checkpointDownloadRoutes, { prisma, store });
     await v1.register(estimateRoutes, { prisma, config, models });
     await v1.register(webhookRoutes, { prisma, config });
     await v1.register(eventRoutes, { prisma, config });
     await v1.register(adapterRoutes, { prisma, store, config });
+    await v1.register(composeRoutes, { prisma, queue, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
     await v1.register(generateRoutes, { store, config, adapterTargets });
     // OpenAI's files and fine-tuning routes over the same tables and queue (openai/README.md).

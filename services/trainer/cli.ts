@@ -1,11 +1,12 @@
 // Command line for the engine; needs no Postgres or Redis. The entry point: it reads the environment's
 // configuration (services/common/config.ts) and passes the backend choice to the engine.
-//   npx tsx services/trainer/cli.ts train|predict|merge|generate ...
+//   npx tsx services/trainer/cli.ts train|predict|merge|generate|sweep|compose ...
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { loadConfig, type Config } from "../common/config.ts";
 import { helpLine, numberFlag, required, settingFlagOptions, settingsFromFlags, settingsHelp, startBackend, UsageError } from "./cli-flags.ts";
 import { runGenerate } from "./cli-generate.ts";
+import { runCompose, runSweep } from "./cli-sweep-compose.ts";
 import { ClassifierService, mergeAdapter, train, type StepReport } from "./index.ts";
 
 export const USAGE = `Usage:
@@ -13,6 +14,9 @@ export const USAGE = `Usage:
   npx tsx services/trainer/cli.ts predict --model DIR [--adapter DIR] (--text T ... | --file F.jsonl) [--json]
   npx tsx services/trainer/cli.ts merge --model DIR --adapter DIR --out DIR   (classifiers and causal LMs)
   npx tsx services/trainer/cli.ts generate --model DIR [--adapter DIR] (--prompt T | --chat T | --messages F.json) [options]
+  npx tsx services/trainer/cli.ts sweep --model DIR --data FILE (--validation FILE | --validation-split F) --out DIR [--ranks 2,4,8,16,32]
+      [--alpha-policy 2r|fixed] [--metric M] [--tolerance 0.01] [train options]   (one adapter per rank in DIR/r-<rank>; prints table and pick)
+  npx tsx services/trainer/cli.ts compose --adapter DIR --adapter DIR ... [--weights 1,1] [--type svd|linear|cat] [--svd-rank N] --out DIR
 
 train options (defaults in brackets; the same settings and defaults as the API's job requests):
 ${settingsHelp()}
@@ -148,6 +152,8 @@ export async function main(argv: string[]): Promise<number> {
     else if (command === "predict") await runPredict(rest, loadConfig());
     else if (command === "merge") await runMerge(rest);
     else if (command === "generate") await runGenerate(rest, loadConfig());
+    else if (command === "sweep") await runSweep(rest, loadConfig());
+    else if (command === "compose") await runCompose(rest);
     else {
       process.stderr.write(`${USAGE}\n`);
       return command === undefined || command === "--help" || command === "help" ? 0 : 2;

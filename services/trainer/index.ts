@@ -4,6 +4,7 @@ export {
   DEFAULT_TARGET_MODULES,
   HYPERPARAMETER_SETTINGS,
   LORA_SETTINGS,
+  LOWER_IS_BETTER,
   resolveJobSettings,
   settingsJsonSchema,
   TrainingConfigError,
@@ -24,8 +25,12 @@ export {
 } from "./tasks/causal-lm/generate.ts";
 export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE, type ChatMessage } from "./tasks/causal-lm/chat-template.ts";
 export { causalFamilyOf } from "./tasks/causal-lm/config.ts";
-export { loadAdapter, AdapterError } from "./peft.ts";
+export { loadAdapter, saveAdapter, AdapterError, type Adapter } from "./peft.ts";
+export { composeAdapters, COMPOSITION_TYPES, type CompositionOptions, type CompositionRequest, type CompositionSource, type CompositionType } from "./lora-compose.ts";
+export { sourceMetric } from "./compose-job.ts";
+export { pickSmallestWithinTolerance, relativeGap, type SweepCandidate, type SweepPick } from "./sweep-pick.ts";
 export { mergeAdapter } from "./merge.ts";
+export { safetensorsElementCount } from "./safetensors.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
 export { planTrainingMemory, WEIGHT_STORAGE_MODES, type MemoryPlan, type WeightStorage } from "./memory-plan.ts";
 export { formatBytes } from "./wasm-heap.ts";

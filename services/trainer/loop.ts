@@ -10,6 +10,7 @@ import { epochBatches } from "./data/batching.ts";
 import { EarlyStopper, type EarlyStoppingState } from "./early-stopping.ts";
 import { Dropout, type ForwardOptions } from "./layers/lora-forward.ts";
 import { adapterForwardOptions } from "./lora.ts";
+import type { CompositionRequest } from "./lora-compose.ts";
 import { AdamW, ADAMW_DEFAULTS, clipByGlobalNorm, scheduleFactor, warmupSteps } from "./optim.ts";
 import { writeModelCard, type DataQuality } from "./model-card.ts";
 import { writeAdapterFiles, type Adapter } from "./peft.ts";
@@ -36,6 +37,8 @@ export interface TrainOptions {
   modelCacheSize?: number;
   /** Findings about the training data (the job's preflight), for the adapter's model card. */
   dataQuality?: DataQuality;
+  /** Instead of training: compose these adapters into outDir and evaluate on each source's validation set (compose-job.ts). */
+  composition?: CompositionRequest;
 }
 
 export interface StepReport {

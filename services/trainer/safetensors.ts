@@ -1,5 +1,5 @@
 // safetensors: 8-byte little-endian header length, JSON header, raw little-endian tensor bytes.
-import { readFile, writeFile } from "node:fs/promises";
+import { open, readFile, writeFile } from "node:fs/promises";
 
 export type StoredDtype = "F32" | "F16" | "BF16";
 
@@ -134,6 +134,24 @@ export function serializeSafetensors(tensors: Map<string, NamedArray>, dtype: St
 
 export async function readSafetensors(file: string): Promise<Map<string, NamedArray>> {
   return parseSafetensors(await readFile(file));
+}
+
+/** How many numbers a safetensors file holds, from its header alone (the tensor bytes are not read). */
+export async function safetensorsElementCount(file: string): Promise<number> {
+  const handle = await open(file, "r");
+  try {
+    const lengthBytes = Buffer.alloc(8);
+    await handle.read(lengthBytes, 0, 8, 0);
+    const headerLength = Number(lengthBytes.readBigUInt64LE(0));
+    const headerBytes = Buffer.alloc(headerLength);
+    await handle.read(headerBytes, 0, headerLength, 8);
+    const header = JSON.parse(headerBytes.toString("utf8")) as Record<string, { shape?: number[] }>;
+    return Object.entries(header)
+      .filter(([name]) => name !== "__metadata__")
+      .reduce((total, [, entry]) => total + (entry.shape ?? []).reduce((a, b) => a * b, 1), 0);
+  } finally {
+    await handle.close();
+  }
 }
 
 export async function writeSafetensors(file: string, tensors: Map<string, NamedArray>, dtype: StoredDtype = "F32"): Promise<void> {

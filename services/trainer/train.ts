@@ -1,6 +1,8 @@
 // Training entry point: resolves the job's settings from their declaration (settings.ts), builds the
-// task the base model calls for (tasks/classification, tasks/causal-lm) and runs the shared loop.
+// task the base model calls for (tasks/classification, tasks/causal-lm) and runs the shared loop;
+// a composition (options.composition) composes and evaluates adapters instead (compose-job.ts).
 import { selectedBackend } from "./backend.ts";
+import { runComposition } from "./compose-job.ts";
 import { readModelConfigJson } from "./hf/config.ts";
 import { runTraining, type TrainHooks, type TrainOptions, type TrainResult } from "./loop.ts";
 import { resolveJobSettings, TrainingConfigError } from "./settings.ts";
@@ -14,6 +16,9 @@ import { withWasmHeapErrors } from "./wasm-heap.ts";
 /** Trains on the backend the entry point initialised (initBackend). */
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
   const backend = await selectedBackend();
+  if (options.composition) {
+    return runComposition({ ...options.composition, modelDir: options.modelDir, outDir: options.outDir, baseModelName: options.baseModelName, modelCacheSize: options.modelCacheSize }, hooks);
+  }
   const raw = await readModelConfigJson(options.modelDir);
   const causal = causalFamilyOf(raw);
   const settings = resolveJobSettings({ lora: options.lora, hyperparameters: options.hyper }, causal ?? parseEncoderConfig(raw).architecture);

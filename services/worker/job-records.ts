@@ -13,8 +13,16 @@ import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
 import { modelKey } from "../common/models.ts";
-import type { EvaluationReport, TrainResult } from "../trainer/index.ts";
+import { safetensorsElementCount, type CompositionRequest, type CompositionSource, type CompositionType, type EvaluationReport, type HyperparameterOptions, type LoraOptions, type TrainResult } from "../trainer/index.ts";
 import type { CachedCopy, LocalCache } from "./local-cache.ts";
+
+/** Job.composition of a composition job (POST /v1/adapters/compose). */
+export interface StoredComposition {
+  type: CompositionType;
+  weights: number[];
+  svdRank?: number | null;
+  adapterIds: string[];
+}
 
 export type EventLevel = "debug" | "info" | "warn" | "error";
 
@@ -29,6 +37,8 @@ export interface StoredAdapter {
   storageKey: string;
   packed: PackedAdapter;
   peftConfig: { r: number; lora_alpha: number; target_modules: string[] };
+  /** Every number in adapter_model.safetensors: what a sweep's table reports as trainable parameters. */
+  trainableParameters: number;
 }
 
 export const checkpointRoot = (jobId: string) => `jobs/${jobId}/checkpoints`;
@@ -131,6 +141,29 @@ export class JobRecords {
     return copy.path;
   }
 
+  /**
+   * A composition job's sources: each adapter's local folder and the data and settings of the job
+   * that trained it (its validation set is rebuilt from them), held like the job's own inputs.
+   */
+  async compositionSources(composition: StoredComposition): Promise<CompositionRequest> {
+    const adapters = await this.prisma.adapter.findMany({ where: { id: { in: composition.adapterIds } }, include: { job: { include: JOB_INPUTS } } });
+    const sources: CompositionSource[] = [];
+    for (const id of composition.adapterIds) {
+      const adapter = adapters.find((row) => row.id === id);
+      if (!adapter) throw new Error(`source adapter ${id} is gone`);
+      const { job } = adapter;
+      sources.push({
+        adapterDir: await this.store.fetch(adapter.storageKey),
+        trainFile: await this.datasetPath(job.trainDataset.storageKey),
+        validationFile: job.validationDataset ? await this.datasetPath(job.validationDataset.storageKey) : undefined,
+        validationSplit: job.validationSplit ?? undefined,
+        lora: job.loraConfig as unknown as LoraOptions,
+        hyper: job.hyperparameters as unknown as HyperparameterOptions,
+      });
+    }
+    return { type: composition.type, weights: composition.weights, ...(composition.svdRank ? { svdRank: composition.svdRank } : {}), sources };
+  }
+
   checkpointDir(): string {
     return this.store.pathOf(checkpointRoot(this.jobId));
   }
@@ -185,9 +218,10 @@ export class JobRecords {
     const adapterId = randomUUID();
     const storageKey = adapterKey(adapterId);
     const peftConfig = JSON.parse(await fs.readFile(path.join(outDir, "adapter_config.json"), "utf8")) as StoredAdapter["peftConfig"];
+    const trainableParameters = await safetensorsElementCount(path.join(outDir, "adapter_model.safetensors"));
     await this.store.commit(outDir, storageKey, { keepLocal: true });
     try {
-      return { adapterId, storageKey, packed: await packAdapterFolder(this.store, storageKey), peftConfig };
+      return { adapterId, storageKey, packed: await packAdapterFolder(this.store, storageKey), peftConfig, trainableParameters };
     } catch (error) {
       await this.discardAdapter({ storageKey });
       throw error;
@@ -231,6 +265,7 @@ export class JobRecords {
           rank: stored.peftConfig.r,
           alpha: stored.peftConfig.lora_alpha,
           targetModules: stored.peftConfig.target_modules,
+          trainableParameters: stored.trainableParameters,
           files: stored.packed.files as unknown as Prisma.InputJsonValue,
           sizeBytes: BigInt(stored.packed.sizeBytes),
           sha256: stored.packed.sha256,

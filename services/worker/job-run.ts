@@ -5,9 +5,9 @@
 import { isDatabaseUnavailable } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import { isFinished } from "../common/job-status.ts";
-import type { Hyperparameters, LoraOptions, TrainOptions, TrainResult } from "../trainer/index.ts";
+import type { CompositionRequest, Hyperparameters, LoraOptions, TrainOptions, TrainResult } from "../trainer/index.ts";
 import type { Durable } from "./durable.ts";
-import type { JobError, JobRecords } from "./job-records.ts";
+import type { JobError, JobRecords, StoredComposition } from "./job-records.ts";
 import type { ProgressReporter } from "./progress-reporter.ts";
 import { SandboxLost, TrainingFailed, type Sandbox } from "./sandbox.ts";
 
@@ -24,7 +24,7 @@ export type StopReason = "cancel" | "pause" | "timeout" | "shutdown" | "lease_lo
 export type RunOutcome = { kind: "final"; status: string } | { kind: "requeue"; delayMs: number };
 export type RunRecords = Pick<
   JobRecords,
-  | "jobId" | "load" | "claim" | "cancelRequested" | "stopRequested" | "pause" | "newestCheckpoint" | "sourceCheckpoint" | "sourceAdapter" | "modelPath" | "datasetPath" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
+  | "jobId" | "load" | "claim" | "cancelRequested" | "stopRequested" | "pause" | "newestCheckpoint" | "sourceCheckpoint" | "sourceAdapter" | "modelPath" | "datasetPath" | "compositionSources" | "checkpointDir" | "scratchFolder" | "removeLocalCopies" | "event"
   | "storeAdapter" | "discardAdapter" | "succeed" | "cancel" | "fail" | "requeueFailedAttempt" | "handBack"
 >;
 export type RunSandbox = Pick<Sandbox, "run" | "requestStop" | "clearStop" | "terminate">;
@@ -132,10 +132,12 @@ export class JobRun {
     let modelDir: string;
     let trainFile: string;
     let validationFile: string | undefined;
+    let composition: CompositionRequest | undefined;
     try {
       modelDir = await this.records.modelPath(job);
       trainFile = await this.records.datasetPath(job.trainDataset.storageKey);
       validationFile = job.validationDataset ? await this.records.datasetPath(job.validationDataset.storageKey) : undefined;
+      composition = job.composition ? await this.records.compositionSources(job.composition as unknown as StoredComposition) : undefined;
     } catch (error) {
       await this.records.removeLocalCopies(outDir);
       throw error;
@@ -152,6 +154,7 @@ export class JobRun {
       resumeFrom: resume?.dir,
       initFrom,
       baseModelName: job.baseModelId,
+      ...(composition ? { composition } : {}),
     };
     return this.train(options, remainingMs, attempt, job.maxAttempts);
   }

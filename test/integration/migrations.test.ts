@@ -38,7 +38,7 @@ describe("migrations", () => {
       const tables = await client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
       assert.deepEqual(
         tables.rows.map((row) => row.tablename),
-        ["Adapter", "ApiKey", "BaseModel", "Checkpoint", "Dataset", "Evaluation", "Job", "JobEvent", "Tenant", "WebhookDelivery", "WebhookEndpoint", "WebhookProgressMark", "_prisma_migrations"],
+        ["Adapter", "ApiKey", "BaseModel", "Checkpoint", "Dataset", "Evaluation", "Job", "JobEvent", "Sweep", "Tenant", "WebhookDelivery", "WebhookEndpoint", "WebhookProgressMark", "_prisma_migrations"],
       );
       // The webhook outbox is filled by a trigger, which the schema file cannot declare.
       const triggers = await client.query(`SELECT tgname FROM pg_trigger WHERE NOT tgisinternal`);

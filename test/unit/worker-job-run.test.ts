@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { OutageLog } from "../../services/common/db.ts";
 import { createLogger } from "../../services/common/logger.ts";
-import type { TrainOptions, TrainResult } from "../../services/trainer/index.ts";
+import type { CompositionRequest, TrainOptions, TrainResult } from "../../services/trainer/index.ts";
 import { DatabaseStillUnavailable, Durable } from "../../services/worker/durable.ts";
 import type { JobError, StoredAdapter } from "../../services/worker/job-records.ts";
 import { JobRun, LEASE_BUSY_RETRY_MS, RETRY_BACKOFF_MS, type RunRecords, type RunSandbox } from "../../services/worker/job-run.ts";
@@ -88,6 +88,9 @@ class FakeRecords implements RunRecords {
   async datasetPath(key: string) {
     return `/data/${key}`;
   }
+  async compositionSources(): Promise<CompositionRequest> {
+    throw new Error("these fake jobs train; none composes");
+  }
   checkpointDir() {
     return "/data/checkpoints";
   }
@@ -100,7 +103,7 @@ class FakeRecords implements RunRecords {
   }
   async storeAdapter(): Promise<StoredAdapter> {
     this.record("storeAdapter");
-    return { adapterId: "adapter-1", storageKey: "adapters/adapter-1", packed: { archiveKey: "a", sha256: "s", sizeBytes: 1, files: [] }, peftConfig: { r: 4, lora_alpha: 8, target_modules: [] } };
+    return { adapterId: "adapter-1", storageKey: "adapters/adapter-1", packed: { archiveKey: "a", sha256: "s", sizeBytes: 1, files: [] }, peftConfig: { r: 4, lora_alpha: 8, target_modules: [] }, trainableParameters: 0 };
   }
   async discardAdapter() {
     this.record("discardAdapter");
