@@ -44,7 +44,7 @@ function rowOf(job: SweepChild): SweepRow {
     trainableParameters: job.adapter?.trainableParameters ?? null,
     adapterBytes: files.find((file) => file.name === WEIGHTS_FILE)?.sizeBytes ?? null,
     trainingMs: job.status === "succeeded" && job.startedAt && job.finishedAt ? job.finishedAt.getTime() - job.startedAt.getTime() : null,
-    metrics: job.status === "succeeded" ? ((job.metrics ?? {}) as Record<string, number>) : {},
+    metrics: job.status === "succeeded" ? numericMetrics(job.metrics) : {},
   };
 }
 
@@ -107,4 +107,9 @@ export function sweepView(sweep: SweepWithChildren) {
     reason: decision.reason,
     createdAt: sweep.createdAt.toISOString(),
   };
+}
+
+/** A finished job's flat metrics; its structured `report` (evaluation detail) is not a table column. */
+function numericMetrics(metrics: unknown): Record<string, number> {
+  return Object.fromEntries(Object.entries((metrics ?? {}) as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === "number"));
 }
