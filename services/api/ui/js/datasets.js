@@ -30,7 +30,7 @@ export async function datasetsView(main, signal) {
       bar.hidden = true;
       // Validation errors name the offending line in their details.
       const details = (error.details ?? []).map((detail) => h("li", {}, [detail.line ? `line ${detail.line}` : detail.path, detail.message].filter(Boolean).join(": ")));
-      feedback.replaceChildren(errorBox(error), details.length ? h("ul", {}, details) : undefined);
+      feedback.replaceChildren(...[errorBox(error), details.length ? h("ul", {}, details) : undefined].filter(Boolean));
     }
   }
 
@@ -57,6 +57,7 @@ export async function datasetsView(main, signal) {
     const stats = dataset.stats ?? {};
     const labels = stats.labelCounts ? Object.entries(stats.labelCounts) : [];
     detail.replaceChildren(
+      ...[
       h("h3", {}, `Dataset ${dataset.name}`),
       h(
         "dl",
@@ -71,6 +72,7 @@ export async function datasetsView(main, signal) {
       ),
       labels.length ? table("Label counts", [{ label: "Label", value: ([label]) => label }, { label: "Examples", value: ([, count]) => String(count), number: true }], labels) : undefined,
       qualityReport(dataset.qualityReport),
+      ].filter(Boolean),
     );
     jobForm.replaceChildren(await newJobForm(dataset, signal));
   }

@@ -42,7 +42,7 @@ export async function newJobForm(dataset, signal) {
       location.hash = `#/jobs/${job.id}`;
     } catch (error) {
       const details = (error.details ?? []).map((detail) => h("li", {}, [detail.line ? `line ${detail.line}` : detail.path, detail.message].filter(Boolean).join(": ")));
-      feedback.replaceChildren(errorBox(error), details.length ? h("ul", {}, details) : undefined);
+      feedback.replaceChildren(...[errorBox(error), details.length ? h("ul", {}, details) : undefined].filter(Boolean));
     }
   }
 
