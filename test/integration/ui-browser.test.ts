@@ -175,6 +175,45 @@ describe("the dashboard in headless Chromium", () => {
     await screenshot("sweeps");
   });
 
+  it("renders the structured evaluation, quality report and sweep shapes other features provide", async () => {
+    // Those backends are separate features: their documented shapes are rendered here directly
+    // (the modules themselves, in this page, under its CSP), and the sweep answers are stubbed
+    // in the browser.
+    await page.goto(`${baseUrl}/ui/#/queues`);
+    await page.locator("#queues table").first().waitFor();
+    await page.evaluate(`(async () => {
+      const { evaluationSection } = await import("/ui/js/evaluation.js");
+      const { qualityReport } = await import("/ui/js/quality.js");
+      const detail = (accuracy, matrix) => ({ accuracy, ece: 0.05, labels: ["negative", "positive"], confusionMatrix: matrix,
+        perClass: { negative: { precision: 1, recall: 0.5, f1: 0.667, support: 4 }, positive: { precision: 0.667, recall: 1, f1: 0.8, support: 4 } } });
+      const report = { adapter: detail(0.875, [[3, 1], [0, 4]]), base: detail(0.5, [[2, 2], [2, 2]]),
+        samples: [{ prompt: "Say hi:", reference: "hello", base: "hmm", adapter: "hello" }] };
+      document.getElementById("content").replaceChildren(
+        evaluationSection({ status: "succeeded", metrics: { accuracy: 0.875, report } }, undefined),
+        qualityReport({ version: 1, examples: 8, findings: [{ code: "duplicate_text", severity: "warning", count: 2, lines: [3, 7], message: "the same text twice" }], stats: { duplicates: 2 } }));
+    })()`);
+    const evaluation = await page.locator("#evaluation").innerText();
+    assert.match(evaluation, /accuracy\s+0\.8750\s+0\.5000\s+\+0\.3750/);
+    assert.match(evaluation, /Confusion matrix: adapter/);
+    assert.match(evaluation, /negative\s+3\s+1\s*\n\s*positive\s+0\s+4/);
+    assert.match(evaluation, /Say hi:\s+hello\s+hmm\s+hello/);
+    assert.match(await page.locator("#quality-report").innerText(), /warning\s+the same text twice\s+duplicate_text\s+2\s+3, 7/);
+    await screenshot("evaluation-structured");
+
+    const sweepId = "00000000-0000-4000-8000-000000000001";
+    await page.route(`**/v1/sweeps/${sweepId}`, (route) =>
+      route.fulfill({ json: { id: sweepId, status: "succeeded", metric: "accuracy", table: [{ jobId: jobId, learningRate: 0.005, accuracy: 0.875 }] } }),
+    );
+    await page.route(`**/v1/sweeps/${sweepId}/chart.svg`, (route) =>
+      route.fulfill({ contentType: "image/svg+xml", body: '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#0072B2"/></svg>' }),
+    );
+    await page.goto(`${baseUrl}/ui/#/sweeps/${sweepId}`);
+    await page.locator("#sweep table").waitFor();
+    assert.match(await page.locator("#sweep table").innerText(), /0\.005\d*\s+0\.8750/);
+    await page.waitForFunction(`document.querySelector("#sweep-chart img")?.naturalWidth === 200`);
+    await screenshot("sweep");
+  });
+
   it("logged no console error on any page after the wrong key's 401", () => {
     assert.deepEqual(consoleErrors, []);
   });
