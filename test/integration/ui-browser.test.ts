@@ -1,9 +1,10 @@
 // The dashboard in real headless Chromium (Debian's `chromium`, driven by playwright-core) against
 // the real stack: an API, a worker process, Postgres and Redis. It signs in (and fails to with a
 // wrong key), uploads a dataset, starts a job, watches the training curve gain points while the
-// job is held at two checkpoints, sees the evaluation once it succeeds and downloads the adapter,
-// whose bytes must equal the API's download. No console error may appear, and every page is
-// saved as a screenshot under test-output/ui/.
+// job is held at two checkpoints, pauses and resumes it, sees the evaluation once it succeeds and
+// downloads the adapter, whose bytes must equal the API's download. No console error may appear
+// (but the API's 401 to the wrong key, which Chromium logs), and every page is saved as a
+// screenshot under test-output/ui/.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
@@ -13,7 +14,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { STEP_REPORT_INTERVAL_MS } from "../../services/worker/job-runner.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { CheckpointHold, ServiceProcess } from "../helpers/worker-harness.ts";
+import { CheckpointHold, ServiceProcess, stopRequested } from "../helpers/worker-harness.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = path.resolve(import.meta.dirname, "../../test-output/ui");
@@ -137,7 +138,19 @@ describe("the dashboard in headless Chromium", () => {
     await holds[0].reached(60_000, logs);
     await page.waitForFunction(`${chartPoints} > ${before}`);
     assert.equal((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status, "running", "the points came while it trained");
+  });
+
+  it("pauses the held job from its page and resumes it", async () => {
+    await page.getByRole("button", { name: "Pause" }).click();
+    await page.getByText("requested; the worker is saving a checkpoint").waitFor();
+    // The worker has taken the request before the held checkpoint lets training go on.
+    await stopRequested(worker!, "pause");
     await holds.shift()!.release();
+    await page.locator("#job-summary .badge.paused").waitFor({ timeout: 60_000 });
+    await screenshot("job-paused");
+    await page.getByRole("button", { name: "Resume" }).click();
+    await page.locator("#job-summary .badge.paused").waitFor({ state: "detached" });
+    assert.notEqual((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status, "paused");
   });
 
   it("shows the evaluation once the job succeeds and downloads the API's adapter bytes", async () => {
