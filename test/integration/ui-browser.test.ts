@@ -14,11 +14,10 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { STEP_REPORT_INTERVAL_MS } from "../../services/worker/job-runner.ts";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
-import { CheckpointHold, ServiceProcess, stopRequested } from "../helpers/worker-harness.ts";
+import { CheckpointHold, ServiceProcess, stopRequested, waitFor } from "../helpers/worker-harness.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = path.resolve(import.meta.dirname, "../../test-output/ui");
-const chartPoints = `Number(document.querySelector("#train-chart")?.dataset.points)`;
 
 describe("the dashboard in headless Chromium", () => {
   let api: TestApi;
@@ -33,6 +32,8 @@ describe("the dashboard in headless Chromium", () => {
   const key = () => api.keys.a.replace(/^Bearer /, "");
   const screenshot = (name: string) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
   const points = (chart: string) => page.locator(chart).getAttribute("data-points").then(Number);
+  // (No page.waitForFunction: its polling evaluates strings in the page, which the CSP forbids.)
+  const oneRow = () => page.locator("#jobs-table tbody tr").nth(1).waitFor({ state: "detached" });
   const logs = () => `${worker?.log ?? "(no worker)"}\nconsole errors: ${consoleErrors.join("\n")}`;
 
   before(async () => {
@@ -127,7 +128,7 @@ describe("the dashboard in headless Chromium", () => {
     });
     await holds[0].reached(60_000, logs);
     const heldAt = Date.now();
-    await page.waitForFunction(`${chartPoints} >= 1`);
+    await waitFor(async () => (await points("#train-chart")) >= 1, 30_000, logs);
     await page.locator("#job-summary .badge.running").waitFor();
     const before = await points("#train-chart");
     await screenshot("job-training");
@@ -136,7 +137,7 @@ describe("the dashboard in headless Chromium", () => {
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, heldAt + STEP_REPORT_INTERVAL_MS - Date.now())));
     await holds.shift()!.release();
     await holds[0].reached(60_000, logs);
-    await page.waitForFunction(`${chartPoints} > ${before}`);
+    await waitFor(async () => (await points("#train-chart")) > before, 30_000, logs);
     assert.equal((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status, "running", "the points came while it trained");
   });
 
@@ -172,15 +173,37 @@ describe("the dashboard in headless Chromium", () => {
   });
 
   it("lists the job, filters by status, and shows queue health and sweeps", async () => {
+    // 20 older cancelled jobs beside the real one: two pages of 20.
+    const real = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    await api.db.prisma.job.createMany({
+      data: Array.from({ length: 20 }, (_, index) => ({
+        tenantId: real.tenantId,
+        task: real.task,
+        baseModelId: real.baseModelId,
+        trainDatasetId: real.trainDatasetId,
+        loraConfig: {},
+        hyperparameters: {},
+        status: "cancelled" as const,
+        createdAt: new Date(real.createdAt.getTime() - (index + 1) * 60_000),
+      })),
+    });
     await page.goto(`${baseUrl}/ui/#/jobs`);
     await page.locator("#jobs-table .badge.succeeded").waitFor();
+    assert.equal(await page.locator("#jobs-table tbody tr").count(), 20);
     await screenshot("jobs");
+    await page.getByRole("button", { name: "Next" }).click();
+    await oneRow();
+    assert.equal(await page.getByRole("button", { name: "Next" }).isDisabled(), true);
+    await page.getByRole("button", { name: "Previous" }).click();
+    await page.locator("#jobs-table .badge.succeeded").waitFor();
+    await page.getByLabel("Status").selectOption("succeeded");
+    await oneRow();
     await page.getByLabel("Status").selectOption("failed");
     await page.getByText("No failed jobs.").waitFor();
 
     await page.goto(`${baseUrl}/ui/#/queues`);
     await page.locator("#queues table").first().waitFor();
-    assert.match(await page.locator("#queues").innerText(), /succeeded\s+1/);
+    assert.match(await page.locator("#queues").innerText(), /succeeded\s+1\s*\n\s*failed\s+0\s*\n\s*cancelled\s+20/);
     await screenshot("queues");
 
     await page.goto(`${baseUrl}/ui/#/sweeps`);
@@ -223,7 +246,15 @@ describe("the dashboard in headless Chromium", () => {
     await page.goto(`${baseUrl}/ui/#/sweeps/${sweepId}`);
     await page.locator("#sweep table").waitFor();
     assert.match(await page.locator("#sweep table").innerText(), /0\.005\d*\s+0\.8750/);
-    await page.waitForFunction(`document.querySelector("#sweep-chart img")?.naturalWidth === 200`);
+    await waitFor(
+      () =>
+        page.locator("#sweep-chart img").evaluate((image) => {
+          const { complete, naturalWidth } = image as unknown as { complete: boolean; naturalWidth: number };
+          return complete && naturalWidth === 200;
+        }),
+      30_000,
+      "the sweep chart image",
+    );
     await screenshot("sweep");
   });
 

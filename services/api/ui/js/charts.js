@@ -25,6 +25,8 @@ export function lineChart(parent, { id, title, seriesNames, yLabel }) {
       width: Math.max(320, Math.min(560, parent.clientWidth || 560)),
       height: 240,
       scales: { x: { time: false } },
+      // The legend names the series; values under the cursor would read "--" most of the time.
+      legend: { live: false },
       axes: [{ label: "step" }, { label: yLabel ?? "" }],
       series: [
         { label: "step" },

@@ -26,10 +26,13 @@ export async function newJobForm(dataset, signal) {
   const lora = h("textarea", { id: "job-lora", spellcheck: "false" }, "{}");
   const hyperparameters = h("textarea", { id: "job-hyperparameters", spellcheck: "false" }, "{}");
   const feedback = h("div", { id: "job-feedback", "aria-live": "polite" });
+  const start = h("button", { type: "submit", disabled: usable.length === 0 }, "Start job");
 
   async function submit(event) {
     event.preventDefault();
     feedback.replaceChildren();
+    // One click, one job: the button stays disabled until the API has answered.
+    start.disabled = true;
     try {
       const body = {
         baseModel: model.value,
@@ -43,6 +46,7 @@ export async function newJobForm(dataset, signal) {
     } catch (error) {
       const details = (error.details ?? []).map((detail) => h("li", {}, [detail.line ? `line ${detail.line}` : detail.path, detail.message].filter(Boolean).join(": ")));
       feedback.replaceChildren(...[errorBox(error), details.length ? h("ul", {}, details) : undefined].filter(Boolean));
+      start.disabled = false;
     }
   }
 
@@ -54,7 +58,7 @@ export async function newJobForm(dataset, signal) {
     h("label", { for: "job-validation-split" }, "Validation split (0 for none)", split),
     h("label", { for: "job-lora" }, "LoRA settings (JSON, e.g. {\"r\": 8})", lora),
     h("label", { for: "job-hyperparameters" }, "Hyperparameters (JSON, e.g. {\"epochs\": 3})", hyperparameters),
-    h("button", { type: "submit", disabled: usable.length === 0 }, "Start job"),
+    start,
     feedback,
   );
 }
