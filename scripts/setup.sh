@@ -12,6 +12,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # engine's numerics are tested against live, beside the committed goldens.
 apt_packages=(libopenblas-dev python3-torch)
 command -v psql >/dev/null || apt_packages+=(postgresql)
+# Debian's chromium runs the dashboard's browser tests (playwright-core drives it; no browser download).
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 missing=()
 for package in "${apt_packages[@]}"; do

@@ -31,6 +31,8 @@ import { sweepRoutes } from "./routes/sweeps.ts";
 import { composeRoutes } from "./routes/compose.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { predictRoutes } from "./routes/predict.ts";
+import { queueRoutes } from "./routes/queues.ts";
+import { uiRoutes } from "./routes/ui.ts";
 import { openAiCompat } from "./openai/index.ts";
 import { registerSharedSchemas } from "./schemas.ts";
 
@@ -38,7 +40,8 @@ import { registerSharedSchemas } from "./schemas.ts";
  * The response headers OWASP's REST Security Cheat Sheet asks of a JSON API. Responses here
  * are JSON or files, never pages: nothing may load from them or frame them. Helmet's
  * other defaults (x-xss-protection, x-download-options, x-dns-prefetch-control, ...) only
- * concern HTML documents in old browsers. /docs replaces the policy with swagger-ui's own.
+ * concern HTML documents in old browsers. /docs replaces the policy with swagger-ui's own, /ui
+ * with the dashboard's (routes/ui.ts).
  */
 const SECURITY_HEADERS = {
   "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
@@ -107,12 +110,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(composeRoutes, { prisma, queue, config });
     await v1.register(predictRoutes, { store, config, adapterTargets });
     await v1.register(generateRoutes, { store, config, adapterTargets });
+    await v1.register(queueRoutes, { prisma, queue });
     // OpenAI's files and fine-tuning routes over the same tables and queue (openai/README.md).
     await v1.register(openAiCompat, { prisma, queue, store, config, models });
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+  // The dashboard: static files, no key needed to load them; it signs in against /v1 like any client.
+  await app.register(uiRoutes);
 
   if (config.bootstrapApiKey) {
     // The API still starts with Postgres down; the key then works from the next start.

@@ -16,7 +16,7 @@ import type { Sandbox } from "./sandbox.ts";
 import type { WorkerSettings } from "./settings.ts";
 
 /** Steps are reported at most this often, as events, Job.progress and BullMQ progress. */
-const STEP_REPORT_INTERVAL_MS = 1000;
+export const STEP_REPORT_INTERVAL_MS = 1000;
 
 export interface RunnerDeps {
   settings: WorkerSettings;

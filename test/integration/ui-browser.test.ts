@@ -1,0 +1,264 @@
+// The dashboard in real headless Chromium (Debian's `chromium`, driven by playwright-core) against
+// the real stack: an API, a worker process, Postgres and Redis. It signs in (and fails to with a
+// wrong key), uploads a dataset, starts a job, watches the training curve gain points while the
+// job is held at two checkpoints, pauses and resumes it, sees the evaluation once it succeeds and
+// downloads the adapter, whose bytes must equal the API's download. No console error may appear
+// (but the API's 401 to the wrong key, which Chromium logs), and every page is saved as a
+// screenshot under test-output/ui/.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { STEP_REPORT_INTERVAL_MS } from "../../services/worker/job-runner.ts";
+import { startTestApi, type TestApi } from "../helpers/api.ts";
+import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
+import { CheckpointHold, ServiceProcess, stopRequested, waitFor } from "../helpers/worker-harness.ts";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SCREENSHOTS = path.resolve(import.meta.dirname, "../../test-output/ui");
+
+describe("the dashboard in headless Chromium", () => {
+  let api: TestApi;
+  let fixture: TrainingFixture;
+  let baseUrl: string;
+  let worker: ServiceProcess | undefined;
+  let browser: Browser;
+  let page: Page;
+  let jobId: string;
+  const consoleErrors: string[] = [];
+  const holds: CheckpointHold[] = [];
+  const key = () => api.keys.a.replace(/^Bearer /, "");
+  const screenshot = (name: string) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  const points = (chart: string) => page.locator(chart).getAttribute("data-points").then(Number);
+  // (No page.waitForFunction: its polling evaluates strings in the page, which the CSP forbids.)
+  const oneRow = () => page.locator("#jobs-table tbody tr").nth(1).waitFor({ state: "detached" });
+  const logs = () => `${worker?.log ?? "(no worker)"}\nconsole errors: ${consoleErrors.join("\n")}`;
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium`);
+    await fs.mkdir(SCREENSHOTS, { recursive: true });
+    api = await startTestApi("ui_browser", { EVENTS_POLL_INTERVAL_MS: "200" });
+    fixture = await trainingFixture(api.modelsDir);
+    await api.app.listen({ host: "127.0.0.1", port: 0 });
+    baseUrl = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}`;
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(30_000);
+    page.on("console", (message) => message.type() === "error" && consoleErrors.push(`${message.text()} (${message.location().url})`));
+    page.on("pageerror", (error) => consoleErrors.push(`uncaught: ${error.message}`));
+  });
+
+  after(async () => {
+    for (const hold of holds.splice(0)) await hold.release().catch(() => {});
+    await browser?.close();
+    await worker?.stop();
+    await api.close();
+  });
+
+  it("shows an error for a wrong key, not a blank page", async () => {
+    await page.goto(`${baseUrl}/ui/`);
+    await page.getByLabel("API key").fill("not-a-key-of-this-service");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "not accepted" }).waitFor();
+    assert.equal(await page.locator("#nav").isHidden(), true);
+    await screenshot("sign-in-wrong-key");
+    // Chromium logs every 4xx answer as "Failed to load resource": the API's 401 to the wrong
+    // key is the one expected here, and nothing else may have been logged.
+    assert.deepEqual(consoleErrors.splice(0).map((text) => text.replace(/127\.0\.0\.1:\d+/, "API")), [
+      "Failed to load resource: the server responded with a status of 401 (Unauthorized) (http://API/v1/jobs?limit=1)",
+    ]);
+  });
+
+  it("signs in with a key kept in sessionStorage and never in a URL", async () => {
+    await page.getByLabel("API key").fill(key());
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Jobs", exact: true }).waitFor();
+    await page.getByText("No jobs yet.").waitFor();
+    assert.equal(await page.evaluate(`sessionStorage.getItem("lora.apiKey")`), key());
+    assert.ok(!page.url().includes(key()));
+    await screenshot("jobs-empty");
+  });
+
+  it("moves between sections with the keyboard, every field labelled", async () => {
+    for (let presses = 0; presses < 12; presses++) {
+      await page.keyboard.press("Tab");
+      if ((await page.evaluate("document.activeElement?.textContent")) === "Datasets") break;
+    }
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Datasets", exact: true }).waitFor();
+    assert.ok(page.url().endsWith("#/datasets"));
+    // (Strings run in the page: this file is compiled without the DOM's types.)
+    const unlabelled = await page.evaluate(`[...document.querySelectorAll("input, select, textarea")]
+      .filter((field) => field.labels.length === 0 && !field.getAttribute("aria-label")).map((field) => field.id)`);
+    assert.deepEqual(unlabelled, []);
+  });
+
+  it("uploads a dataset with progress and starts a job on it", async () => {
+    await page.locator("#dataset-file").setInputFiles(fixture.job.datasetFile);
+    await page.getByRole("button", { name: "Upload" }).click();
+    await page.locator("#upload-done").waitFor();
+    assert.equal(await page.locator("#upload-progress").getAttribute("value"), "1");
+    await page.locator("#new-job-form").waitFor();
+    await screenshot("datasets");
+
+    await page.getByLabel("Base model").selectOption("tiny-distilbert");
+    await page.getByLabel("Validation split").fill(String(fixture.job.validationSplit));
+    await page.getByLabel("LoRA settings").fill(JSON.stringify(fixture.job.lora));
+    await page.getByLabel("Hyperparameters").fill(JSON.stringify({ ...fixture.job.hyperparameters, checkpointEverySteps: fixture.checkpointEverySteps }));
+    await page.getByRole("button", { name: "Start job" }).click();
+    await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
+    jobId = page.url().split("/").at(-1)!;
+    const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    assert.equal(row.status, "queued");
+  });
+
+  it("draws the training curve gaining points while the job trains", async () => {
+    // No worker runs yet, so both holds are in place before the job's first step.
+    const [first, second] = [fixture.checkpointEverySteps, 2 * fixture.checkpointEverySteps];
+    holds.push(await CheckpointHold.take(api.db.url, { jobId, step: first }), await CheckpointHold.take(api.db.url, { jobId, step: second }));
+    worker = ServiceProcess.worker({
+      DATABASE_URL: api.db.url,
+      REDIS_URL: api.config.redisUrl,
+      QUEUE_PREFIX: String(api.queue.opts.prefix),
+      DATA_DIR: api.config.dataDir,
+      MODELS_DIR: api.modelsDir,
+    });
+    await holds[0].reached(60_000, logs);
+    const heldAt = Date.now();
+    await waitFor(async () => (await points("#train-chart")) >= 1, 30_000, logs);
+    await page.locator("#job-summary .badge.running").waitFor();
+    const before = await points("#train-chart");
+    await screenshot("job-training");
+    // Steps are written at most once per interval: once it has passed, the first step after the
+    // held checkpoint is written, before the next checkpoint is.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, heldAt + STEP_REPORT_INTERVAL_MS - Date.now())));
+    await holds.shift()!.release();
+    await holds[0].reached(60_000, logs);
+    await waitFor(async () => (await points("#train-chart")) > before, 30_000, logs);
+    assert.equal((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status, "running", "the points came while it trained");
+  });
+
+  it("pauses the held job from its page and resumes it", async () => {
+    await page.getByRole("button", { name: "Pause" }).click();
+    await page.getByText("requested; the worker is saving a checkpoint").waitFor();
+    // The worker has taken the request before the held checkpoint lets training go on.
+    await stopRequested(worker!, "pause");
+    await holds.shift()!.release();
+    await page.locator("#job-summary .badge.paused").waitFor({ timeout: 60_000 });
+    await screenshot("job-paused");
+    await page.getByRole("button", { name: "Resume" }).click();
+    await page.locator("#job-summary .badge.paused").waitFor({ state: "detached" });
+    assert.notEqual((await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).status, "paused");
+  });
+
+  it("shows the evaluation once the job succeeds and downloads the API's adapter bytes", async () => {
+    await page.locator("#job-summary .badge.succeeded").waitFor({ timeout: 90_000 });
+    const evaluation = page.locator("#evaluation table");
+    await evaluation.waitFor();
+    assert.match(await evaluation.innerText(), /accuracy/);
+    assert.ok((await points("#validation-chart")) >= 1);
+    assert.ok((await page.locator("#events-log li").count()) > 0);
+    await screenshot("job-succeeded");
+
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download adapter" }).click()]);
+    const downloaded = await fs.readFile((await download.path())!);
+    const job = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId }, include: { adapter: true } });
+    const fromApi = await fetch(`${baseUrl}/v1/adapters/${job.adapter!.id}/download`, { headers: { authorization: api.keys.a } });
+    assert.equal(fromApi.status, 200);
+    assert.ok(downloaded.equals(Buffer.from(await fromApi.arrayBuffer())), "the dashboard's download differs from the API's");
+    assert.equal(download.suggestedFilename(), `adapter-${job.adapter!.id}.tar.gz`);
+  });
+
+  it("lists the job, filters by status, and shows queue health and sweeps", async () => {
+    // 20 older cancelled jobs beside the real one: two pages of 20.
+    const real = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    await api.db.prisma.job.createMany({
+      data: Array.from({ length: 20 }, (_, index) => ({
+        tenantId: real.tenantId,
+        task: real.task,
+        baseModelId: real.baseModelId,
+        trainDatasetId: real.trainDatasetId,
+        loraConfig: {},
+        hyperparameters: {},
+        status: "cancelled" as const,
+        createdAt: new Date(real.createdAt.getTime() - (index + 1) * 60_000),
+      })),
+    });
+    await page.goto(`${baseUrl}/ui/#/jobs`);
+    await page.locator("#jobs-table .badge.succeeded").waitFor();
+    assert.equal(await page.locator("#jobs-table tbody tr").count(), 20);
+    await screenshot("jobs");
+    await page.getByRole("button", { name: "Next" }).click();
+    await oneRow();
+    assert.equal(await page.getByRole("button", { name: "Next" }).isDisabled(), true);
+    await page.getByRole("button", { name: "Previous" }).click();
+    await page.locator("#jobs-table .badge.succeeded").waitFor();
+    await page.getByLabel("Status").selectOption("succeeded");
+    await oneRow();
+    await page.getByLabel("Status").selectOption("failed");
+    await page.getByText("No failed jobs.").waitFor();
+
+    await page.goto(`${baseUrl}/ui/#/queues`);
+    await page.locator("#queues table").first().waitFor();
+    assert.match(await page.locator("#queues").innerText(), /succeeded\s+1\s*\n\s*failed\s+0\s*\n\s*cancelled\s+20/);
+    await screenshot("queues");
+
+    await page.goto(`${baseUrl}/ui/#/sweeps`);
+    await page.getByLabel("Sweep id").waitFor();
+    await screenshot("sweeps");
+  });
+
+  it("renders the structured evaluation, quality report and sweep shapes other features provide", async () => {
+    // Those backends are separate features: their documented shapes are rendered here directly
+    // (the modules themselves, in this page, under its CSP), and the sweep answers are stubbed
+    // in the browser.
+    await page.goto(`${baseUrl}/ui/#/queues`);
+    await page.locator("#queues table").first().waitFor();
+    await page.evaluate(`(async () => {
+      const { evaluationSection } = await import("/ui/js/evaluation.js");
+      const { qualityReport } = await import("/ui/js/quality.js");
+      const detail = (accuracy, matrix) => ({ accuracy, ece: 0.05, labels: ["negative", "positive"], confusionMatrix: matrix,
+        perClass: { negative: { precision: 1, recall: 0.5, f1: 0.667, support: 4 }, positive: { precision: 0.667, recall: 1, f1: 0.8, support: 4 } } });
+      const report = { adapter: detail(0.875, [[3, 1], [0, 4]]), base: detail(0.5, [[2, 2], [2, 2]]),
+        samples: [{ prompt: "Say hi:", reference: "hello", base: "hmm", adapter: "hello" }] };
+      document.getElementById("content").replaceChildren(
+        evaluationSection({ status: "succeeded", metrics: { accuracy: 0.875, report } }, undefined),
+        qualityReport({ version: 1, examples: 8, findings: [{ code: "duplicate_text", severity: "warning", count: 2, lines: [3, 7], message: "the same text twice" }], stats: { duplicates: 2 } }));
+    })()`);
+    const evaluation = await page.locator("#evaluation").innerText();
+    assert.match(evaluation, /accuracy\s+0\.8750\s+0\.5000\s+\+0\.3750/);
+    assert.match(evaluation, /Confusion matrix: adapter/);
+    assert.match(evaluation, /negative\s+3\s+1\s*\n\s*positive\s+0\s+4/);
+    assert.match(evaluation, /Say hi:\s+hello\s+hmm\s+hello/);
+    assert.match(await page.locator("#quality-report").innerText(), /warning\s+the same text twice\s+duplicate_text\s+2\s+3, 7/);
+    await screenshot("evaluation-structured");
+
+    const sweepId = "00000000-0000-4000-8000-000000000001";
+    await page.route(`**/v1/sweeps/${sweepId}`, (route) =>
+      route.fulfill({ json: { id: sweepId, status: "succeeded", metric: "accuracy", table: [{ jobId: jobId, learningRate: 0.005, accuracy: 0.875 }] } }),
+    );
+    await page.route(`**/v1/sweeps/${sweepId}/chart.svg`, (route) =>
+      route.fulfill({ contentType: "image/svg+xml", body: '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#0072B2"/></svg>' }),
+    );
+    await page.goto(`${baseUrl}/ui/#/sweeps/${sweepId}`);
+    await page.locator("#sweep table").waitFor();
+    assert.match(await page.locator("#sweep table").innerText(), /0\.005\d*\s+0\.8750/);
+    await waitFor(
+      () =>
+        page.locator("#sweep-chart img").evaluate((image) => {
+          const { complete, naturalWidth } = image as unknown as { complete: boolean; naturalWidth: number };
+          return complete && naturalWidth === 200;
+        }),
+      30_000,
+      "the sweep chart image",
+    );
+    await screenshot("sweep");
+  });
+
+  it("logged no console error on any page after the wrong key's 401", () => {
+    assert.deepEqual(consoleErrors, []);
+  });
+});
