@@ -28,3 +28,16 @@ export { loadAdapter, AdapterError } from "./peft.ts";
 export { mergeAdapter } from "./merge.ts";
 export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
 export { readEncoderConfig, type EncoderConfig, type Architecture } from "./tasks/classification/config.ts";
+export {
+  DatasetQualityAnalyzer,
+  LeakageCheck,
+  blockingFindings,
+  comparableText,
+  type QualityFinding,
+  type QualityReport,
+  type QualityThresholds,
+  type TokenCounting,
+} from "./data/quality.ts";
+export { loadTokenCounter, type ExampleTokenCounter } from "./token-count.ts";
+export { readJsonlLines } from "./data/jsonl.ts";
+export { checkRecord, type DatasetFormat, type DatasetRecord } from "./data/records.ts";
