@@ -95,7 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { resolver });
     await v1.register(rateLimitPerKey);
-    await v1.register(datasetRoutes, { prisma, store, config });
+    await v1.register(datasetRoutes, { prisma, store, config, preflight });
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql, preflight });
     await v1.register(jobControlRoutes, { prisma, queue, config });

@@ -71,6 +71,13 @@ export class DataQualityPreflight {
     return made;
   }
 
+  /** The upload report of a dataset stored before reports existed, made from its file. */
+  async uploadReport(dataset: LiveDataset): Promise<QualityReport> {
+    const analyzer = new DatasetQualityAnalyzer(dataset.format as DatasetFormat);
+    await this.eachRecord(dataset, (line, record) => analyzer.add(line, record));
+    return analyzer.report(this.thresholds);
+  }
+
   private async make({ train, validation, model, maxSeqLength }: PreflightRequest): Promise<QualityReport> {
     const counter = await this.counters.touch(model.id, () => this.tokenCounter(model));
     const tokenCounting = counter && { model: model.id, maxLength: Math.min(maxSeqLength, counter.maxPositions), count: (record: DatasetRecord) => counter.count(record) };

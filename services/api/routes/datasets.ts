@@ -6,6 +6,7 @@ import { AppError, notFound } from "../../common/errors.ts";
 import type { Dataset } from "../../common/generated/prisma/client.ts";
 import { DATASET_FORMATS, type DatasetFormat } from "../../trainer/data/records.ts";
 import type { AppDeps } from "../deps.ts";
+import type { DataQualityPreflight } from "../data-quality.ts";
 import { deleteDataset, qualityThresholdsOf, validateUpload } from "../datasets/ingest.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
@@ -36,9 +37,9 @@ function asMalformedMultipart(error: unknown): never {
   throw new AppError(400, "invalid_body", `malformed multipart body: ${(error as Error).message}`);
 }
 
-export type DatasetRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config">;
+export type DatasetRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config"> & { preflight: DataQualityPreflight };
 
-export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (app, { prisma, store, config }) => {
+export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (app, { prisma, store, config, preflight }) => {
   // Registered inside this plugin's own scope: only the dataset routes take uploads, and
   // multipart's hooks would otherwise run on every /v1 request.
   await app.register(multipart);
@@ -111,6 +112,27 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
       const row = await prisma.dataset.findFirst({ where: { id, tenantId: tenantOf(request), deletedAt: null } });
       if (!row) throw notFound("dataset", id);
       return datasetView(row);
+    },
+  );
+
+  app.get(
+    "/v1/datasets/:id/quality",
+    {
+      schema: {
+        tags: ["datasets"],
+        summary: "The dataset's quality report (made at upload; for an older upload, made now and kept)",
+        params: uuidParams,
+        response: { 200: { $ref: "QualityReport#" }, ...errorResponses(400, 401, 404, 429) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const row = await prisma.dataset.findFirst({ where: { id, tenantId: tenantOf(request), deletedAt: null } });
+      if (!row) throw notFound("dataset", id);
+      if (row.qualityReport) return row.qualityReport;
+      const report = await preflight.uploadReport(row);
+      await prisma.dataset.update({ where: { id }, data: { qualityReport: report as object } });
+      return report;
     },
   );
 
