@@ -28,7 +28,7 @@ const planted = [
   ...clean,
   { text: "the soundtrack carried every quiet scene, beautifully!", label: "positive" },
   { text: "A tedious script that nobody could rescue", label: "positive" },
-  { text: "Gorgeous photography of mountains at dawn and dusk", label: "positive" },
+  { text: "Gorgeous photography of mountains at dawn, yes", label: "positive" },
 ];
 
 interface Finding {

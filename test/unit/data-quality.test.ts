@@ -73,7 +73,7 @@ describe("dataset quality report", () => {
     rows.push({ text: "the soundtrack carried EVERY quiet scene, beautifully!", label: "positive" }); // 13: duplicate of 1 after normalization
     rows.push({ text: "A tedious script that nobody could rescue", label: "positive" }); // 14: conflicts with 2 (negative)
     rows.push(""); // 15: blank line, not an example
-    rows.push({ text: "Gorgeous photography of mountains at dawn and dusk", label: "positive" }); // 16: near duplicate of 5
+    rows.push({ text: "Gorgeous photography of mountains at dawn, yes", label: "positive" }); // 16: near duplicate of 5
     rows.push({ text: "?!...", label: "negative" }); // 17: nothing to learn from
     rows.push({ text: "Two hours I will never get back", label: "negative" }); // 18: duplicate of 10
     rows.push({ text: "Warm, funny and surprisingly wise about families.", label: "negative" }); // 19: conflicts with 7 (positive)

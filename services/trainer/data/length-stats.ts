@@ -34,14 +34,14 @@ export function lengthStats(lengths: ArrayLike<number>): LengthStats {
   };
 }
 
-/** Growable list of lengths without a boxed number per example. */
+/** Growable list of lengths (whole numbers) without a boxed number per example. */
 export class LengthList {
-  private values = new Float64Array(1024);
+  private values = new Uint32Array(1024);
   private used = 0;
 
   push(value: number): void {
     if (this.used === this.values.length) {
-      const grown = new Float64Array(this.values.length * 2);
+      const grown = new Uint32Array(this.values.length * 2);
       grown.set(this.values);
       this.values = grown;
     }

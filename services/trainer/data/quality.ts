@@ -3,8 +3,9 @@
 // truncate, validation examples that are also training examples), each finding with its count
 // and line numbers. Pure computation over records fed one at a time, so the API can run it while
 // an upload streams past and again, with a model's tokenizer, before a job is accepted.
-import { fnv1a, NEAR_DUPLICATE_JACCARD, NEAR_DUPLICATE_MAX_EXAMPLES, NearDuplicateIndex, normalizeText, SHINGLE_CHARS, signatureOf } from "./minhash.ts";
+import { hashPair, NEAR_DUPLICATE_JACCARD, NEAR_DUPLICATE_MAX_EXAMPLES, NearDuplicateIndex, normalizeText, SHINGLE_CHARS, signatureOf } from "./minhash.ts";
 import { LengthList, type LengthStats } from "./length-stats.ts";
+import { TextTable } from "./text-table.ts";
 import type { DatasetFormat, DatasetRecord } from "./records.ts";
 
 /** Line numbers a finding lists at most (its count covers all). */
@@ -86,11 +87,6 @@ export function characterLength(record: DatasetRecord): number {
   return record.messages.reduce((sum, message) => sum + message.content.length, 0);
 }
 
-/** A 53-bit key of a normalized text: two 32-bit hashes, so a million examples collide with odds of about 1e-4. */
-function textKey(text: string): number {
-  return fnv1a(text) * 0x200000 + (fnv1a(`${text}\u0000`) & 0x1fffff);
-}
-
 /** Lines and examples of one finding as they are found: every occurrence counted, the first few kept. */
 class FindingTally {
   count = 0;
@@ -109,19 +105,15 @@ class FindingTally {
   }
 }
 
-interface FirstSeen {
-  line: number;
-  label?: string;
-  conflicted: boolean;
-}
-
 export class DatasetQualityAnalyzer {
   private examples = 0;
   private readonly characters = new LengthList();
   private readonly tokens = new LengthList();
-  private readonly seen = new Map<number, FirstSeen>();
+  private readonly seen = new TextTable();
   private readonly nearIndex = new NearDuplicateIndex();
-  private readonly labelLines = new Map<string, { count: number; lines: number[] }>();
+  private nearCompared = 0;
+  private readonly labelLines = new Map<string, { index: number; count: number; lines: number[] }>();
+  private readonly labelNames: string[] = [];
   private readonly duplicates = new FindingTally();
   private readonly nearDuplicates = new FindingTally();
   private readonly conflicts = new FindingTally();
@@ -136,13 +128,7 @@ export class DatasetQualityAnalyzer {
   add(line: number, record: DatasetRecord): void {
     this.examples += 1;
     this.characters.push(characterLength(record));
-    const label = "label" in record ? record.label : undefined;
-    if (label !== undefined) {
-      const entry = this.labelLines.get(label) ?? { count: 0, lines: [] };
-      entry.count += 1;
-      if (entry.lines.length < REPORTED_LINES) entry.lines.push(line);
-      this.labelLines.set(label, entry);
-    }
+    const label = "label" in record ? this.labelIndex(record.label, line) : -1;
     if (this.tokenCounting) {
       const tokens = this.tokenCounting.count(record);
       this.tokens.push(tokens);
@@ -153,28 +139,47 @@ export class DatasetQualityAnalyzer {
       return;
     }
     const text = comparableText(record);
-    const key = textKey(text);
-    const first = this.seen.get(key);
-    if (first) {
-      if (first.label === label) this.duplicates.add(line, { line, duplicateOf: first.line });
+    const [high, low] = hashPair(text);
+    const first = this.seen.find(high, low);
+    if (first >= 0) {
+      const firstLine = this.seen.lineAt(first);
+      const firstLabel = this.seen.labelAt(first);
+      if (firstLabel === label) this.duplicates.add(line, { line, duplicateOf: firstLine });
       else {
-        if (!first.conflicted) this.conflicts.add(first.line, { line: first.line, label: first.label });
-        first.conflicted = true;
-        this.conflicts.add(line, { line, label, conflictsWith: first.line });
+        if (!this.seen.conflicted(first)) this.conflicts.add(firstLine, { line: firstLine, label: this.labelNames[firstLabel] });
+        this.seen.markConflicted(first);
+        this.conflicts.add(line, { line, label: this.labelNames[label], conflictsWith: firstLine });
       }
       return;
     }
-    this.seen.set(key, { line, label, conflicted: false });
-    if (this.nearIndex.size >= NEAR_DUPLICATE_MAX_EXAMPLES) return;
+    this.seen.insert(high, low, line, label);
+    if (this.nearCompared >= NEAR_DUPLICATE_MAX_EXAMPLES) return;
+    this.nearCompared += 1;
     const signature = signatureOf(text);
     const similar = this.nearIndex.match(signature);
     if (similar) this.nearDuplicates.add(line, { line, similarTo: similar.id, similarity: similar.similarity });
     else this.nearIndex.add(line, signature);
   }
 
+  /** Counts the label and answers its index; the first lines of each label are kept for the imbalance finding. */
+  private labelIndex(label: string, line: number): number {
+    let entry = this.labelLines.get(label);
+    if (!entry) {
+      entry = { index: this.labelNames.length, count: 0, lines: [] };
+      this.labelNames.push(label);
+      this.labelLines.set(label, entry);
+    }
+    entry.count += 1;
+    if (entry.lines.length < REPORTED_LINES) entry.lines.push(line);
+    return entry.index;
+  }
+
   /** The line of a training example whose text (comparableText) equals this record's, if any. */
   lineOf(record: DatasetRecord): number | undefined {
-    return this.seen.get(textKey(comparableText(record)))?.line;
+    const text = comparableText(record);
+    const [high, low] = hashPair(text);
+    const slot = this.seen.find(high, low);
+    return slot >= 0 ? this.seen.lineAt(slot) : undefined;
   }
 
   get count(): number {
@@ -201,7 +206,7 @@ export class DatasetQualityAnalyzer {
     }
     const stats: QualityStats = {
       characters: this.characters.stats(),
-      nearDuplicates: { method: `MinHash (64 hashes, 16 bands × 4) over character ${SHINGLE_CHARS}-grams of the normalized text`, jaccard: NEAR_DUPLICATE_JACCARD, examplesCompared: Math.min(this.seen.size, NEAR_DUPLICATE_MAX_EXAMPLES) },
+      nearDuplicates: { method: `MinHash (64 hashes, 16 bands × 4) over character ${SHINGLE_CHARS}-grams of the normalized text`, jaccard: NEAR_DUPLICATE_JACCARD, examplesCompared: this.nearCompared },
     };
     if (this.format === "classification") stats.labelCounts = Object.fromEntries([...this.labelLines].map(([label, entry]) => [label, entry.count] as const).sort(([a], [b]) => (a < b ? -1 : 1)));
     if (this.tokenCounting) stats.tokens = { ...this.tokens.stats(), model: this.tokenCounting.model, maxLength: this.tokenCounting.maxLength, truncated: tooLong.count };
