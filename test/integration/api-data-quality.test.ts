@@ -149,3 +149,18 @@ describe("dataset quality over HTTP", () => {
     assert.equal(job.status, "queued");
   });
 });
+
+describe("dataset quality thresholds from the configuration", () => {
+  let api: TestApi;
+  before(async () => {
+    api = await startTestApi("data_quality_thresholds", { DATA_QUALITY_MAX_LABEL_CONFLICTS: "2" });
+  });
+  after(async () => api.close());
+
+  it("accepts as many label conflicts as DATA_QUALITY_MAX_LABEL_CONFLICTS allows, as warnings", async () => {
+    const uploaded = await request(api.app.server).post("/v1/datasets").set("authorization", api.keys.a).attach("file", jsonl(planted), "d.jsonl").expect(201);
+    const conflict = (uploaded.body.qualityReport.findings as Finding[]).find((finding) => finding.code === "label_conflict")!;
+    assert.deepEqual([conflict.count, conflict.severity], [2, "warning"]);
+    await request(api.app.server).post("/v1/jobs").set("authorization", api.keys.a).send({ baseModel: "tiny-distilbert", trainDatasetId: uploaded.body.id }).expect(201);
+  });
+});

@@ -12,6 +12,9 @@ describe("configuration", () => {
     assert.equal(config.redisUrl, "redis://127.0.0.1:6379");
     assert.equal(config.trainerBackend, "auto");
     assert.equal(config.maxUploadBytes, 100 * 1024 * 1024);
+    assert.equal(config.dataQualityMaxLeakagePercent, 1);
+    assert.equal(config.dataQualityMaxLabelConflicts, 0);
+    assert.equal(loadConfig({ DATA_QUALITY_MAX_LEAKAGE_PERCENT: "2.5" }).dataQualityMaxLeakagePercent, 2.5);
   });
 
   for (const [variable, value, pattern] of [
@@ -29,6 +32,9 @@ describe("configuration", () => {
     ["S3_FORCE_PATH_STYLE", "yes", /S3_FORCE_PATH_STYLE must be true or false/],
     ["ARTIFACT_DOWNLOAD", "proxy", /ARTIFACT_DOWNLOAD must be one of stream, redirect/],
     ["WORKER_CACHE_MAX_BYTES", "10", /WORKER_CACHE_MAX_BYTES must be between/],
+    ["DATA_QUALITY_MAX_LEAKAGE_PERCENT", "one", /DATA_QUALITY_MAX_LEAKAGE_PERCENT must be a number/],
+    ["DATA_QUALITY_MAX_LEAKAGE_PERCENT", "101", /DATA_QUALITY_MAX_LEAKAGE_PERCENT must be between 0 and 100/],
+    ["DATA_QUALITY_MAX_LABEL_CONFLICTS", "-1", /DATA_QUALITY_MAX_LABEL_CONFLICTS must be between/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {
