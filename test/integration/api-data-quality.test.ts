@@ -8,8 +8,10 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import OpenAI, { toFile } from "openai";
 import request from "supertest";
+import { uploadModel } from "../../services/common/model-store.ts";
 import { jsonl, startTestApi, type TestApi } from "../helpers/api.ts";
 import { engineFixtures, fixtureModel } from "../helpers/engine-fixtures.ts";
+import { TestS3 } from "../helpers/s3-server.ts";
 
 /** Distinct reviews: a clean file finds nothing in them. */
 const REVIEWS = [
@@ -162,5 +164,35 @@ describe("dataset quality thresholds from the configuration", () => {
     const conflict = (uploaded.body.qualityReport.findings as Finding[]).find((finding) => finding.code === "label_conflict")!;
     assert.deepEqual([conflict.count, conflict.severity], [2, "warning"]);
     await request(api.app.server).post("/v1/jobs").set("authorization", api.keys.a).send({ baseModel: "tiny-distilbert", trainDatasetId: uploaded.body.id }).expect(201);
+  });
+});
+
+describe("dataset quality preflight with the s3 store", () => {
+  let api: TestApi;
+  let s3: TestS3;
+  before(async () => {
+    s3 = await TestS3.start("data-quality");
+    api = await startTestApi("data_quality_s3", {}, undefined, s3);
+    await engineFixtures();
+    await uploadModel(api.config, api.store, fixtureModel("distilbert-cls"), "real-distilbert");
+  });
+  after(async () => {
+    await api.close();
+    await s3.stop();
+  });
+
+  it("counts tokens with the tokenizer files from the bucket, without fetching the weights", async () => {
+    const lines = (await fs.readFile(fixtureModel("sentiment-train.jsonl"), "utf8")).split("\n").slice(0, 6).map((line) => JSON.parse(line) as { text: string; label: string });
+    lines[4] = { text: `${lines[4].text} ${"very great film ".repeat(20)}`, label: lines[4].label }; // line 5
+    const uploaded = await request(api.app.server).post("/v1/datasets").set("authorization", api.keys.a).attach("file", jsonl(lines), "d.jsonl").expect(201);
+    const created = await request(api.app.server)
+      .post("/v1/jobs")
+      .set("authorization", api.keys.a)
+      .send({ baseModel: "real-distilbert", trainDatasetId: uploaded.body.id, hyperparameters: { maxSeqLength: 32 } })
+      .expect(201);
+    const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: created.body.id } });
+    const tooLong = (row.qualityReport as unknown as { findings: Finding[] }).findings.find((finding) => finding.code === "too_long")!;
+    assert.deepEqual(tooLong.lines, [5]);
+    await assert.rejects(fs.access(path.join(api.config.dataDir, "models", "real-distilbert", "model.safetensors")), "the weights stay in the bucket");
   });
 });
