@@ -94,7 +94,10 @@ export class DataQualityPreflight {
   }
 
   private async eachRecord(dataset: LiveDataset, each: (line: number, record: DatasetRecord) => void): Promise<void> {
-    const file = await this.store.fetch(dataset.storageKey);
+    const file = await this.store.fetch(dataset.storageKey).then(async (local) => (await fs.access(local), local)).catch((error: Error) => {
+      this.logger.warn({ dataset: dataset.id, err: error.message }, "dataset file unavailable for the data quality report");
+      throw new AppError(503, "artifact_store_unavailable", `the file of dataset ${dataset.id} could not be read for its quality report; retry later`);
+    });
     // Stored datasets passed validation at upload: every line is a record of the dataset's format.
     for await (const entry of readJsonlLines(createReadStream(file))) {
       if (!("value" in entry)) continue;

@@ -135,6 +135,16 @@ describe("dataset quality over HTTP", () => {
     assert.ok(report.stats.tokens.max > 64, "counted before truncation");
   });
 
+  it("answers 503 artifact_store_unavailable when the dataset's file cannot be read", async () => {
+    const dataset = await upload(clean.slice(0, 5));
+    const row = await api.db.prisma.dataset.findUniqueOrThrow({ where: { id: dataset.id } });
+    await fs.rm(api.store.pathOf(row.storageKey));
+    const answer = await submit({ baseModel: "tiny-distilbert", trainDatasetId: dataset.id }).expect(503);
+    assert.equal(answer.body.error.code, "artifact_store_unavailable");
+    // The harness fails a file on any 5xx; this one is the behaviour under test.
+    api.serverErrors.splice(api.serverErrors.findIndex((entry) => entry.endsWith("503")), 1);
+  });
+
   it("refuses the same data on the OpenAI-compatible route in OpenAI's error shape; metadata acknowledges it", async () => {
     await api.app.listen({ host: "127.0.0.1", port: 0 });
     const baseURL = `http://127.0.0.1:${(api.app.server.address() as { port: number }).port}/v1`;
