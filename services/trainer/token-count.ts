@@ -26,12 +26,12 @@ export async function loadTokenCounter(modelDir: string): Promise<ExampleTokenCo
     const loaded = await loadCausalTokenizer(modelDir);
     // Everything counted as training counts it: the prompt's tokens and the chat turns are all there, trained on or not.
     const settings: EncodingSettings = { maxLength: UNBOUNDED, trainOnInputs: true, eosId: loaded.eosIds[0] };
-    let formatter: ReturnType<typeof chatFormatterOf> | undefined;
+    // Made now, so a chat_template that does not parse is found while loading, not mid-report.
+    const formatter = chatFormatterOf(loaded);
     return {
       maxPositions: loaded.config.maxPositions,
       count: (record) => {
         if ("prompt" in record) return encodeCompletion(record as CompletionRecord, loaded.tokenizer, settings).ids.length;
-        formatter ??= chatFormatterOf(loaded);
         return encodeChat(record as ChatRecord, loaded.tokenizer, formatter, settings).ids.length;
       },
     };

@@ -99,6 +99,9 @@ describe("dataset quality over HTTP", () => {
     const row = await api.db.prisma.job.findUniqueOrThrow({ where: { id: accepted.body.id } });
     const kept = row.qualityReport as unknown as { findings: Finding[] };
     assert.ok(kept.findings.some((finding) => finding.code === "label_conflict" && finding.severity === "blocking"), "the job keeps the report it was accepted with");
+    const shown = await request(api.app.server).get(`/v1/jobs/${accepted.body.id}/quality`).set("authorization", api.keys.a).expect(200);
+    assert.deepEqual(shown.body, row.qualityReport);
+    await request(api.app.server).get(`/v1/jobs/${accepted.body.id}/quality`).set("authorization", api.keys.b).expect(404);
   });
 
   it("refuses train/validation leakage above 1 % and names the validation lines", async () => {

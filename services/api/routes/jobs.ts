@@ -242,6 +242,24 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
   );
 
   app.get(
+    "/v1/jobs/:id/quality",
+    {
+      schema: {
+        tags: ["jobs"],
+        summary: "The data quality preflight report the job was accepted with",
+        params: uuidParams,
+        response: { 200: { anyOf: [{ $ref: "QualityReport#" }, { type: "null" }] }, ...errorResponses(400, 401, 404, 429) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const job = await prisma.job.findFirst({ where: { id, tenantId: tenantOf(request) }, select: { qualityReport: true } });
+      if (!job) throw notFound("job", id);
+      return job.qualityReport;
+    },
+  );
+
+  app.get(
     "/v1/jobs/:id/checkpoints",
     {
       schema: {
