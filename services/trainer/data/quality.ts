@@ -75,8 +75,8 @@ export function comparableText(record: DatasetRecord): string {
 }
 
 /** True when the example has nothing to learn from: its text, completion, or every assistant turn normalizes to nothing. */
-function isEmpty(record: DatasetRecord): boolean {
-  if ("text" in record) return normalizeText(record.text) === "";
+function isEmpty(record: DatasetRecord, comparable: string): boolean {
+  if ("text" in record) return comparable === "";
   if ("prompt" in record) return normalizeText(record.completion) === "";
   return record.messages.every((message) => message.role !== "assistant" || normalizeText(message.content) === "");
 }
@@ -134,11 +134,11 @@ export class DatasetQualityAnalyzer {
       this.tokens.push(tokens);
       if (tokens > this.tokenCounting.maxLength) this.tooLong.add(line, { line, tokens });
     }
-    if (isEmpty(record)) {
+    const text = comparableText(record);
+    if (isEmpty(record, text)) {
       this.empties.add(line);
       return;
     }
-    const text = comparableText(record);
     const [high, low] = hashPair(text);
     const first = this.seen.find(high, low);
     if (first >= 0) {
