@@ -12,6 +12,8 @@ import { ModelRegistry } from "../common/models.ts";
 import { RedisRateLimiter } from "../common/rate-limiter.ts";
 import { AdapterTargets } from "./adapter-targets.ts";
 import type { AppDeps } from "./deps.ts";
+import { DataQualityPreflight } from "./data-quality.ts";
+import { qualityThresholdsOf } from "./datasets/ingest.ts";
 import { JobSql } from "./job-sql.ts";
 import { apiKeyAuth } from "./plugins/auth.ts";
 import { errorsPlugin } from "./plugins/errors.ts";
@@ -92,14 +94,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const jobSql = new JobSql(config.databaseUrl, deps.outages);
   app.addHook("onClose", async () => jobSql.close());
   const adapterTargets = new AdapterTargets(prisma, store);
+  const preflight = new DataQualityPreflight(store, qualityThresholdsOf(config), deps.logger);
 
   // Everything under /v1 needs an API key, and counts against that key's rate limit.
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { resolver });
     await v1.register(rateLimitPerKey);
-    await v1.register(datasetRoutes, { prisma, store, config });
+    await v1.register(datasetRoutes, { prisma, store, config, preflight });
     await v1.register(modelRoutes, { models });
-    await v1.register(jobRoutes, { prisma, queue, config, models, jobSql });
+    await v1.register(jobRoutes, { prisma, queue, config, models, jobSql, preflight });
     await v1.register(jobControlRoutes, { prisma, queue, config });
     await v1.register(sweepRoutes, { prisma, queue, config, models, jobSql });
     await v1.register(checkpointDownloadRoutes, { prisma, store });
@@ -112,7 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(generateRoutes, { store, config, adapterTargets });
     await v1.register(queueRoutes, { prisma, queue });
     // OpenAI's files and fine-tuning routes over the same tables and queue (openai/README.md).
-    await v1.register(openAiCompat, { prisma, queue, store, config, models });
+    await v1.register(openAiCompat, { prisma, queue, store, config, models, preflight });
   });
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });

@@ -22,8 +22,8 @@ const types = {
 const JOB_WITH_ADAPTER = `SELECT j.*, j.xmin::text AS "rowVersion", a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = $1 AND j."tenantId" = $2`;
 const JOB_VERSIONS = `SELECT j.id, j."tenantId", j.xmin::text AS "rowVersion", a.id AS "adapterId" FROM "Job" j LEFT JOIN "Adapter" a ON a."jobId" = j.id WHERE j.id = ANY($1::uuid[])`;
 const MAX_VERSION_BATCH = 1000;
-const LIVE_DATASETS = `SELECT id, format::text FROM "Dataset" WHERE id = ANY($1::uuid[]) AND "tenantId" = $2 AND "deletedAt" IS NULL`;
-const INSERT_COLUMNS = 17;
+const LIVE_DATASETS = `SELECT id, format::text, sha256, "storageKey" FROM "Dataset" WHERE id = ANY($1::uuid[]) AND "tenantId" = $2 AND "deletedAt" IS NULL`;
+const INSERT_COLUMNS = 18;
 const MAX_INSERT_BATCH = 100;
 /** One INSERT for `rows` jobs: one statement, one transaction, one WAL flush. */
 const insertJobs = (rows: number) => {
@@ -33,7 +33,7 @@ const insertJobs = (rows: number) => {
   });
   return `INSERT INTO "Job" (id, "tenantId", task, "baseModelId", "trainDatasetId", "validationDatasetId", "validationSplit",
   "loraConfig", hyperparameters, priority, metadata, "idempotencyKey", "requestHash", "maxAttempts",
-  "fromCheckpointJobId", "fromCheckpointStep", "fromAdapterId", "createdAt", "updatedAt")
+  "fromCheckpointJobId", "fromCheckpointStep", "fromAdapterId", "qualityReport", "createdAt", "updatedAt")
   VALUES ${tuples.join(", ")} RETURNING *`;
 };
 const MARK_ENQUEUED = `UPDATE "Job" SET "enqueuedAt" = $2 WHERE id = ANY($1::uuid[]) AND "enqueuedAt" IS NULL`;
@@ -56,6 +56,16 @@ export interface NewJob {
   fromCheckpointJobId: string | null;
   fromCheckpointStep: number | null;
   fromAdapterId: string | null;
+  /** The data quality preflight the job was accepted with. */
+  qualityReport: object | null;
+}
+
+/** A live dataset as a submission sees it: enough to check its format and read its bytes. */
+export interface LiveDataset {
+  id: string;
+  format: string;
+  sha256: string;
+  storageKey: string;
 }
 
 type JobRow = Omit<JobWithAdapter, "adapter"> & { adapterId: string | null };
@@ -120,8 +130,8 @@ export class JobSql {
     return { job: withAdapter(job), version: versionOf(rows[0]) };
   }
 
-  async liveDatasets(ids: string[], tenantId: string): Promise<{ id: string; format: string }[]> {
-    return (await this.pool.query<{ id: string; format: string }>({ name: "live-datasets", text: LIVE_DATASETS, values: [ids, tenantId] })).rows;
+  async liveDatasets(ids: string[], tenantId: string): Promise<LiveDataset[]> {
+    return (await this.pool.query<LiveDataset>({ name: "live-datasets", text: LIVE_DATASETS, values: [ids, tenantId] })).rows;
   }
 
   /** Inserts the jobs submitted in the same event-loop turn with one statement. */
@@ -169,6 +179,7 @@ export class JobSql {
       job.fromCheckpointJobId,
       job.fromCheckpointStep,
       job.fromAdapterId,
+      job.qualityReport === null ? null : JSON.stringify(job.qualityReport),
     ]);
     const insert = async (values: unknown[][]) =>
       (await this.pool.query<JobRow>({ name: `insert-jobs-${values.length}`, text: insertJobs(values.length), values: values.flat() })).rows;

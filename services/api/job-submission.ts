@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { AppError, type ErrorDetail } from "../common/errors.ts";
 import type { BaseModelInfo, ModelRegistry, Task } from "../common/models.ts";
 import { DEFAULT_TARGET_MODULES } from "../trainer/index.ts";
-import type { JobSql } from "./job-sql.ts";
+import type { JobSql, LiveDataset } from "./job-sql.ts";
 
 /** The parts of a submission that name things outside the request. */
 export interface SubmissionReferences {
@@ -20,6 +20,8 @@ export interface SubmissionReferences {
 export interface ResolvedSubmission {
   model: BaseModelInfo;
   task: Task;
+  train: LiveDataset;
+  validation: LiveDataset | undefined;
 }
 
 const taskOfFormat = (format: string): Task => (format === "classification" ? "classification" : "causal_lm");
@@ -74,5 +76,5 @@ export async function resolveSubmission(
   if (!refs.targetModules && !DEFAULT_TARGET_MODULES[model.modelType]) {
     throw invalidReference("body.lora.targetModules", `no default target modules for model_type ${model.modelType}; name them`);
   }
-  return { model, task };
+  return { model, task, train, validation };
 }

@@ -30,6 +30,36 @@ const nullableString = { type: ["string", "null"] } as const;
 const nullableTime = { type: ["string", "null"], format: "date-time" } as const;
 const numberMap = { type: "object", additionalProperties: { type: "number" } } as const;
 
+/** services/trainer/data/quality.ts's report: at upload on the dataset, at submission on the job. */
+export const qualityReportSchema = {
+  $id: "QualityReport",
+  type: "object",
+  required: ["version", "examples", "findings", "stats"],
+  properties: {
+    version: { type: "integer", const: 1 },
+    examples: { type: "integer" },
+    findings: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["code", "severity", "count", "lines", "message"],
+        properties: {
+          code: {
+            type: "string",
+            description: "exact_duplicate, near_duplicate, label_conflict, label_imbalance, empty_text, too_long (job preflight), train_validation_leakage (job preflight)",
+          },
+          severity: { type: "string", enum: ["warning", "blocking"], description: "blocking: a job refuses it unless acknowledgeDataWarnings" },
+          count: { type: "integer" },
+          lines: { type: "array", items: { type: "integer" }, maxItems: 20, description: "1-based line numbers, ascending, the first 20 found" },
+          message: { type: "string" },
+          examples: { type: "array", items: {} },
+        },
+      },
+    },
+    stats: { type: "object", additionalProperties: true, description: "characters (and, in a job's preflight, tokens) per example; labelCounts; the near-duplicate method" },
+  },
+} as const;
+
 export const datasetSchema = {
   $id: "Dataset",
   type: "object",
@@ -63,6 +93,7 @@ export const datasetSchema = {
         },
       },
     },
+    qualityReport: { anyOf: [{ $ref: "QualityReport#" }, { type: "null" }], description: "made at upload; null for datasets uploaded before reports existed" },
     createdAt: { type: "string", format: "date-time" },
   },
 } as const;
@@ -198,5 +229,5 @@ export function pageOf(itemRef: string) {
 }
 
 export function registerSharedSchemas(app: FastifyInstance): void {
-  for (const schema of [datasetSchema, memoryPlanSchema, baseModelSchema, jobSchema, jobEventSchema, adapterSchema]) app.addSchema(schema);
+  for (const schema of [qualityReportSchema, datasetSchema, memoryPlanSchema, baseModelSchema, jobSchema, jobEventSchema, adapterSchema]) app.addSchema(schema);
 }

@@ -67,6 +67,10 @@ export interface Config {
   webhookRetryBaseMs: number;
   webhookPollIntervalMs: number;
   webhookTimeoutMs: number;
+  /** A job refuses a validation set with more than this percentage of its examples also in the training set. */
+  dataQualityMaxLeakagePercent: number;
+  /** A job refuses a training set with more examples than this sharing their text with an example of another label. */
+  dataQualityMaxLabelConflicts: number;
 }
 
 export class ConfigError extends Error {
@@ -88,6 +92,15 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function decimal(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+(\.\d+)?$/.test(raw.trim())) throw new ConfigError(name, `must be a number, got "${raw}"`);
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
   return value;
@@ -222,6 +235,8 @@ export function loadConfig(env: Env = process.env): Config {
     webhookRetryBaseMs: integer(env, "WEBHOOK_RETRY_BASE_MS", 5000, 10, 3_600_000),
     webhookPollIntervalMs: integer(env, "WEBHOOK_POLL_INTERVAL_MS", 1000, 10, 600_000),
     webhookTimeoutMs: integer(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000),
+    dataQualityMaxLeakagePercent: decimal(env, "DATA_QUALITY_MAX_LEAKAGE_PERCENT", 1, 0, 100),
+    dataQualityMaxLabelConflicts: integer(env, "DATA_QUALITY_MAX_LABEL_CONFLICTS", 0, 0, 1_000_000_000),
   };
 }
 

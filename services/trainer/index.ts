@@ -35,3 +35,16 @@ export { ModelConfigError, readModelConfigJson } from "./hf/config.ts";
 export { planTrainingMemory, WEIGHT_STORAGE_MODES, type MemoryPlan, type WeightStorage } from "./memory-plan.ts";
 export { formatBytes } from "./wasm-heap.ts";
 export { readEncoderConfig, type EncoderConfig, type Architecture } from "./tasks/classification/config.ts";
+export {
+  DatasetQualityAnalyzer,
+  LeakageCheck,
+  blockingFindings,
+  comparableText,
+  type QualityFinding,
+  type QualityReport,
+  type QualityThresholds,
+  type TokenCounting,
+} from "./data/quality.ts";
+export { loadTokenCounter, type ExampleTokenCounter } from "./token-count.ts";
+export { readJsonlLines } from "./data/jsonl.ts";
+export { checkRecord, type DatasetFormat, type DatasetRecord } from "./data/records.ts";

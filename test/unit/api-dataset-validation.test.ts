@@ -6,7 +6,7 @@ import { checkRecord } from "../../services/trainer/data/records.ts";
 
 function validateInChunks(text: string | Buffer, chunkSize: number, maxLineBytes = 1024) {
   const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text);
-  const validator = new JsonlUploadValidator(undefined, maxLineBytes);
+  const validator = new JsonlUploadValidator(undefined, maxLineBytes, { maxLeakagePercent: 1, maxLabelConflicts: 0 });
   for (let start = 0; start < bytes.length; start += chunkSize) validator.write(bytes.subarray(start, start + chunkSize));
   return validator.finish();
 }

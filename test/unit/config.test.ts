@@ -12,6 +12,9 @@ describe("configuration", () => {
     assert.equal(config.redisUrl, "redis://127.0.0.1:6379");
     assert.equal(config.trainerBackend, "auto");
     assert.equal(config.maxUploadBytes, 100 * 1024 * 1024);
+    assert.equal(config.dataQualityMaxLeakagePercent, 1);
+    assert.equal(config.dataQualityMaxLabelConflicts, 0);
+    assert.equal(loadConfig({ DATA_QUALITY_MAX_LEAKAGE_PERCENT: "2.5" }).dataQualityMaxLeakagePercent, 2.5);
     assert.equal(config.workerMaxMemory, undefined, "no memory limit unless one is set");
   });
 
@@ -40,6 +43,9 @@ describe("configuration", () => {
     ["WORKER_CACHE_MAX_BYTES", "10", /WORKER_CACHE_MAX_BYTES must be between/],
     ["WORKER_MAX_MEMORY", "16 gigs", /WORKER_MAX_MEMORY must be a size in bytes/],
     ["WORKER_MAX_MEMORY", "0GiB", /WORKER_MAX_MEMORY must be at least 1 byte/],
+    ["DATA_QUALITY_MAX_LEAKAGE_PERCENT", "one", /DATA_QUALITY_MAX_LEAKAGE_PERCENT must be a number/],
+    ["DATA_QUALITY_MAX_LEAKAGE_PERCENT", "101", /DATA_QUALITY_MAX_LEAKAGE_PERCENT must be between 0 and 100/],
+    ["DATA_QUALITY_MAX_LABEL_CONFLICTS", "-1", /DATA_QUALITY_MAX_LABEL_CONFLICTS must be between/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => {

@@ -1,6 +1,6 @@
-// Storing and deleting a dataset's bytes, for every upload route (ours and the OpenAI-compatible
-// /v1/files): a JSONL stream is validated while it goes to a scratch file, then stored
-// content-addressed by sha256 so identical uploads share one file.
+// Storing and deleting a dataset's bytes, the one way for every upload route (POST /v1/datasets and
+// the OpenAI-compatible /v1/files): a JSONL stream is validated, and its quality report made, while it
+// goes to a scratch file, then stored content-addressed by sha256 so identical uploads share one file.
 import fs from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { Transform } from "node:stream";
@@ -9,6 +9,7 @@ import type { PrismaClient } from "../../common/db.ts";
 import { AppError } from "../../common/errors.ts";
 import type { Dataset } from "../../common/generated/prisma/client.ts";
 import { UNFINISHED_STATUSES } from "../../common/job-status.ts";
+import type { QualityThresholds } from "../../trainer/data/quality.ts";
 import type { DatasetFormat } from "../../trainer/data/records.ts";
 import { JsonlUploadValidator, REPORTED_PROBLEMS } from "./validation.ts";
 
@@ -30,9 +31,9 @@ export interface ValidatedUpload {
 export async function validateUpload(
   deps: { prisma: PrismaClient; store: ArtifactStore },
   file: Readable,
-  options: { format?: DatasetFormat; maxLineBytes: number; truncated: () => boolean; maxBytes: number },
+  options: { format?: DatasetFormat; maxLineBytes: number; truncated: () => boolean; maxBytes: number; thresholds: QualityThresholds },
 ): Promise<ValidatedUpload> {
-  const validator = new JsonlUploadValidator(options.format, options.maxLineBytes);
+  const validator = new JsonlUploadValidator(options.format, options.maxLineBytes, options.thresholds);
   const validating = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       validator.write(chunk);
@@ -62,19 +63,25 @@ export async function validateUpload(
     keep: async (tenantId, name) => {
       const storageKey = storageKeyOf(stored.sha256);
       // The commit runs under the content lock; with the s3 store it is an upload, so the
-      // transaction may last as long as that takes (at least 1 MB/s assumed), as in routes/datasets.ts.
+      // transaction may last as long as that takes (at least 1 MB/s assumed).
       const timeout = 30_000 + Math.ceil(stored.sizeBytes / (1024 * 1024)) * 1000;
       return deps.prisma.$transaction(async (tx) => {
         await tx.$executeRawUnsafe(LOCK_CONTENT, stored.sha256);
         if (await deps.store.exists(storageKey)) await discard();
         else await deps.store.commit(stored.scratch, storageKey);
         return tx.dataset.create({
-          data: { tenantId, name, format: outcome.format, rows: outcome.rows, sizeBytes: BigInt(stored.sizeBytes), sha256: stored.sha256, storageKey, stats: outcome.stats as object },
+          data: { tenantId, name, format: outcome.format, rows: outcome.rows, sizeBytes: BigInt(stored.sizeBytes), sha256: stored.sha256, storageKey, stats: outcome.stats as object, qualityReport: outcome.qualityReport as object },
         });
       }, { timeout });
     },
   };
 }
+
+/** The thresholds a report marks blocking findings by, from the configuration. */
+export const qualityThresholdsOf = (config: { dataQualityMaxLeakagePercent: number; dataQualityMaxLabelConflicts: number }): QualityThresholds => ({
+  maxLeakagePercent: config.dataQualityMaxLeakagePercent,
+  maxLabelConflicts: config.dataQualityMaxLabelConflicts,
+});
 
 /** Soft-deletes a live dataset; 409 dataset_in_use while an unfinished job reads it. Its bytes go once no live dataset shares them. */
 export async function deleteDataset(deps: { prisma: PrismaClient; store: ArtifactStore }, row: Dataset): Promise<void> {

@@ -1,22 +1,15 @@
 // Validates a JSONL upload as it streams past, without holding the file: splits lines on
 // bytes, bounds each line's length, decodes strict UTF-8, checks each record with the
-// engine's own record rules and gathers the dataset's statistics.
-import { checkRecord, detectFormat, type DatasetFormat, type DatasetRecord } from "../../trainer/data/records.ts";
+// engine's own record rules, and feeds each record to the quality report, which also gives
+// the dataset's statistics.
+import { checkRecord, detectFormat, type DatasetFormat } from "../../trainer/data/records.ts";
 import type { LineProblem } from "../../trainer/data/jsonl.ts";
+import type { LengthStats } from "../../trainer/data/length-stats.ts";
+import { DatasetQualityAnalyzer, type QualityReport, type QualityThresholds } from "../../trainer/data/quality.ts";
 
 const NEWLINE = 0x0a;
 /** How many bad lines a 422 lists; the total is counted regardless. */
 export const REPORTED_PROBLEMS = 20;
-
-export interface LengthStats {
-  min: number;
-  max: number;
-  mean: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  histogram: { upTo: number; count: number }[];
-}
 
 export interface DatasetStats {
   labelCounts?: Record<string, number>;
@@ -24,37 +17,8 @@ export interface DatasetStats {
 }
 
 export type ValidationOutcome =
-  | { ok: true; format: DatasetFormat; rows: number; stats: DatasetStats }
+  | { ok: true; format: DatasetFormat; rows: number; stats: DatasetStats; qualityReport: QualityReport }
   | { ok: false; problems: LineProblem[]; problemCount: number };
-
-function lengthOf(record: DatasetRecord): number {
-  if ("text" in record) return record.text.length;
-  if ("prompt" in record) return record.prompt.length + record.completion.length;
-  return record.messages.reduce((sum, message) => sum + message.content.length, 0);
-}
-
-function percentile(sorted: Float64Array, fraction: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))];
-}
-
-/** Power-of-two buckets: compact, and readable for lengths spanning orders of magnitude. */
-function lengthStats(lengths: number[]): LengthStats {
-  const sorted = Float64Array.from(lengths).sort();
-  const buckets = new Map<number, number>();
-  for (const length of sorted) {
-    const upTo = length <= 1 ? 1 : 2 ** Math.ceil(Math.log2(length));
-    buckets.set(upTo, (buckets.get(upTo) ?? 0) + 1);
-  }
-  return {
-    min: sorted[0],
-    max: sorted[sorted.length - 1],
-    mean: sorted.reduce((sum, value) => sum + value, 0) / sorted.length,
-    p50: percentile(sorted, 0.5),
-    p90: percentile(sorted, 0.9),
-    p99: percentile(sorted, 0.99),
-    histogram: [...buckets].map(([upTo, count]) => ({ upTo, count })),
-  };
-}
 
 export class JsonlUploadValidator {
   private format: DatasetFormat | undefined;
@@ -65,13 +29,13 @@ export class JsonlUploadValidator {
   private rows = 0;
   private problemCount = 0;
   private readonly problems: LineProblem[] = [];
-  private readonly lengths: number[] = [];
-  private readonly labelCounts = new Map<string, number>();
+  private analyzer: DatasetQualityAnalyzer | undefined;
   private readonly decoder = new TextDecoder("utf-8", { fatal: true });
 
   constructor(
     declaredFormat: DatasetFormat | undefined,
     private readonly maxLineBytes: number,
+    private readonly thresholds: QualityThresholds,
   ) {
     this.format = declaredFormat;
   }
@@ -89,12 +53,13 @@ export class JsonlUploadValidator {
   finish(): ValidationOutcome {
     if (this.pendingBytes > 0 || this.overlong) this.endLine();
     if (this.problemCount > 0) return { ok: false, problems: this.problems, problemCount: this.problemCount };
-    if (this.rows === 0 || !this.format) {
+    if (this.rows === 0 || !this.format || !this.analyzer) {
       return { ok: false, problems: [{ line: 0, reason: "the file holds no records" }], problemCount: 1 };
     }
-    const stats: DatasetStats = { length: lengthStats(this.lengths) };
-    if (this.format === "classification") stats.labelCounts = Object.fromEntries([...this.labelCounts].sort(([a], [b]) => (a < b ? -1 : 1)));
-    return { ok: true, format: this.format, rows: this.rows, stats };
+    const qualityReport = this.analyzer.report(this.thresholds);
+    const stats: DatasetStats = { length: qualityReport.stats.characters };
+    if (qualityReport.stats.labelCounts) stats.labelCounts = qualityReport.stats.labelCounts;
+    return { ok: true, format: this.format, rows: this.rows, stats, qualityReport };
   }
 
   private append(bytes: Buffer): void {
@@ -143,8 +108,10 @@ export class JsonlUploadValidator {
     const check = checkRecord(value, format);
     if (!check.ok) return this.problem(check.reason);
     this.rows += 1;
-    this.lengths.push(lengthOf(check.record));
-    if ("label" in check.record) this.labelCounts.set(check.record.label, (this.labelCounts.get(check.record.label) ?? 0) + 1);
+    // Once a line is bad nothing is stored, so the report stops there.
+    if (this.problemCount > 0) return;
+    this.analyzer ??= new DatasetQualityAnalyzer(format);
+    this.analyzer.add(this.line, check.record);
   }
 
   private problem(reason: string): void {

@@ -1,5 +1,6 @@
 // POST /v1/fine_tuning/jobs: OpenAI's job request checked, translated to our settings (with
-// "auto" resolved from the training set's size) and stored and queued as POST /v1/jobs would.
+// "auto" resolved from the training set's size), passed through the data quality preflight, and
+// stored and queued as POST /v1/jobs would.
 import type { FastifyBaseLogger } from "fastify";
 import type { Queue } from "bullmq";
 import type { Config } from "../../common/config.ts";
@@ -9,6 +10,7 @@ import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, enqueueFineTune, type FineTunePayload } from "../../common/queue.ts";
 import { DEFAULT_TARGET_MODULES, HYPERPARAMETER_SETTINGS, resolveJobSettings, TrainingConfigError } from "../../trainer/index.ts";
 import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
+import { refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
 import { toOurHyperparameters, type OpenAiHyperparameters } from "./hyperparameters.ts";
 import { FILE_PREFIX, JOB_PREFIX, uuidOf, type JobRow } from "./shapes.ts";
 
@@ -63,12 +65,16 @@ export interface CreateJobDeps {
   queue: Queue<FineTunePayload>;
   config: Config;
   models: ModelRegistry;
+  preflight: DataQualityPreflight;
 }
+
+/** OpenAI's request has no field for it: `metadata.acknowledge_data_warnings: "true"` accepts data with blocking quality findings. */
+export const ACKNOWLEDGE_METADATA_KEY = "acknowledge_data_warnings";
 
 const reference = (param: string, message: string) => new AppError(422, "invalid_reference", message, [{ path: param, message }]);
 
 export async function createOpenAiJob(deps: CreateJobDeps, tenantId: string, body: CreateJobRequest, log: FastifyBaseLogger): Promise<JobRow> {
-  const { prisma, queue, config, models } = deps;
+  const { prisma, queue, config, models, preflight } = deps;
   if (body.method && body.method.type !== "supervised") {
     throw new AppError(400, "unsupported_method", `method ${body.method.type} is not supported; only supervised fine-tuning`, [{ path: "method.type", message: "must be supervised" }]);
   }
@@ -100,6 +106,12 @@ export async function createOpenAiJob(deps: CreateJobDeps, tenantId: string, bod
     throw error;
   }
   ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
+  const qualityReport = await preflight.report({ train, validation, model, maxSeqLength: settings.hyperparameters.maxSeqLength });
+  refuseBlockingFindings(qualityReport, body.metadata?.[ACKNOWLEDGE_METADATA_KEY] === "true", {
+    train: "training_file",
+    validation: "validation_file",
+    acknowledge: `metadata.${ACKNOWLEDGE_METADATA_KEY}: "true"`,
+  });
   const job = await prisma.job.create({
     data: {
       tenantId,
@@ -113,6 +125,7 @@ export async function createOpenAiJob(deps: CreateJobDeps, tenantId: string, bod
       metadata: body.metadata ?? {},
       suffix: body.suffix || null,
       maxAttempts: config.jobMaxAttempts,
+      qualityReport: qualityReport as object,
     },
     include: { adapter: { select: { id: true } } },
   });

@@ -7,7 +7,7 @@ import type { ArtifactStore } from "../../common/artifacts.ts";
 import type { Config } from "../../common/config.ts";
 import type { PrismaClient } from "../../common/db.ts";
 import { AppError } from "../../common/errors.ts";
-import { deleteDataset, validateUpload, type ValidatedUpload } from "../datasets/ingest.ts";
+import { deleteDataset, qualityThresholdsOf, validateUpload, type ValidatedUpload } from "../datasets/ingest.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { FILE_PREFIX, fileObject, limitOf, listPage, uuidOf } from "./shapes.ts";
 
@@ -47,6 +47,7 @@ export async function openAiFileRoutes(app: FastifyInstance, deps: OpenAiFilesOp
           maxLineBytes: config.maxDatasetLineBytes,
           truncated: () => part.file.truncated,
           maxBytes: config.maxUploadBytes,
+          thresholds: qualityThresholdsOf(config),
         });
       }
       if (!upload) throw new AppError(400, "missing_file", "the multipart body has no file part", [{ path: "file", message: "required" }]);

@@ -8,6 +8,7 @@ import type { Config } from "../../common/config.ts";
 import type { PrismaClient } from "../../common/db.ts";
 import type { ModelRegistry } from "../../common/models.ts";
 import type { FineTunePayload } from "../../common/queue.ts";
+import type { DataQualityPreflight } from "../data-quality.ts";
 import { useOpenAiErrors } from "./errors.ts";
 import { openAiFileRoutes } from "./files.ts";
 import { openAiJobRoutes } from "./jobs.ts";
@@ -18,6 +19,7 @@ export interface OpenAiCompatOptions {
   store: ArtifactStore;
   config: Config;
   models: ModelRegistry;
+  preflight: DataQualityPreflight;
 }
 
 export async function openAiCompat(app: FastifyInstance, options: OpenAiCompatOptions): Promise<void> {

@@ -1,27 +1,21 @@
-// Datasets: JSONL uploads validated while they stream to a scratch file, then stored
-// content-addressed by sha256, so identical uploads share one file.
-import fs from "node:fs/promises";
-import { Transform } from "node:stream";
+// Datasets: JSONL uploads validated (and their quality report made) while they stream to a scratch
+// file, then stored content-addressed by sha256 (datasets/ingest.ts, shared with /v1/files).
 import multipart from "@fastify/multipart";
 import type { FastifyPluginAsync } from "fastify";
 import { AppError, notFound } from "../../common/errors.ts";
 import type { Dataset } from "../../common/generated/prisma/client.ts";
 import { DATASET_FORMATS, type DatasetFormat } from "../../trainer/data/records.ts";
 import type { AppDeps } from "../deps.ts";
-import { JsonlUploadValidator, REPORTED_PROBLEMS } from "../datasets/validation.ts";
+import type { DataQualityPreflight } from "../data-quality.ts";
+import { deleteDataset, qualityThresholdsOf, validateUpload } from "../datasets/ingest.ts";
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
-import { UNFINISHED_STATUSES } from "../../common/job-status.ts";
 
 /** Slack for multipart boundaries and headers when judging Content-Length against the limit. */
 const MULTIPART_OVERHEAD_BYTES = 64 * 1024;
 
 const datasetView = (row: Dataset) => ({ ...row, sizeBytes: Number(row.sizeBytes) });
-const storageKeyOf = (sha256: string) => `datasets/${sha256.slice(0, 2)}/${sha256}.jsonl`;
-// Serialises the upload and delete of one content hash, so a delete never removes bytes
-// that a concurrent upload of the same content has just recorded.
-const LOCK_CONTENT = `SELECT pg_advisory_xact_lock(hashtext('dataset:' || $1))`;
 
 const uploadBody = {
   type: "object",
@@ -43,9 +37,9 @@ function asMalformedMultipart(error: unknown): never {
   throw new AppError(400, "invalid_body", `malformed multipart body: ${(error as Error).message}`);
 }
 
-export type DatasetRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config">;
+export type DatasetRoutesOptions = Pick<AppDeps, "prisma" | "store" | "config"> & { preflight: DataQualityPreflight };
 
-export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (app, { prisma, store, config }) => {
+export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (app, { prisma, store, config, preflight }) => {
   // Registered inside this plugin's own scope: only the dataset routes take uploads, and
   // multipart's hooks would otherwise run on every /v1 request.
   await app.register(multipart);
@@ -84,53 +78,14 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
       }
       const name = (fieldValue("name") ?? part.filename ?? "dataset.jsonl").slice(0, 200);
 
-      const validator = new JsonlUploadValidator(format as DatasetFormat | undefined, config.maxDatasetLineBytes);
-      const validating = new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          validator.write(chunk);
-          done(null, chunk);
-        },
-      });
-      const stored = await store.writeScratch("upload", part.file, validating).catch(asMalformedMultipart);
-      const discard = () => fs.rm(stored.scratch, { force: true });
-      if (part.file.truncated) {
-        await discard();
-        throw new AppError(413, "payload_too_large", `uploads are limited to ${config.maxUploadBytes} bytes`);
-      }
-      const outcome = validator.finish();
-      if (!outcome.ok) {
-        await discard();
-        const shown = outcome.problemCount > REPORTED_PROBLEMS ? ` (showing the first ${REPORTED_PROBLEMS})` : "";
-        const empty = outcome.problems[0]?.line === 0;
-        throw new AppError(
-          422,
-          empty ? "empty_dataset" : "invalid_dataset",
-          empty ? "the file holds no records" : `${outcome.problemCount} bad line(s)${shown}; nothing was stored`,
-          outcome.problems.map((problem) => ({ line: problem.line, message: problem.reason })),
-        );
-      }
-
-      const storageKey = storageKeyOf(stored.sha256);
-      // The commit runs under the content lock; with the s3 store it is an upload, so the
-      // transaction may last as long as that takes (at least 1 MB/s assumed).
-      const transactionTimeout = 30_000 + Math.ceil(stored.sizeBytes / (1024 * 1024)) * 1000;
-      const row = await prisma.$transaction(async (tx) => {
-        await tx.$executeRawUnsafe(LOCK_CONTENT, stored.sha256);
-        if (await store.exists(storageKey)) await discard();
-        else await store.commit(stored.scratch, storageKey);
-        return tx.dataset.create({
-          data: {
-            tenantId: tenantOf(request),
-            name,
-            format: outcome.format,
-            rows: outcome.rows,
-            sizeBytes: BigInt(stored.sizeBytes),
-            sha256: stored.sha256,
-            storageKey,
-            stats: outcome.stats as object,
-          },
-        });
-      }, { timeout: transactionTimeout });
+      const upload = await validateUpload({ prisma, store }, part.file, {
+        format: format as DatasetFormat | undefined,
+        maxLineBytes: config.maxDatasetLineBytes,
+        truncated: () => part.file.truncated,
+        maxBytes: config.maxUploadBytes,
+        thresholds: qualityThresholdsOf(config),
+      }).catch(asMalformedMultipart);
+      const row = await upload.keep(tenantOf(request), name);
       return reply.code(201).send(datasetView(row));
     },
   );
@@ -160,6 +115,27 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
     },
   );
 
+  app.get(
+    "/v1/datasets/:id/quality",
+    {
+      schema: {
+        tags: ["datasets"],
+        summary: "The dataset's quality report (made at upload; for an older upload, made now and kept)",
+        params: uuidParams,
+        response: { 200: { $ref: "QualityReport#" }, ...errorResponses(400, 401, 404, 429) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const row = await prisma.dataset.findFirst({ where: { id, tenantId: tenantOf(request), deletedAt: null } });
+      if (!row) throw notFound("dataset", id);
+      if (row.qualityReport) return row.qualityReport;
+      const report = await preflight.uploadReport(row);
+      await prisma.dataset.update({ where: { id }, data: { qualityReport: report as object } });
+      return report;
+    },
+  );
+
   app.delete(
     "/v1/datasets/:id",
     {
@@ -175,17 +151,7 @@ export const datasetRoutes: FastifyPluginAsync<DatasetRoutesOptions> = async (ap
       const tenantId = tenantOf(request);
       const row = await prisma.dataset.findFirst({ where: { id, tenantId, deletedAt: null } });
       if (!row) throw notFound("dataset", id);
-      await prisma.$transaction(async (tx) => {
-        await tx.$executeRawUnsafe(LOCK_CONTENT, row.sha256);
-        const inUse = await tx.job.findFirst({
-          where: { status: { in: [...UNFINISHED_STATUSES] }, OR: [{ trainDatasetId: id }, { validationDatasetId: id }] },
-          select: { id: true },
-        });
-        if (inUse) throw new AppError(409, "dataset_in_use", `dataset ${id} is used by job ${inUse.id}, which has not finished`);
-        await tx.dataset.update({ where: { id }, data: { deletedAt: new Date() } });
-        const sharers = await tx.dataset.count({ where: { sha256: row.sha256, deletedAt: null } });
-        if (sharers === 0) await store.remove(row.storageKey);
-      });
+      await deleteDataset({ prisma, store }, row);
       return reply.code(204).send();
     },
   );

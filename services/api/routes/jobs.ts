@@ -10,6 +10,7 @@ import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY } from "../../common/queue.ts";
 import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
+import { refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
 import { resolveJobSource } from "../job-sources.ts";
 import { canonicalHash, resolveSubmission } from "../job-submission.ts";
 import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
@@ -19,7 +20,7 @@ import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
 import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
 
-export type JobRoutesOptions = Pick<AppDeps, "prisma" | "queue" | "config"> & { models: ModelRegistry; jobSql: JobSql };
+export type JobRoutesOptions = Pick<AppDeps, "prisma" | "queue" | "config"> & { models: ModelRegistry; jobSql: JobSql; preflight: DataQualityPreflight };
 
 /** About 1.5 KB each: 10,000 jobs polled at once cost some 15 MB. */
 const SERVED_VIEWS_CAPACITY = 10_000;
@@ -57,6 +58,11 @@ export const createJobBody = {
       additionalProperties: { type: "string", maxLength: 512 },
       default: {},
     },
+    acknowledgeDataWarnings: {
+      type: "boolean",
+      default: false,
+      description: "accept the data although its quality report has blocking findings (train/validation leakage or label conflicts past the thresholds); otherwise 422 data_quality",
+    },
   },
 } as const;
 
@@ -72,6 +78,7 @@ export interface CreateJobBody {
   metadata: Record<string, string>;
   fromCheckpoint?: { jobId: string; step: number };
   fromAdapter?: string;
+  acknowledgeDataWarnings: boolean;
 }
 
 const listQuery = {
@@ -84,7 +91,7 @@ const idempotencyHeaders = {
   properties: { "idempotency-key": { type: "string", minLength: 1, maxLength: 200 } },
 } as const;
 
-export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { prisma, queue, config, models, jobSql }) => {
+export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { prisma, queue, config, models, jobSql, preflight }) => {
   const withAdapter = { adapter: { select: { id: true } } } as const;
   const enqueuer = new EnqueueBatcher(queue, config.enqueueTimeoutMs);
   const servedViews = new SerializedJobViews(SERVED_VIEWS_CAPACITY);
@@ -105,7 +112,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         tags: ["jobs"],
         summary: "Submit a fine-tune job",
         description:
-          "201: stored and queued. 202: stored, but Redis did not take it; it stays `queued` and is queued by the worker's reconciler. 200: replay of an earlier request with the same Idempotency-Key and body.",
+          "201: stored and queued. 422 data_quality: the data quality preflight found blocking findings (see acknowledgeDataWarnings). 202: stored, but Redis did not take it; it stays `queued` and is queued by the worker's reconciler. 200: replay of an earlier request with the same Idempotency-Key and body.",
         headers: idempotencyHeaders,
         body: createJobBody,
         response: { 200: { $ref: "Job#" }, 201: { $ref: "Job#" }, 202: { $ref: "Job#" }, ...errorResponses(400, 401, 409, 422, 429) },
@@ -120,7 +127,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         const replay = await replayOrConflict(tenantId, idempotencyKey, requestHash!);
         if (replay) return reply.code(200).send(jobView(replay));
       }
-      const { model, task } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
+      const { model, task, train, validation } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
       // Stored resolved, so the job row says exactly what the worker trains with.
       const settings = resolveJobSettings(body, model.modelType);
       const source = await resolveJobSource(
@@ -130,6 +137,12 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         prisma,
       );
       ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
+      const qualityReport = await preflight.report({ train, validation, model, maxSeqLength: settings.hyperparameters.maxSeqLength });
+      refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, {
+        train: "body.trainDatasetId",
+        validation: "body.validationDatasetId",
+        acknowledge: '"acknowledgeDataWarnings": true',
+      });
 
       let job: JobWithAdapter;
       try {
@@ -148,6 +161,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
           requestHash,
           maxAttempts: config.jobMaxAttempts,
           ...source,
+          qualityReport,
         });
       } catch (error) {
         // Two requests with one Idempotency-Key raced: the loser answers as a replay.
@@ -205,6 +219,24 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
         servedViews.set(id, found.version, body);
       }
       return reply.type("application/json; charset=utf-8").send(body);
+    },
+  );
+
+  app.get(
+    "/v1/jobs/:id/quality",
+    {
+      schema: {
+        tags: ["jobs"],
+        summary: "The data quality preflight report the job was accepted with",
+        params: uuidParams,
+        response: { 200: { anyOf: [{ $ref: "QualityReport#" }, { type: "null" }] }, ...errorResponses(400, 401, 404, 429) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const job = await prisma.job.findFirst({ where: { id, tenantId: tenantOf(request) }, select: { qualityReport: true } });
+      if (!job) throw notFound("job", id);
+      return job.qualityReport;
     },
   );
 

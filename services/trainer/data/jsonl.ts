@@ -14,8 +14,10 @@ export type JsonlEntry = { line: number; value: unknown } | { line: number; prob
 export async function* readJsonlLines(source: Readable): AsyncGenerator<JsonlEntry> {
   const lines = createInterface({ input: source, crlfDelay: Infinity });
   let line = 0;
-  for await (const text of lines) {
+  for await (const read of lines) {
     line += 1;
+    // A byte order mark before the first record is not part of the JSON.
+    const text = line === 1 && read.startsWith("\uFEFF") ? read.slice(1) : read;
     if (text.trim() === "") continue;
     if (text.includes("\u0000")) {
       yield { line, problem: "binary data (NUL byte) is not JSON" };

@@ -33,7 +33,8 @@ export function specialTokenText(tokenizer: TextTokenizer, key: string): string 
   return tokenContent(tokenizer.settings[key]);
 }
 
-export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
+/** A decoder folder's config and tokenizer, without its weights: all that encoding text needs. */
+export async function loadCausalTokenizer(dir: string): Promise<Omit<CausalPretrained, "model">> {
   const config = await readCausalConfig(dir);
   if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
   // Decoders rarely define a pad token; padded positions are masked out of the loss, so EOS serves.
@@ -42,6 +43,11 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
   const eosFromTokenizer = eosText === undefined ? undefined : tokenizer.tokenId(eosText);
   const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
+  return { dir, config, tokenizer, eosIds };
+}
+
+export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
+  const { config, tokenizer, eosIds } = await loadCausalTokenizer(dir);
   // Weights go to the device last, once nothing else can refuse the folder; refused before anything is
   // read when they cannot fit the wasm heap.
   const what = `the weights of ${path.basename(dir)}`;
@@ -54,7 +60,7 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
 }
 
 /** The chat formatter of a loaded model: its chat_template, or the documented fallback. */
-export function chatFormatterOf(pretrained: CausalPretrained): ChatFormatter {
+export function chatFormatterOf(pretrained: Pick<CausalPretrained, "tokenizer" | "eosIds">): ChatFormatter {
   const { tokenizer, eosIds } = pretrained;
   const eos = specialTokenText(tokenizer, "eos_token") ?? tokenizer.decode([eosIds[0]], false);
   const bos = specialTokenText(tokenizer, "bos_token") ?? "";
