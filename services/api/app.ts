@@ -104,7 +104,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await v1.register(modelRoutes, { models });
     await v1.register(jobRoutes, { prisma, queue, config, models, jobSql, preflight });
     await v1.register(jobControlRoutes, { prisma, queue, config });
-    await v1.register(sweepRoutes, { prisma, queue, config, models, jobSql });
+    await v1.register(sweepRoutes, { prisma, queue, config, models, jobSql, preflight });
     await v1.register(checkpointDownloadRoutes, { prisma, store });
     await v1.register(estimateRoutes, { prisma, config, models });
     await v1.register(webhookRoutes, { prisma, config });

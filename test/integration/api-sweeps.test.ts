@@ -151,4 +151,20 @@ describe("sweeps with a worker", () => {
     assert.equal((await post(sweepRequest({ alpha: 8 })).expect(400)).body.error.code, "validation_failed");
     assert.equal((await post(sweepRequest({ baseModel: "nope" })).expect(422)).body.error.code, "invalid_reference");
   });
+
+  it("runs the data quality preflight of a job submission: conflicting labels refuse the sweep unless acknowledged", async () => {
+    const lines = ["great movie", "awful movie", "great movie", "fine film", "bad film", "nice film"].map((text, index) => JSON.stringify({ text, label: index === 2 ? "negative" : index % 2 ? "negative" : "positive" }));
+    const uploaded = await request(api.app.server).post("/v1/datasets").set("authorization", api.keys.a).attach("file", Buffer.from(lines.join("\n") + "\n"), "conflicts.jsonl").expect(201);
+    const conflicting = sweepRequest({ trainDatasetId: uploaded.body.id, ranks: [1, 2] });
+    const sweepsBefore = await api.db.prisma.sweep.count();
+    const refused = await request(api.app.server).post("/v1/sweeps").set("authorization", api.keys.a).send(conflicting).expect(422);
+    assert.equal(refused.body.error.code, "data_quality");
+    assert.match(refused.body.error.message, /label_conflict/);
+    assert.equal(await api.db.prisma.sweep.count(), sweepsBefore, "nothing stored");
+    const accepted = await request(api.app.server).post("/v1/sweeps").set("authorization", api.keys.a).send({ ...conflicting, acknowledgeDataWarnings: true }).expect(201);
+    const children = await api.db.prisma.job.findMany({ where: { sweepId: accepted.body.id } });
+    assert.equal(children.length, 2);
+    for (const child of children) assert.ok((child.qualityReport as { findings: { code: string }[] }).findings.some((finding) => finding.code === "label_conflict"));
+    await request(api.app.server).post(`/v1/sweeps/${accepted.body.id}/cancel`).set("authorization", api.keys.a).expect(200);
+  });
 });

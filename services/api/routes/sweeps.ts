@@ -2,29 +2,18 @@
 // GET reports the table, the pick (the smallest adapter within tolerance of the best) and its
 // reason; chart.svg draws the metric against adapter size; cancel cancels every unfinished child.
 import type { FastifyInstance } from "fastify";
-import type { Queue } from "bullmq";
-import type { PrismaClient } from "../../common/db.ts";
 import { AppError, notFound } from "../../common/errors.ts";
 import { isFinished } from "../../common/job-status.ts";
-import type { ModelRegistry } from "../../common/models.ts";
-import type { FineTunePayload } from "../../common/queue.ts";
 import { LORA_SETTINGS, settingsJsonSchema } from "../../trainer/index.ts";
 import { cancelJob } from "../job-actions.ts";
-import type { JobSql } from "../job-sql.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, uuidParams } from "../schemas.ts";
 import { renderSweepChart } from "../sweeps/chart.ts";
-import { createSweep, DEFAULT_SWEEP_RANKS, DEFAULT_SWEEP_TOLERANCE, loadSweep, type CreateSweepBody } from "../sweeps/create.ts";
+import { createSweep, DEFAULT_SWEEP_RANKS, DEFAULT_SWEEP_TOLERANCE, loadSweep, type CreateSweepBody, type CreateSweepDeps } from "../sweeps/create.ts";
 import { chartPoints, decide, sweepRows, sweepView } from "../sweeps/view.ts";
 import { createJobBody } from "./jobs.ts";
 
-export interface SweepRoutesOptions {
-  prisma: PrismaClient;
-  queue: Queue<FineTunePayload>;
-  config: { enqueueTimeoutMs: number; jobMaxAttempts: number };
-  models: ModelRegistry;
-  jobSql: JobSql;
-}
+export type SweepRoutesOptions = CreateSweepDeps;
 
 // The sweep sets rank, alpha and target modules per child; the other LoRA settings are shared.
 const { r: rankSetting, alpha: alphaSetting, targetModules: targetModulesSetting, ...sharedLora } = LORA_SETTINGS;
@@ -53,6 +42,7 @@ const createSweepBody = {
     metric: { type: "string", description: "the primary validation metric: classification macro_f1 (default), accuracy or loss; causal_lm loss (default), perplexity or next_token_accuracy" },
     tolerance: { type: "number", minimum: 0, maximum: 1, default: DEFAULT_SWEEP_TOLERANCE, description: "relative: the pick is the smallest adapter whose metric is within tolerance × |best| of the best" },
     lora: { ...settingsJsonSchema(sharedLora), default: {} },
+    acknowledgeDataWarnings: createJobBody.properties.acknowledgeDataWarnings,
     metadata: { type: "object", maxProperties: 15, propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: { type: "string", maxLength: 512 }, default: {} },
   },
 } as const;

@@ -9,6 +9,8 @@ import { AppError } from "../../common/errors.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
 import { enqueueFineTune, type FineTunePayload } from "../../common/queue.ts";
 import { LORA_SETTINGS, LOWER_IS_BETTER, resolveJobSettings, TrainingConfigError, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
+import { refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
+import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
 import type { JobSql } from "../job-sql.ts";
 import { resolveSubmission } from "../job-submission.ts";
 import type { SweepRequestRecord, SweepWithChildren } from "./view.ts";
@@ -37,25 +39,27 @@ export interface CreateSweepBody {
   hyperparameters: HyperparameterOptions;
   priority: number;
   metadata: Record<string, string>;
+  acknowledgeDataWarnings: boolean;
 }
 
 export interface CreateSweepDeps {
   prisma: PrismaClient;
   queue: Queue<FineTunePayload>;
-  config: { enqueueTimeoutMs: number; jobMaxAttempts: number };
+  config: { enqueueTimeoutMs: number; jobMaxAttempts: number; workerMaxMemory?: number };
   models: ModelRegistry;
   jobSql: JobSql;
+  preflight: DataQualityPreflight;
 }
 
 const badRequest = (code: string, path: string, message: string) => new AppError(400, code, message, [{ path, message }]);
 
 export async function createSweep(deps: CreateSweepDeps, tenantId: string, body: CreateSweepBody, log: FastifyBaseLogger): Promise<SweepWithChildren> {
-  const { prisma, queue, config, models, jobSql } = deps;
+  const { prisma, queue, config, models, jobSql, preflight } = deps;
   if (body.validationDatasetId === undefined && body.validationSplit === undefined) {
     throw badRequest("validation_required", "body.validationSplit", "a sweep compares validation metrics: give validationDatasetId or validationSplit");
   }
   if (body.alphaPolicy === "2r" && body.alpha !== undefined) throw badRequest("validation_failed", "body.alpha", 'alpha is only for alphaPolicy "fixed"; "2r" sets alpha to twice each rank');
-  const { model, task } = await resolveSubmission({ ...body, targetModules: body.targetModuleSets?.[0] }, tenantId, models, jobSql);
+  const { model, task, train, validation } = await resolveSubmission({ ...body, targetModules: body.targetModuleSets?.[0] }, tenantId, models, jobSql);
   const metric = body.metric ?? SWEEP_METRICS[task][0];
   if (!SWEEP_METRICS[task].includes(metric)) {
     throw badRequest("invalid_metric", "body.metric", `a ${task} job reports ${SWEEP_METRICS[task].join(", ")}; not ${metric}`);
@@ -71,6 +75,14 @@ export async function createSweep(deps: CreateSweepDeps, tenantId: string, body:
       }
     }),
   );
+  // Every child must pass what a job submission checks: the largest configuration's memory, and the data.
+  for (const settings of configurations) ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
+  const qualityReport = await preflight.report({ train, validation, model, maxSeqLength: configurations[0].hyperparameters.maxSeqLength });
+  refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, {
+    train: "body.trainDatasetId",
+    validation: "body.validationDatasetId",
+    acknowledge: '"acknowledgeDataWarnings": true',
+  });
   const record: SweepRequestRecord & Record<string, unknown> = {
     baseModel: model.id,
     ranks: body.ranks,
@@ -101,6 +113,7 @@ export async function createSweep(deps: CreateSweepDeps, tenantId: string, body:
         priority: body.priority,
         metadata: { ...body.metadata, sweepId },
         maxAttempts: config.jobMaxAttempts,
+        qualityReport: qualityReport as object,
       })),
     }),
   ]);
