@@ -8,8 +8,10 @@ import { readCausalConfig, type CausalConfig } from "./config.ts";
 import { TextTokenizer } from "../../tokenizer.ts";
 import type { CausalLM } from "./model.ts";
 import { Gpt2LM } from "./gpt2.ts";
-import { LlamaLM } from "./llama.ts";
-import { readCheckpoint } from "../../hf/weights.ts";
+import { canonicalLlamaName, isLlamaLinear, LlamaLM } from "./llama.ts";
+import { readCheckpoint, type Freeze } from "../../hf/weights.ts";
+import { createFrozenLinear, FrozenStorageError, frozenStorageAvailable, requireFrozenStorage } from "../../native/frozen-linear.ts";
+import type { Quantization } from "../../settings.ts";
 
 export interface CausalPretrained {
   dir: string;
@@ -31,7 +33,33 @@ export function specialTokenText(tokenizer: TextTokenizer, key: string): string 
   return tokenContent(tokenizer.settings[key]);
 }
 
-export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
+/** How a job stores its frozen linear weights (lora.quantization, lora.doubleQuant). */
+export interface WeightStorage {
+  quantization: Quantization;
+  doubleQuant: boolean;
+}
+
+/**
+ * Llama-family linear weights go to the addon as they are read (in their stored dtype, or quantized)
+ * when it is loaded; GPT-2's fused Conv1D layers stay float32 tensors, so quantizing them is refused.
+ */
+function freezeFor(family: CausalConfig["family"], { quantization, doubleQuant }: WeightStorage): Freeze | undefined {
+  if (family === "gpt2") {
+    if (quantization !== "none") throw new FrozenStorageError(`lora.quantization "${quantization}" applies to Llama-family models only (GPT-2's Conv1D layers stay float32)`);
+    return undefined;
+  }
+  if (!frozenStorageAvailable()) {
+    if (quantization !== "none") requireFrozenStorage(quantization);
+    return undefined;
+  }
+  return (raw) => {
+    const name = canonicalLlamaName(raw.name);
+    if (!name || !isLlamaLinear(name) || raw.dtype === "F64" || raw.shape.length !== 2) return undefined;
+    return createFrozenLinear(raw.bytes, raw.dtype, raw.shape, quantization, doubleQuant);
+  };
+}
+
+export async function loadCausalPretrained(dir: string, storage: WeightStorage = { quantization: "none", doubleQuant: false }): Promise<CausalPretrained> {
   const config = await readCausalConfig(dir);
   if (!existsSync(path.join(dir, "tokenizer.json"))) throw new ModelConfigError(`${dir} has no tokenizer.json`);
   // Decoders rarely define a pad token; padded positions are masked out of the loss, so EOS serves.
@@ -41,7 +69,7 @@ export async function loadCausalPretrained(dir: string): Promise<CausalPretraine
   const eosIds = [...new Set([...config.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
   if (eosIds.length === 0) throw new ModelConfigError(`${dir}: neither config.json nor tokenizer_config.json names an EOS token`);
   // Weights go to the device last, once nothing else can refuse the folder.
-  const stored = await readCheckpoint(dir);
+  const stored = await readCheckpoint(dir, freezeFor(config.family, storage));
   const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
   return { dir, config, model, tokenizer, eosIds };
 }

@@ -44,7 +44,8 @@ export function evaluateCausal(model: CausalLM, examples: CausalExample[], optio
 }
 
 export async function causalTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
-  const pretrained = await loadCausalPretrained(options.modelDir);
+  const { quantization = "none", doubleQuant = false } = jobSettings.lora;
+  const pretrained = await loadCausalPretrained(options.modelDir, { quantization, doubleQuant });
   try {
     return await causalTaskOn(pretrained, options, jobSettings);
   } catch (error) {
