@@ -31,7 +31,7 @@ describe("jobs API", () => {
     const job = response.body;
     assert.equal(job.status, "queued");
     assert.equal(job.task, "classification");
-    assert.deepEqual(job.lora, { r: 8, alpha: 16, dropout: 0.05, useRslora: false, targetModules: ["q_lin", "v_lin"] });
+    assert.deepEqual(job.lora, { r: 8, alpha: 16, dropout: 0.05, useRslora: false, quantization: "none", doubleQuant: false, targetModules: ["q_lin", "v_lin"] });
     assert.equal(job.hyperparameters.epochs, 3);
     assert.equal(job.hyperparameters.seed, 42);
     assert.deepEqual(job.metadata, { team: "search" });
