@@ -8,16 +8,19 @@
 //
 //   npm run bench:llm -- [--peer] [--steps 4] [--modes none,int8,nf4] [--double-quant] [--dtype BF16|F32]
 //                        [--layers 22] [--hidden 2048] [--heads 32] [--kv-heads 4] [--ffn 5632] [--vocab 32000]
-//                        [--batch 4] [--seq 256]
+//                        [--batch 4] [--seq 256] [--load-only]
+// --load-only loads the model in each mode and reports peak RSS against the checkpoint's size (the
+// "loading never needs twice the model" check; use --dtype F32 for a float32 checkpoint).
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, open, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { initBackend } from "../services/trainer/backend.ts";
 import { train } from "../services/trainer/train.ts";
+import { loadCausalPretrained } from "../services/trainer/tasks/causal-lm/load.ts";
 import type { Quantization } from "../services/trainer/settings.ts";
 import { gpt2Tokenizer } from "../test/fixtures/make-causal-fixtures.ts";
 
@@ -36,6 +39,7 @@ const { values: options } = parseArgs({
     vocab: { type: "string", default: "32000" },
     batch: { type: "string", default: "4" },
     seq: { type: "string", default: "256" },
+    "load-only": { type: "boolean", default: false },
     child: { type: "string" },
   },
 });
@@ -151,7 +155,18 @@ interface Row {
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
+/** Peak RSS of loading the model alone, as a multiple of model.safetensors' size. */
+async function loadOnly(dir: string, quantization: Quantization): Promise<Row> {
+  await initBackend("wasm-blas");
+  const pretrained = await loadCausalPretrained(dir, { quantization, doubleQuant: quantization === "nf4" && options["double-quant"] });
+  const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+  const fileMiB = (await stat(path.join(dir, "model.safetensors"))).size / 2 ** 20;
+  pretrained.model.dispose();
+  return { name: quantization, tokensPerSecond: 0, peakRssMiB, losses: [peakRssMiB / fileMiB] };
+}
+
 async function runChild(dir: string, quantization: Quantization): Promise<Row> {
+  if (options["load-only"]) return loadOnly(dir, quantization);
   await initBackend("wasm-blas");
   const stamps: number[] = [];
   const losses: number[] = [];
@@ -198,6 +213,15 @@ function runPeer(dir: string): Row | string {
 
 async function runParent(): Promise<void> {
   const dir = await ensureModel();
+  if (options["load-only"]) {
+    const fileMiB = (await stat(path.join(dir, "model.safetensors"))).size / 2 ** 20;
+    console.log(`loading a ${fileMiB.toFixed(0)} MiB ${shape.dtype} checkpoint (${shape.layers} layers, hidden ${shape.hidden})`);
+    for (const mode of options.modes.split(",")) {
+      const outcome = runEngine(mode);
+      console.log(typeof outcome === "string" ? outcome : `${mode.padEnd(5)} peak RSS ${outcome.peakRssMiB.toFixed(0)} MiB = ${outcome.losses[0].toFixed(2)} × the checkpoint`);
+    }
+    return;
+  }
   console.log(`Llama ${shape.layers} layers, hidden ${shape.hidden}, ${shape.heads} heads / ${shape.kvHeads} KV, FFN ${shape.ffn}, vocab ${shape.vocab}, ${shape.dtype} checkpoint;`);
   console.log(`LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW, batch ${shape.batch} × ${shape.seq}, ${steps} steps (median of steps 2..${steps}); ${os.cpus().length} CPUs`);
   const rows: Row[] = [];

@@ -127,7 +127,7 @@ export function parseSafetensors(buffer: Uint8Array): Map<string, NamedArray> {
   return tensors;
 }
 
-/** A tensor as stored: its dtype and raw little-endian bytes (valid only during the visit). */
+/** A tensor as stored: its dtype and raw little-endian bytes (a buffer of its own, which a visitor may keep). */
 export interface RawTensor {
   name: string;
   dtype: StoredDtype | "F64";
@@ -165,8 +165,9 @@ export async function visitSafetensors(file: string, visit: (tensor: RawTensor) 
   }
 }
 
-/** A raw tensor's values as float32. */
+/** A raw tensor's values as float32; F32 bytes are viewed in place, not copied. */
 export function decodeRawTensor({ shape, dtype, bytes }: RawTensor): NamedArray {
+  if (dtype === "F32" && bytes.byteOffset % 4 === 0) return { shape, data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
   return { shape, data: decodeTensor(dtype, bytes) };
 }
 
