@@ -67,6 +67,8 @@ export class LlamaLM extends CausalLM {
       else if (canonical && array.frozen) frozen.set(canonical, array.frozen);
       else if (canonical && LINEAR.test(canonical)) weights.set(canonical, transposed(array));
       else if (canonical?.startsWith(`${PREFIX}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
+      // Consumed: once on the device, the float copy can be collected while the rest loads.
+      if (canonical !== "lm_head.weight") stored.delete(name);
     }
     const embedding = weights.get(`${PREFIX}.embed_tokens.weight`);
     if (!embedding) throw new CausalWeightsError("the checkpoint holds no Llama weights (model.embed_tokens.weight)");
