@@ -112,24 +112,28 @@ static void dequantize_rows(const frozen_t* f, int64_t row, int64_t count, float
   }
 }
 
-static void frozen_free(frozen_t* f) {
-  if (!f) return;
+/** Frees the stored weight, leaving a released handle (values NULL). */
+static void release_storage(frozen_t* f) {
   free(f->values);
   free(f->scales);
   free(f->scale_codes);
   free(f->scale_steps);
+  f->values = NULL;
+  f->scales = NULL;
+  f->scale_codes = NULL;
+  f->scale_steps = NULL;
+}
+
+static void frozen_free(frozen_t* f) {
+  release_storage(f);
   free(f);
 }
 
 static void finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   frozen_t* f = (frozen_t*)data;
-  if (!f->values) {
-    free(f);
-    return;
-  }
   int64_t adjusted;
-  napi_adjust_external_memory(env, -(int64_t)f->bytes, &adjusted);
+  if (f->values) napi_adjust_external_memory(env, -(int64_t)f->bytes, &adjusted);
   frozen_free(f);
 }
 
@@ -268,14 +272,7 @@ napi_value frozen_release(napi_env env, napi_callback_info info) {
   if (!args_of(env, info, 1, argv) || !frozen_of(env, argv[0], &f)) return fail(env, "blas addon: frozenRelease(handle) of a live handle");
   int64_t adjusted;
   napi_adjust_external_memory(env, -(int64_t)f->bytes, &adjusted);
-  free(f->values);
-  free(f->scales);
-  free(f->scale_codes);
-  free(f->scale_steps);
-  f->values = NULL;
-  f->scales = NULL;
-  f->scale_codes = NULL;
-  f->scale_steps = NULL;
+  release_storage(f);
   return NULL;
 }
 
