@@ -53,6 +53,12 @@ describe("jobs API", () => {
     assert.equal(response.body.lora.r, 4);
   });
 
+  it("refuses lora.quantization for a model whose linear layers cannot be quantized", async () => {
+    const response = await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification, lora: { quantization: "nf4" } }).expect(422);
+    assert.equal(response.body.error.code, "invalid_settings");
+    assert.match(response.body.error.message, /Llama-family/);
+  });
+
   it("rejects unknown fields and wrong types with field paths", async () => {
     const unknown = await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification, colour: "red", lora: { r: 8, rank: 4 } }).expect(400);
     assert.equal(unknown.body.error.code, "validation_failed");
