@@ -142,7 +142,8 @@ async function runPredict(args: string[], config: Config): Promise<void> {
 async function runMerge(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { model: { type: "string" }, adapter: { type: "string" }, out: { type: "string" } } });
   await mergeAdapter(required(values, "model"), required(values, "adapter"), required(values, "out"));
-  process.stdout.write(`merged model written to ${values.out}\n`);
+  // A quantized training base (lora.quantization) is never what gets merged into: say so.
+  process.stdout.write(`merged model written to ${values.out} (the adapter added to the base checkpoint's full-precision weights, whatever lora.quantization it was trained with)\n`);
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,5 +1,5 @@
 // safetensors: 8-byte little-endian header length, JSON header, raw little-endian tensor bytes.
-import { open, readFile, writeFile } from "node:fs/promises";
+import { open, writeFile } from "node:fs/promises";
 
 export type StoredDtype = "F32" | "F16" | "BF16";
 
@@ -65,6 +65,54 @@ function floatToBf16(value: number): number {
   return (rounded >>> 16) & 0xffff;
 }
 
+/** One tensor's header entry: dtype, shape and byte range relative to the data section. */
+interface HeaderEntry {
+  name: string;
+  dtype: StoredDtype | "F64";
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** The float tensors a header lists (integer buffers skipped), checked against the data section's size. */
+function headerEntries(header: Record<string, unknown>, dataBytes: number): HeaderEntry[] {
+  const entries: HeaderEntry[] = [];
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    if (INTEGER_DTYPES.has(dtype)) continue;
+    if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16, F64)`);
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (offsets[1] - offsets[0] !== count * BYTES_PER_ELEMENT[dtype as StoredDtype] || offsets[1] > dataBytes) {
+      throw new SafetensorsError(`tensor ${name}: data offsets do not match its shape`);
+    }
+    entries.push({ name, dtype: dtype as StoredDtype | "F64", shape, begin: offsets[0], end: offsets[1] });
+  }
+  return entries;
+}
+
+/** A tensor's little-endian bytes as float32 values. */
+function decodeTensor(dtype: StoredDtype | "F64", bytes: Uint8Array): Float32Array {
+  if (dtype === "F32") {
+    // Fast path: a copy of the bytes viewed as float32 (safetensors data is little-endian, as is every host we run on).
+    return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = bytes.byteLength / BYTES_PER_ELEMENT[dtype];
+  const data = new Float32Array(count);
+  if (dtype === "F64") {
+    for (let i = 0; i < count; i++) data[i] = view.getFloat64(8 * i, true);
+  } else if (dtype === "F16") {
+    for (let i = 0; i < count; i++) data[i] = halfToFloat(view.getUint16(2 * i, true));
+  } else {
+    for (let i = 0; i < count; i++) {
+      scratch.setUint32(0, view.getUint16(2 * i, true) << 16, true);
+      data[i] = scratch.getFloat32(0, true);
+    }
+  }
+  return data;
+}
+
 export function parseSafetensors(buffer: Uint8Array): Map<string, NamedArray> {
   if (buffer.byteLength < 8) throw new SafetensorsError("file too short for a safetensors header");
   const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -73,33 +121,54 @@ export function parseSafetensors(buffer: Uint8Array): Map<string, NamedArray> {
   const header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength))) as Record<string, unknown>;
   const dataStart = 8 + headerLength;
   const tensors = new Map<string, NamedArray>();
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    if (INTEGER_DTYPES.has(dtype)) continue;
-    if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`tensor ${name}: dtype ${dtype} is not supported (F32, F16, BF16, F64)`);
-    const count = shape.reduce((a, b) => a * b, 1);
-    const begin = dataStart + offsets[0];
-    if (offsets[1] - offsets[0] !== count * BYTES_PER_ELEMENT[dtype as StoredDtype] || dataStart + offsets[1] > buffer.byteLength) {
-      throw new SafetensorsError(`tensor ${name}: data offsets do not match its shape`);
-    }
-    let data: Float32Array = new Float32Array(count);
-    if (dtype === "F32") {
-      // Fast path: a copy of the bytes viewed as float32 (safetensors data is little-endian, as is every host we run on).
-      data = new Float32Array(buffer.buffer.slice(buffer.byteOffset + begin, buffer.byteOffset + begin + 4 * count));
-    } else if (dtype === "F64") {
-      for (let i = 0; i < count; i++) data[i] = view.getFloat64(begin + 8 * i, true);
-    } else if (dtype === "F16") {
-      for (let i = 0; i < count; i++) data[i] = halfToFloat(view.getUint16(begin + 2 * i, true));
-    } else {
-      for (let i = 0; i < count; i++) {
-        scratch.setUint32(0, view.getUint16(begin + 2 * i, true) << 16, true);
-        data[i] = scratch.getFloat32(0, true);
-      }
-    }
-    tensors.set(name, { shape, data });
+  for (const { name, dtype, shape, begin, end } of headerEntries(header, buffer.byteLength - dataStart)) {
+    tensors.set(name, { shape, data: decodeTensor(dtype, buffer.subarray(dataStart + begin, dataStart + end)) });
   }
   return tensors;
+}
+
+/** A tensor as stored: its dtype and raw little-endian bytes (a buffer of its own, which a visitor may keep). */
+export interface RawTensor {
+  name: string;
+  dtype: StoredDtype | "F64";
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+/**
+ * Visits a file's float tensors one at a time, reading each one's byte range only: loading never
+ * holds more than one tensor's bytes, whatever the file's size. `visit` decides what to keep.
+ */
+export async function visitSafetensors(file: string, visit: (tensor: RawTensor) => void): Promise<void> {
+  const handle = await open(file, "r");
+  try {
+    const { size } = await handle.stat();
+    const prefix = Buffer.alloc(8);
+    if (size < 8 || (await handle.read(prefix, 0, 8, 0)).bytesRead < 8) throw new SafetensorsError("file too short for a safetensors header");
+    const headerLength = Number(prefix.readBigUInt64LE(0));
+    if (8 + headerLength > size) throw new SafetensorsError("header length exceeds file size");
+    const headerBytes = Buffer.alloc(headerLength);
+    await handle.read(headerBytes, 0, headerLength, 8);
+    const header = JSON.parse(headerBytes.toString("utf8")) as Record<string, unknown>;
+    const dataStart = 8 + headerLength;
+    for (const entry of headerEntries(header, size - dataStart)) {
+      const bytes = new Uint8Array(entry.end - entry.begin);
+      for (let done = 0; done < bytes.byteLength; ) {
+        const { bytesRead } = await handle.read(bytes, done, bytes.byteLength - done, dataStart + entry.begin + done);
+        if (bytesRead === 0) throw new SafetensorsError(`tensor ${entry.name}: file ends inside its data`);
+        done += bytesRead;
+      }
+      visit({ name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes });
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A raw tensor's values as float32; F32 bytes are viewed in place, not copied. */
+export function decodeRawTensor({ shape, dtype, bytes }: RawTensor): NamedArray {
+  if (dtype === "F32" && bytes.byteOffset % 4 === 0) return { shape, data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+  return { shape, data: decodeTensor(dtype, bytes) };
 }
 
 export function serializeSafetensors(tensors: Map<string, NamedArray>, dtype: StoredDtype = "F32", metadata: Record<string, string> = { format: "pt" }): Uint8Array {
@@ -133,7 +202,9 @@ export function serializeSafetensors(tensors: Map<string, NamedArray>, dtype: St
 }
 
 export async function readSafetensors(file: string): Promise<Map<string, NamedArray>> {
-  return parseSafetensors(await readFile(file));
+  const tensors = new Map<string, NamedArray>();
+  await visitSafetensors(file, (raw) => tensors.set(raw.name, decodeRawTensor(raw)));
+  return tensors;
 }
 
 /** How many numbers a safetensors file holds, from its header alone (the tensor bytes are not read). */

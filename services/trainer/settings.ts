@@ -13,6 +13,13 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   mistral: ["q_proj", "v_proj"],
 };
 
+/** How frozen linear weights may be stored: the checkpoint's dtype, int8 per output channel, or QLoRA's NF4. */
+export const QUANTIZATIONS = ["none", "int8", "nf4"] as const;
+export type Quantization = (typeof QUANTIZATIONS)[number];
+
+/** Model types whose linear layers stay float32 tensors (encoders; GPT-2's fused Conv1D): lora.quantization is refused for them. */
+const UNQUANTIZABLE_MODEL_TYPES: readonly string[] = ["distilbert", "bert", "roberta", "gpt2"];
+
 /** PEFT's shorthand for every linear layer of the body (the output head excluded). */
 export const ALL_LINEAR = "all-linear";
 
@@ -22,6 +29,10 @@ export interface LoraSettings {
   dropout: number;
   targetModules: string[];
   useRslora: boolean;
+  /** How frozen linear weights are stored (causal LMs of the Llama family); absent means "none". */
+  quantization?: Quantization;
+  /** NF4 only: quantize the block scales too (8-bit, blocks of 256), as QLoRA does. */
+  doubleQuant?: boolean;
 }
 
 export interface Hyperparameters {
@@ -100,6 +111,14 @@ export const LORA_SETTINGS = {
     description: `module names as in PEFT, or ["${ALL_LINEAR}"]; defaults per architecture (${Object.entries(DEFAULT_TARGET_MODULES).map(([type, modules]) => `${type} ${modules.join(",")}`).join("; ")})`,
   },
   useRslora: { type: "boolean", default: false, flag: "rslora", description: "rank-stabilised scaling alpha / √r" },
+  quantization: {
+    type: "enum",
+    values: QUANTIZATIONS,
+    default: "none",
+    flag: "quantization",
+    description: "causal_lm, Llama family: frozen linear weights stored outside the wasm heap as the checkpoint's dtype (none), int8 per output channel, or NF4 (QLoRA)",
+  },
+  doubleQuant: { type: "boolean", default: false, flag: "double-quant", description: "with quantization nf4: quantize the block scales too (8-bit, blocks of 256), as QLoRA does" },
 } as const satisfies Record<keyof LoraSettings, Setting>;
 
 export const HYPERPARAMETER_SETTINGS = {
@@ -213,6 +232,10 @@ export function resolveJobSettings(given: { lora?: LoraOptions; hyperparameters?
   const lora = resolveGroup<Omit<LoraSettings, "targetModules"> & { targetModules?: string[] }>(LORA_SETTINGS, given.lora ?? {}, "lora ");
   const defaultTargets = DEFAULT_TARGET_MODULES[modelType];
   if (!lora.targetModules && !defaultTargets) throw new TrainingConfigError(`no default target modules for model_type ${modelType}; name them`);
+  if (lora.quantization !== "none" && UNQUANTIZABLE_MODEL_TYPES.includes(modelType)) {
+    throw new TrainingConfigError(`lora.quantization "${lora.quantization}" applies to Llama-family causal LMs only, not model_type ${modelType}`);
+  }
+  if (lora.doubleQuant && lora.quantization !== "nf4") throw new TrainingConfigError("lora.doubleQuant applies to lora.quantization \"nf4\" only");
   const hyperparameters = resolveGroup<Hyperparameters>(HYPERPARAMETER_SETTINGS, given.hyperparameters ?? {}, "");
   if (hyperparameters.earlyStopping && !hyperparameters.evalEverySteps) throw new TrainingConfigError("earlyStopping needs evalEverySteps: it acts at each evaluation");
   return { lora: { ...lora, targetModules: lora.targetModules ?? [...defaultTargets] }, hyperparameters };

@@ -31,7 +31,7 @@ describe("jobs API", () => {
     const job = response.body;
     assert.equal(job.status, "queued");
     assert.equal(job.task, "classification");
-    assert.deepEqual(job.lora, { r: 8, alpha: 16, dropout: 0.05, useRslora: false, targetModules: ["q_lin", "v_lin"] });
+    assert.deepEqual(job.lora, { r: 8, alpha: 16, dropout: 0.05, useRslora: false, quantization: "none", doubleQuant: false, targetModules: ["q_lin", "v_lin"] });
     assert.equal(job.hyperparameters.epochs, 3);
     assert.equal(job.hyperparameters.seed, 42);
     assert.deepEqual(job.metadata, { team: "search" });
@@ -51,6 +51,12 @@ describe("jobs API", () => {
     assert.equal(response.body.task, "causal_lm");
     assert.deepEqual(response.body.lora.targetModules, ["c_attn", "c_proj"]);
     assert.equal(response.body.lora.r, 4);
+  });
+
+  it("refuses lora.quantization for a model whose linear layers cannot be quantized", async () => {
+    const response = await submit({ baseModel: "tiny-distilbert", trainDatasetId: classification, lora: { quantization: "nf4" } }).expect(422);
+    assert.equal(response.body.error.code, "invalid_settings");
+    assert.match(response.body.error.message, /Llama-family/);
   });
 
   it("rejects unknown fields and wrong types with field paths", async () => {

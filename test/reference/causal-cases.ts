@@ -71,10 +71,10 @@ export async function writeReferenceAdapters(causalDir: string): Promise<void> {
   }
 }
 
-/** Runs causal_reference.py over the fixtures (probe offset as given) and parses its output. */
-export async function runCausalReference(causalDir: string, offset = 0): Promise<CausalGolden> {
-  await writeReferenceAdapters(causalDir);
-  const output = execFileSync(PYTHON, [path.join(import.meta.dirname, "causal_reference.py"), causalDir, path.join(causalDir, REFERENCE_ADAPTERS), String(offset)], {
+/** Runs causal_reference.py over the fixtures (probe offset as given) with the seeded adapters, or those of `adaptersDir`, and parses its output. */
+export async function runCausalReference(causalDir: string, offset = 0, adaptersDir?: string): Promise<CausalGolden> {
+  if (!adaptersDir) await writeReferenceAdapters(causalDir);
+  const output = execFileSync(PYTHON, [path.join(import.meta.dirname, "causal_reference.py"), causalDir, adaptersDir ?? path.join(causalDir, REFERENCE_ADAPTERS), String(offset)], {
     maxBuffer: 64 * 1024 * 1024,
   });
   return JSON.parse(output.toString("utf8")) as CausalGolden;

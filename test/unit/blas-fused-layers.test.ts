@@ -7,31 +7,10 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
 import { attention, gelu, layerNorm, linear } from "../../services/trainer/layers/fused.ts";
 import { Rng } from "../../services/trainer/rng.ts";
+import { addonSkip, assertClose, assertSame, randomTensors, valueAndGradients } from "../helpers/kernel-checks.ts";
 
 const rng = new Rng(11);
-const random = (shape: number[], std = 1) => tf.tensor(rng.fill(tf.util.sizeFromShape(shape), (r) => r.normal(0, std)), shape);
-
-function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance = 2e-4) {
-  assert.deepEqual(actual.shape, expected.shape);
-  const a = actual.dataSync();
-  const e = expected.dataSync();
-  const scale = Math.max(1e-3, ...Array.from(e, Math.abs));
-  for (let i = 0; i < e.length; i++) {
-    if (!(Math.abs(a[i] - e[i]) <= tolerance * scale)) assert.fail(`element ${i}: ${a[i]} != ${e[i]} (shape ${expected.shape})`);
-  }
-}
-
-/** Value and gradients (for a random output weighting) of `f` with respect to `inputs`. */
-function valueAndGradients(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], weighting: tf.Tensor) {
-  const value = f(...inputs);
-  const grads = tf.grads((...xs: tf.Tensor[]) => tf.sum(tf.mul(f(...xs), weighting)))(inputs);
-  return [value, ...grads];
-}
-
-function assertSame(fast: tf.Tensor[], reference: tf.Tensor[]) {
-  assert.equal(fast.length, reference.length);
-  fast.forEach((tensor, i) => assertClose(tensor, reference[i]));
-}
+const random = randomTensors(rng);
 
 describe("encoder blocks with hand-written gradients", () => {
   before(async () => {

@@ -1,9 +1,19 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors, SafetensorsError, type NamedArray } from "../../services/trainer/safetensors.ts";
+import {
+  decodeRawTensor,
+  parseSafetensors,
+  readSafetensors,
+  serializeSafetensors,
+  visitSafetensors,
+  writeSafetensors,
+  SafetensorsError,
+  type NamedArray,
+  type RawTensor,
+} from "../../services/trainer/safetensors.ts";
 
 const sample = (): Map<string, NamedArray> =>
   new Map([
@@ -68,4 +78,18 @@ test("integer buffers (position_ids) are skipped and F64 is read; other dtypes a
   assert.throws(() => parseSafetensors(fp8.subarray(0, 5)), SafetensorsError);
   const short = rawFile({ x: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, new Uint8Array(8));
   assert.throws(() => parseSafetensors(short), /offsets/);
+});
+
+test("a file is visited tensor by tensor, each with its own stored bytes; a file cut inside a tensor's data is refused", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), "st-"));
+  const file = path.join(dir, "m.safetensors");
+  await writeFile(file, serializeSafetensors(sample(), "BF16"));
+  const visited: RawTensor[] = [];
+  await visitSafetensors(file, (tensor) => visited.push(tensor));
+  assert.deepEqual(visited.map((t) => [t.name, t.dtype, t.shape, t.bytes.byteLength]), [["layer.bias", "BF16", [3], 6], ["layer.weight", "BF16", [2, 3], 12]]);
+  assert.notEqual(visited[0].bytes.buffer, visited[1].bytes.buffer, "each tensor has a buffer of its own");
+  assert.deepEqual([...decodeRawTensor(visited[0]).data], [...parseSafetensors(await readFile(file)).get("layer.bias")!.data]);
+  const whole = await readFile(file);
+  await writeFile(file, whole.subarray(0, whole.byteLength - 4));
+  await assert.rejects(visitSafetensors(file, () => {}), SafetensorsError);
 });

@@ -10,7 +10,7 @@ import { HYPERPARAMETER_SETTINGS, leafSettings, LORA_SETTINGS, resolveJobSetting
 describe("job settings", () => {
   it("resolves nothing given to the service's defaults", () => {
     assert.deepEqual(resolveJobSettings({}, "distilbert"), {
-      lora: { r: 8, alpha: 16, dropout: 0.05, targetModules: ["q_lin", "v_lin"], useRslora: false },
+      lora: { r: 8, alpha: 16, dropout: 0.05, targetModules: ["q_lin", "v_lin"], useRslora: false, quantization: "none", doubleQuant: false },
       hyperparameters: {
         epochs: 3, batchSize: 8, learningRate: 2e-4, warmupRatio: 0.06, weightDecay: 0, maxSeqLength: 128, seed: 42,
         gradientAccumulationSteps: 1, maxGradNorm: 1, scheduler: "linear", classWeights: null, trainOnInputs: false, packing: false,

@@ -11,35 +11,12 @@ import { activation, attentionOverRows, layerNorm, linear, rowAttentionAvailable
 import { loadBlasAddon } from "../../services/trainer/native/blas.ts";
 import { FUSED_KERNELS, hasFusedKernel } from "../../services/trainer/native/fused-kernels.ts";
 import { Rng } from "../../services/trainer/rng.ts";
+import { addonSkip, assertClose, assertSame, randomTensors, valueAndGradients } from "../helpers/kernel-checks.ts";
 
-const addon = loadBlasAddon();
-// CI builds the addon (scripts/setup.sh), so there a missing addon is a failure, not a skip.
-const skip = !addon.ok && !process.env.CI ? `BLAS addon not built (${addon.reason}); run scripts/build-native.sh` : false;
+const skip = addonSkip();
 
 const rng = new Rng(23);
-const random = (shape: number[], std = 1) => tf.tensor(rng.fill(tf.util.sizeFromShape(shape), (r) => r.normal(0, std)), shape);
-
-function assertClose(actual: tf.Tensor, expected: tf.Tensor, tolerance = 2e-4) {
-  assert.deepEqual(actual.shape, expected.shape);
-  const a = actual.dataSync();
-  const e = expected.dataSync();
-  const scale = Array.from(e).reduce((max: number, value) => Math.max(max, Math.abs(Number(value))), 1e-3);
-  for (let i = 0; i < e.length; i++) {
-    if (!(Math.abs(a[i] - e[i]) <= tolerance * scale)) assert.fail(`element ${i}: ${a[i]} != ${e[i]} (shape ${expected.shape})`);
-  }
-}
-
-/** Value and gradients (for a random output weighting) of `f` with respect to `inputs`. */
-function valueAndGradients(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], weighting: tf.Tensor) {
-  const value = f(...inputs);
-  const grads = tf.grads((...xs: tf.Tensor[]) => tf.sum(tf.mul(f(...xs), weighting)))(inputs);
-  return [value, ...grads];
-}
-
-function assertSame(fast: tf.Tensor[], reference: tf.Tensor[]) {
-  assert.equal(fast.length, reference.length);
-  fast.forEach((tensor, i) => assertClose(tensor, reference[i]));
-}
+const random = randomTensors(rng);
 
 /** Plain tfjs attention over [batch*length, heads*headSize] projections: split, softmax(q·kᵀ·s + mask)·(keep), merge. */
 function plainAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, layout: { batch: number; heads: number; length: number; headSize: number }, scale: number, causal: boolean, maskAdd?: tf.Tensor, keep?: tf.Tensor) {
@@ -167,6 +144,7 @@ describe("fused training kernels of the addon against plain tfjs", { skip }, () 
   });
 
   it("refuses operands that do not match the layout", () => {
+    const addon = loadBlasAddon();
     const fused = addon.ok ? addon.addon : undefined;
     assert.ok(fused?.attentionForward);
     const small = new Float32Array(4);

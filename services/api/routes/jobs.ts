@@ -18,7 +18,7 @@ import { jobView, SerializedJobViews, type JobWithAdapter } from "../job-view.ts
 import { afterCursor, newestFirst, page } from "../pagination.ts";
 import { tenantOf } from "../plugins/auth.ts";
 import { errorResponses, pageOf, pageQuery, uuidParams } from "../schemas.ts";
-import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
+import { HYPERPARAMETER_SETTINGS, LORA_SETTINGS, resolveJobSettings, settingsJsonSchema, TrainingConfigError, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
 
 export type JobRoutesOptions = Pick<AppDeps, "prisma" | "queue" | "config"> & { models: ModelRegistry; jobSql: JobSql; preflight: DataQualityPreflight };
 
@@ -129,7 +129,14 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       }
       const { model, task, train, validation } = await resolveSubmission({ ...body, targetModules: body.lora.targetModules }, tenantId, models, jobSql);
       // Stored resolved, so the job row says exactly what the worker trains with.
-      const settings = resolveJobSettings(body, model.modelType);
+      let settings;
+      try {
+        settings = resolveJobSettings(body, model.modelType);
+      } catch (error) {
+        // Settings valid alone but not together or not for this model (lora.quantization on an encoder).
+        if (error instanceof TrainingConfigError) throw new AppError(422, "invalid_settings", error.message, [{ path: "body", message: error.message }]);
+        throw error;
+      }
       const source = await resolveJobSource(
         body,
         tenantId,

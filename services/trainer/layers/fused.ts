@@ -9,6 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { blasProductsActive, GELU_GRAD_KERNEL, GELU_KERNEL } from "../native/blas.ts";
 import { FUSED_KERNELS, hasFusedKernel } from "../native/fused-kernels.ts";
+import { frozenInputGrad, frozenProduct, type FrozenLinear } from "../native/frozen-linear.ts";
 import { inPart } from "./parts.ts";
 
 type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
@@ -86,8 +87,8 @@ export interface LoraBranch {
   scale: number;
 }
 
-/** A linear layer's weight: as Hugging Face stores it ([out, in]), or pre-transposed ([in, out]). */
-export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D };
+/** A linear layer's weight: as Hugging Face stores it ([out, in]), pre-transposed ([in, out]), or held (maybe quantized) by the addon. */
+export type LinearWeight = { weight: tf.Tensor2D } | { transposedWeight: tf.Tensor2D } | { frozen: FrozenLinear };
 
 /** x·Wᵀ (+ bias); on BLAS the bias is added in the product's own pass (the addon's _FusedMatMul). */
 function product(x: tf.Tensor2D, stored: tf.Tensor2D, transposed: boolean, bias: tf.Tensor | undefined): tf.Tensor {
@@ -104,6 +105,7 @@ function product(x: tf.Tensor2D, stored: tf.Tensor2D, transposed: boolean, bias:
  * then skips dy·W, as PyTorch's autograd does for inputs that need no gradient.
  */
 export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | undefined, lora?: LoraBranch, { inputGrad = true } = {}): tf.Tensor2D {
+  if ("frozen" in weight) return frozenLinear(x, weight.frozen, bias, lora, inputGrad);
   const stored = "weight" in weight ? weight.weight : weight.transposedWeight;
   const transposed = !("weight" in weight);
   const trainedWeight = isTrained(stored) || (bias !== undefined && isTrained(bias));
@@ -141,6 +143,43 @@ export function linear(x: tf.Tensor2D, weight: LinearWeight, bias: tf.Tensor | u
           grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
         }
         if (trainedWeight) grads.push(dyMatrix.matMul(saved[saved.length - 1], true, false), ...(bias ? [dyMatrix.sum(0)] : []));
+        return dx ? [dx, ...grads] : grads;
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+/** linear() over an addon-held weight: the forward and dy·W run on the addon, and nothing of W is saved. */
+function frozenLinear(x: tf.Tensor2D, weight: FrozenLinear, bias: tf.Tensor | undefined, lora: LoraBranch | undefined, inputGrad: boolean): tf.Tensor2D {
+  const withBias = (y: tf.Tensor2D) => (bias ? (y.add(bias) as tf.Tensor2D) : y);
+  const separateLoraInput = lora !== undefined && lora.input !== x;
+  const inputs: tf.Tensor[] = inputGrad ? [x] : [];
+  if (lora) inputs.push(...(separateLoraInput && inputGrad ? [lora.input] : []), lora.a, lora.b);
+  if (inputs.length === 0) return withBias(frozenProduct(x, weight));
+  return custom(lora ? "linear + LoRA" : "linear", inputs, (save) => {
+    let y = withBias(frozenProduct(x, weight));
+    let down: tf.Tensor2D | undefined;
+    if (lora) {
+      down = lora.input.matMul(lora.a, false, true).mul(lora.scale) as tf.Tensor2D;
+      y = y.add(down.matMul(lora.b, false, true)) as tf.Tensor2D;
+    }
+    save(lora ? [lora.input, down!, lora.a, lora.b] : []);
+    return {
+      value: y,
+      gradFunc: (dy, saved) => {
+        const dyMatrix = dy as tf.Tensor2D;
+        let dx = inputGrad ? (frozenInputGrad(dyMatrix, weight) as tf.Tensor) : undefined;
+        const grads: tf.Tensor[] = [];
+        if (lora) {
+          const [loraInput, scaledDown, a, b] = saved as tf.Tensor2D[];
+          const dDown = dyMatrix.matMul(b).mul(lora.scale) as tf.Tensor2D;
+          if (inputGrad) {
+            const dLoraInput = dDown.matMul(a);
+            if (separateLoraInput) grads.push(dLoraInput);
+            else dx = dx!.add(dLoraInput);
+          }
+          grads.push(dDown.matMul(loraInput, true, false), dyMatrix.matMul(scaledDown, true, false));
+        }
         return dx ? [dx, ...grads] : grads;
       },
     };

@@ -13,24 +13,6 @@
 
 #include "napi-args.h"
 
-// Inside the OpenMP region each thread runs its own single-threaded sgemm; built without OpenMP,
-// the pairs run one after another and each sgemm keeps BLAS's threads.
-static void single_threaded_blas(int threads) {
-#ifdef _OPENMP
-  if (threads > 1) openblas_set_num_threads(1);
-#else
-  (void)threads;
-#endif
-}
-
-static void restore_blas_threads(int threads) {
-#ifdef _OPENMP
-  if (threads > 1) openblas_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
 typedef struct {
   int64_t batch, heads, length, head_size, row_stride, offsets[3];
 } Layout;
@@ -99,12 +81,8 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
     memset(context, 0, context_len * sizeof(float));
     return NULL;
   }
-  const int threads = openblas_get_num_threads();
-  single_threaded_blas(threads);
-#pragma omp parallel num_threads(threads)
   {
     float* dropped = keep ? malloc(square * sizeof(float)) : NULL;
-#pragma omp for schedule(static)
     for (int64_t pair = 0; pair < b * h; pair++) {
       const int64_t bi = pair / h, hi = pair % h;
       const int64_t row0 = bi * t * rs;
@@ -123,7 +101,6 @@ napi_value attention_forward(napi_env env, napi_callback_info info) {
     }
     free(dropped);
   }
-  restore_blas_threads(threads);
   return NULL;
 }
 
@@ -157,13 +134,9 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (b * h * t * d == 0) return NULL;
-  const int threads = openblas_get_num_threads();
-  single_threaded_blas(threads);
-#pragma omp parallel num_threads(threads)
   {
     float* ds = malloc(2 * square * sizeof(float));
     float* dropped = ds + square;
-#pragma omp for schedule(static)
     for (int64_t pair = 0; pair < b * h; pair++) {
       const int64_t bi = pair / h, hi = pair % h;
       const int64_t row0 = bi * t * rs, out0 = bi * t * os;
@@ -197,6 +170,5 @@ napi_value attention_backward(napi_env env, napi_callback_info info) {
     }
     free(ds);
   }
-  restore_blas_threads(threads);
   return NULL;
 }

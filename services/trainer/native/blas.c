@@ -1,6 +1,6 @@
 // Single-precision batched matrix products for the tfjs wasm backend, computed by OpenBLAS
 // directly on Float32Array views of the wasm heap: no copies in or out. Also registers the fused
-// training kernels of attention.c and norms.c.
+// training kernels of attention.c and norms.c and the frozen (quantized) linear weights of quant.c.
 #include <cblas.h>
 #include <math.h>
 #include <node_api.h>
@@ -199,6 +199,11 @@ NAPI_MODULE_INIT() {
       {"softmaxCrossEntropyBackward", NULL, softmax_cross_entropy_backward, NULL, NULL, NULL, napi_enumerable, NULL},
       {"geluTanhForward", NULL, gelu_tanh_forward, NULL, NULL, NULL, napi_enumerable, NULL},
       {"geluTanhBackward", NULL, gelu_tanh_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"frozenCreate", NULL, frozen_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"frozenRelease", NULL, frozen_release, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"frozenBytes", NULL, frozen_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"frozenDequantize", NULL, frozen_dequantize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"frozenMatmul", NULL, frozen_matmul, NULL, NULL, NULL, napi_enumerable, NULL},
       {"threads", NULL, threads, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties) != napi_ok) {

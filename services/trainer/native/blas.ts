@@ -6,8 +6,9 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { registerFusedKernels, type FusedKernelAddon } from "./fused-kernels.ts";
+import { registerFrozenKernels, type FrozenLinearAddon } from "./frozen-linear.ts";
 
-interface BlasAddon extends Partial<FusedKernelAddon> {
+interface BlasAddon extends Partial<FusedKernelAddon>, Partial<FrozenLinearAddon> {
   /** out[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]), a holding m×k (k×m transposed), b k×n (n×k). */
   matmul(
     a: Float32Array,
@@ -169,7 +170,7 @@ type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; at
 
 /**
  * Registers BatchMatMul and _FusedMatMul of the wasm backend on the addon, the GELU kernels and the
- * fused training kernels (fused-kernels.ts).
+ * fused training kernels (fused-kernels.ts) and the frozen-linear ones (frozen-linear.ts).
  * Bias and activation of the fused kernel run in the addon for a row bias with linear or relu
  * (what dense layers use), otherwise on tfjs's elementwise wasm kernels: tfjs's own fused wasm
  * kernel gets elu, and a transposed B with a bias, wrong. Returns a function that puts tfjs's
@@ -227,10 +228,12 @@ export function registerBlasKernels(addon: BlasAddon): () => void {
   tf.registerKernel({ kernelName: "_FusedMatMul", backendName: "wasm", kernelFunc: fusedMatMul as tf.KernelFunc });
   // An addon built before the fused kernels existed has matrix products only.
   const removeFused = typeof addon.attentionForward === "function" ? registerFusedKernels(addon as FusedKernelAddon) : () => {};
+  const removeFrozen = typeof addon.frozenMatmul === "function" ? registerFrozenKernels(addon as FrozenLinearAddon) : () => {};
 
   return () => {
     blasRegistered = false;
     removeFused();
+    removeFrozen();
     tf.unregisterKernel(GELU_KERNEL, "wasm");
     tf.unregisterKernel(GELU_GRAD_KERNEL, "wasm");
     for (const config of originals) {

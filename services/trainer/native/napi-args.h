@@ -57,7 +57,7 @@ static inline napi_value fail(napi_env env, const char* message) {
   return NULL;
 }
 
-// Kernels defined in attention.c and norms.c, registered by blas.c.
+// Kernels defined in attention.c, norms.c and quant.c, registered by blas.c.
 napi_value attention_forward(napi_env env, napi_callback_info info);
 napi_value attention_backward(napi_env env, napi_callback_info info);
 napi_value layer_norm_forward(napi_env env, napi_callback_info info);
@@ -66,4 +66,9 @@ napi_value softmax_cross_entropy(napi_env env, napi_callback_info info);
 napi_value softmax_cross_entropy_backward(napi_env env, napi_callback_info info);
 napi_value gelu_tanh_forward(napi_env env, napi_callback_info info);
 napi_value gelu_tanh_backward(napi_env env, napi_callback_info info);
+napi_value frozen_create(napi_env env, napi_callback_info info);
+napi_value frozen_release(napi_env env, napi_callback_info info);
+napi_value frozen_bytes(napi_env env, napi_callback_info info);
+napi_value frozen_dequantize(napi_env env, napi_callback_info info);
+napi_value frozen_matmul(napi_env env, napi_callback_info info);
 #endif

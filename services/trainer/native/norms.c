@@ -1,7 +1,7 @@
 // Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
 // softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
 // (or two) over each row, on the wasm heap, on one thread: the addon is built without OpenMP (see
-// services/trainer/README.md), so the `omp` pragmas below are inert.
+// services/trainer/README.md).
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -20,7 +20,6 @@ napi_value layer_norm_forward(napi_env env, napi_callback_info info) {
       x_len % d != 0 || y_len != x_len || mean_len != x_len / d || rstd_len != mean_len) {
     return fail(env, "blas addon: layerNormForward(x, gamma, beta, epsilon, y, mean, rstd) with x whole rows of gamma's length");
   }
-#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static) if (x_len >= (1u << 20))
   for (size_t r = 0; r < mean_len; r++) {
     const float* xr = x + r * d;
     float* yr = y + r * d;
@@ -97,7 +96,6 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info, bool back
                               : "blas addon: softmaxCrossEntropy(logits [rows, classes], labels Int32Array [rows], nll [rows])");
   }
   const size_t n = logits_len / rows;
-#pragma omp parallel for num_threads(openblas_get_num_threads()) schedule(static)
   for (size_t r = 0; r < rows; r++) {
     const float* row = logits + r * n;
     const int32_t label = labels[r];

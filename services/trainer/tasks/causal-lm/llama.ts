@@ -4,7 +4,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { CausalConfig } from "./config.ts";
 import type { NamedArray } from "../../safetensors.ts";
-import { transposed } from "../../hf/weights.ts";
+import { transposed, type StoredTensor } from "../../hf/weights.ts";
+import type { FrozenLinear } from "../../native/frozen-linear.ts";
 import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
 import type { LinearModule } from "../../lora.ts";
 import { activation } from "../../layers/fused.ts";
@@ -12,6 +13,11 @@ import type { ForwardOptions } from "../../layers/lora-forward.ts";
 
 const PREFIX = "model";
 const LINEAR = /\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/;
+
+/** Whether a (canonical) tensor name is the weight of a linear layer, which may be held by the addon. */
+export function isLlamaLinear(canonicalName: string): boolean {
+  return LINEAR.test(canonicalName);
+}
 
 /** LlamaModel checkpoints omit the "model." prefix; rotary inv_freq buffers are not parameters. */
 export function canonicalLlamaName(name: string): string | undefined {
@@ -65,20 +71,24 @@ export function llamaLinearModules(config: CausalConfig): LinearModule[] {
 export class LlamaLM extends CausalLM {
   private readonly inverseFrequency: Float32Array;
 
-  private constructor(config: CausalConfig, weights: Map<string, tf.Tensor>, lmHeadKernel: tf.Tensor2D) {
-    super(config, weights, lmHeadKernel);
+  private constructor(config: CausalConfig, weights: Map<string, tf.Tensor>, lmHeadKernel: tf.Tensor2D, frozen: Map<string, FrozenLinear>) {
+    super(config, weights, lmHeadKernel, frozen);
     this.inverseFrequency = inverseFrequencies(config);
   }
 
-  static fromCheckpoint(config: CausalConfig, stored: Map<string, NamedArray>): LlamaLM {
+  static fromCheckpoint(config: CausalConfig, stored: Map<string, StoredTensor>): LlamaLM {
     if (config.numHeads % config.numKeyValueHeads !== 0) throw new CausalWeightsError("num_attention_heads must be a multiple of num_key_value_heads");
     const weights = new Map<string, tf.Tensor>();
+    const frozen = new Map<string, FrozenLinear>();
     let lmHead: NamedArray | undefined;
     for (const [name, array] of stored) {
       const canonical = canonicalLlamaName(name);
       if (canonical === "lm_head.weight") lmHead = array;
+      else if (canonical && array.frozen) frozen.set(canonical, array.frozen);
       else if (canonical && LINEAR.test(canonical)) weights.set(canonical, transposed(array));
       else if (canonical?.startsWith(`${PREFIX}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
+      // Consumed: once on the device, the float copy can be collected while the rest loads.
+      if (canonical !== "lm_head.weight") stored.delete(name);
     }
     const embedding = weights.get(`${PREFIX}.embed_tokens.weight`);
     if (!embedding) throw new CausalWeightsError("the checkpoint holds no Llama weights (model.embed_tokens.weight)");
@@ -86,7 +96,7 @@ export class LlamaLM extends CausalLM {
     if (config.tieWordEmbeddings) kernel = tf.tidy(() => (embedding as tf.Tensor2D).transpose());
     else if (lmHead) kernel = transposed(lmHead);
     else throw new CausalWeightsError("tie_word_embeddings is false but the checkpoint has no lm_head.weight");
-    return new LlamaLM(config, weights, kernel);
+    return new LlamaLM(config, weights, kernel, frozen);
   }
 
   linearModules(): LinearModule[] {

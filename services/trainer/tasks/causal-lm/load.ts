@@ -8,9 +8,11 @@ import { readCausalConfig, type CausalConfig } from "./config.ts";
 import { TextTokenizer } from "../../tokenizer.ts";
 import type { CausalLM } from "./model.ts";
 import { Gpt2LM } from "./gpt2.ts";
-import { LlamaLM } from "./llama.ts";
-import { readCheckpoint } from "../../hf/weights.ts";
+import { canonicalLlamaName, isLlamaLinear, LlamaLM } from "./llama.ts";
+import { readCheckpoint, type Freeze } from "../../hf/weights.ts";
 import { frozenWeightBytes, modelParameters } from "../../memory-plan.ts";
+import { createFrozenLinear, FrozenStorageError, frozenStorageAvailable, requireFrozenStorage } from "../../native/frozen-linear.ts";
+import type { Quantization } from "../../settings.ts";
 import { ensureWasmHeapRoom, withWasmHeapErrors } from "../../wasm-heap.ts";
 
 export interface CausalPretrained {
@@ -33,6 +35,32 @@ export function specialTokenText(tokenizer: TextTokenizer, key: string): string 
   return tokenContent(tokenizer.settings[key]);
 }
 
+/** How a job stores its frozen linear weights (lora.quantization, lora.doubleQuant). */
+export interface WeightStorage {
+  quantization: Quantization;
+  doubleQuant: boolean;
+}
+
+/**
+ * Llama-family linear weights go to the addon as they are read (in their stored dtype, or quantized)
+ * when it is loaded; GPT-2's fused Conv1D layers stay float32 tensors, so quantizing them is refused.
+ */
+function freezeFor(family: CausalConfig["family"], { quantization, doubleQuant }: WeightStorage): Freeze | undefined {
+  if (family === "gpt2") {
+    if (quantization !== "none") throw new FrozenStorageError(`lora.quantization "${quantization}" applies to Llama-family models only (GPT-2's Conv1D layers stay float32)`);
+    return undefined;
+  }
+  if (!frozenStorageAvailable()) {
+    if (quantization !== "none") requireFrozenStorage(quantization);
+    return undefined;
+  }
+  return (raw) => {
+    const name = canonicalLlamaName(raw.name);
+    if (!name || !isLlamaLinear(name) || raw.dtype === "F64" || raw.shape.length !== 2) return undefined;
+    return createFrozenLinear(raw.bytes, raw.dtype, raw.shape, quantization, doubleQuant);
+  };
+}
+
 /** A decoder folder's config and tokenizer, without its weights: all that encoding text needs. */
 export async function loadCausalTokenizer(dir: string): Promise<Omit<CausalPretrained, "model">> {
   const config = await readCausalConfig(dir);
@@ -46,16 +74,18 @@ export async function loadCausalTokenizer(dir: string): Promise<Omit<CausalPretr
   return { dir, config, tokenizer, eosIds };
 }
 
-export async function loadCausalPretrained(dir: string): Promise<CausalPretrained> {
+export async function loadCausalPretrained(dir: string, storage: WeightStorage = { quantization: "none", doubleQuant: false }): Promise<CausalPretrained> {
   const { config, tokenizer, eosIds } = await loadCausalTokenizer(dir);
+  const freeze = freezeFor(config.family, storage);
   // Weights go to the device last, once nothing else can refuse the folder; refused before anything is
-  // read when they cannot fit the wasm heap.
+  // read when the ones that live in the wasm heap cannot fit it (frozen linears live outside it).
   const what = `the weights of ${path.basename(dir)}`;
-  const weightBytes = frozenWeightBytes(modelParameters(config.raw), "none");
-  ensureWasmHeapRoom(what, weightBytes);
-  const stored = await readCheckpoint(dir);
+  const parameters = modelParameters(config.raw);
+  const heapBytes = freeze ? parameters.otherParameters * Float32Array.BYTES_PER_ELEMENT : frozenWeightBytes(parameters, "none");
+  ensureWasmHeapRoom(what, heapBytes);
+  const stored = await readCheckpoint(dir, freeze);
   // Qwen2 and Mistral are the Llama body (their biases and windows come from the config).
-  const model = await withWasmHeapErrors(what, weightBytes, () => (config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored)));
+  const model = await withWasmHeapErrors(what, heapBytes, () => (config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored)));
   return { dir, config, model, tokenizer, eosIds };
 }
 

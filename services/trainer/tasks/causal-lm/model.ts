@@ -6,6 +6,7 @@ import { loraBranch, type ForwardOptions } from "../../layers/lora-forward.ts";
 import { linear } from "../../layers/fused.ts";
 import { inPart } from "../../layers/parts.ts";
 import type { LinearModule } from "../../lora.ts";
+import type { FrozenLinear } from "../../native/frozen-linear.ts";
 
 /** Token ids of a right-padded batch, row-major [batchSize, length]. */
 export interface TokenBatch {
@@ -41,6 +42,8 @@ export abstract class CausalLM {
     readonly weights: Map<string, tf.Tensor>,
     /** The output projection as [hidden, vocab] (the transposed embedding when tied). */
     protected readonly lmHeadKernel: tf.Tensor2D,
+    /** Linear weights held by the addon outside the wasm heap (see lora.quantization), by Hugging Face name. */
+    readonly frozenLinears: Map<string, FrozenLinear> = new Map(),
   ) {}
 
   /** Every linear layer LoRA may target, with PEFT's in/out features (the LM head excluded, as PEFT's all-linear does). */
@@ -58,9 +61,10 @@ export abstract class CausalLM {
 
   /** `inputGrad` false when nothing trained lies upstream of x (see fused.ts linear). */
   protected linear(x: tf.Tensor2D, module: string, options: ForwardOptions, bias: boolean, inputGrad = true): tf.Tensor2D {
-    const transposedWeight = this.param(`${module}.weight`, options) as tf.Tensor2D;
+    const frozen = options.overrides?.has(`${module}.weight`) ? undefined : this.frozenLinears.get(`${module}.weight`);
+    const weight = frozen ? { frozen } : { transposedWeight: this.param(`${module}.weight`, options) as tf.Tensor2D };
     const biasTensor = bias ? this.param(`${module}.bias`, options) : undefined;
-    return linear(x, { transposedWeight }, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout), { inputGrad });
+    return linear(x, weight, biasTensor, loraBranch(x, options.lora?.get(module), options.dropout), { inputGrad });
   }
 
   /** Whether a layer's input needs a gradient: above the first layer, or when any overriding parameter trains. */
@@ -134,6 +138,7 @@ export abstract class CausalLM {
 
   dispose(): void {
     for (const tensor of this.weights.values()) tensor.dispose();
+    for (const frozen of this.frozenLinears.values()) frozen.dispose();
     this.lmHeadKernel.dispose();
   }
 }

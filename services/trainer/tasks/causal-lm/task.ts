@@ -21,7 +21,8 @@ export function encodeCausalRecords(records: (CompletionRecord | ChatRecord)[], 
 }
 
 export async function causalTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
-  const pretrained = await loadCausalPretrained(options.modelDir);
+  const { quantization = "none", doubleQuant = false } = jobSettings.lora;
+  const pretrained = await loadCausalPretrained(options.modelDir, { quantization, doubleQuant });
   try {
     return await causalTaskOn(pretrained, options, jobSettings);
   } catch (error) {

@@ -1,0 +1,134 @@
+// Frozen linear weights held by the addon (native/quant.c): NF4 reproduces its codebook exactly,
+// int8 and NF4 stay within their rounding bounds (double quantization too), a BF16 weight stays BF16
+// in "none" mode, and the tile-wise products x·Wᵀ and dy·W (with LoRA, bias and every gradient)
+// match tfjs on the dequantized weight for shapes whose tiles and NF4 blocks are ragged.
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../../services/trainer/backend.ts";
+import { linear } from "../../services/trainer/layers/fused.ts";
+import { createFrozenLinear, type SourceDtype } from "../../services/trainer/native/frozen-linear.ts";
+import { serializeSafetensors, parseSafetensors } from "../../services/trainer/safetensors.ts";
+import { Rng } from "../../services/trainer/rng.ts";
+import type { Quantization } from "../../services/trainer/settings.ts";
+import { addonSkip, assertSame, randomTensors, valueAndGradients } from "../helpers/kernel-checks.ts";
+
+const NF4 = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+];
+
+const rng = new Rng(31);
+const random = randomTensors(rng);
+
+const f32Bytes = (values: Float32Array) => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+
+/** The bytes a checkpoint of `dtype` stores for `values`, and the values it then holds. */
+function stored(values: Float32Array, shape: number[], dtype: SourceDtype): { bytes: Uint8Array; values: Float32Array } {
+  const file = serializeSafetensors(new Map([["w", { shape, data: values }]]), dtype);
+  const headerLength = Number(new DataView(file.buffer).getBigUint64(0, true));
+  return { bytes: file.subarray(8 + headerLength), values: parseSafetensors(file).get("w")!.data };
+}
+
+function normals(count: number, std = 0.05): Float32Array {
+  return rng.fill(count, (r) => r.normal(0, std));
+}
+
+describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
+  before(async () => {
+    await initBackend("wasm-blas");
+  });
+
+  it("NF4 reproduces the codebook exactly, at any block absmax", () => {
+    for (const absmax of [1, 2.5, 0.0371]) {
+      const values = Float32Array.from({ length: 2 * 64 }, (_, i) => Math.fround(Math.fround(NF4[(i * 7) % 16]) * Math.fround(absmax)));
+      const weight = createFrozenLinear(f32Bytes(values), "F32", [4, 32], "nf4");
+      assert.deepEqual(Array.from(weight.dequantize()), Array.from(values));
+      assert.equal(weight.storage, "nf4");
+      assert.equal(weight.bytes, 128 / 2 + 2 * 4, "two codes a byte, one float absmax per block of 64");
+      weight.dispose();
+    }
+  });
+
+  it("int8 per output channel stays within half a step of each row's absmax / 127", () => {
+    const [rows, cols] = [37, 90];
+    const values = normals(rows * cols);
+    const weight = createFrozenLinear(f32Bytes(values), "F32", [rows, cols], "int8");
+    const back = weight.dequantize();
+    for (let r = 0; r < rows; r++) {
+      const row = values.subarray(r * cols, (r + 1) * cols);
+      const step = Math.max(...Array.from(row, Math.abs)) / 127;
+      for (let c = 0; c < cols; c++) assert.ok(Math.abs(back[r * cols + c] - row[c]) <= 0.5 * step * (1 + 1e-5), `row ${r} column ${c}`);
+    }
+    assert.equal(weight.bytes, rows * cols + 4 * rows);
+    weight.dispose();
+  });
+
+  it("NF4 stays within half the widest codebook gap of each block's absmax; double quantization adds only the scales' rounding", () => {
+    const [rows, cols] = [300, 100];
+    const values = normals(rows * cols);
+    const halfGap = Math.max(...NF4.slice(1).map((v, i) => (v - NF4[i]) / 2));
+    const plain = createFrozenLinear(f32Bytes(values), "F32", [rows, cols], "nf4").dequantize();
+    const double = createFrozenLinear(f32Bytes(values), "F32", [rows, cols], "nf4", true);
+    const doubled = double.dequantize();
+    let plainError = 0;
+    let doubleError = 0;
+    for (let block = 0; block < Math.ceil(values.length / 64); block++) {
+      const slice = values.subarray(block * 64, (block + 1) * 64);
+      const absmax = Math.max(...Array.from(slice, Math.abs));
+      for (let i = 0; i < slice.length; i++) {
+        const at = block * 64 + i;
+        assert.ok(Math.abs(plain[at] - slice[i]) <= halfGap * absmax * (1 + 1e-5), `element ${at}`);
+        plainError += Math.abs(plain[at] - slice[i]);
+        doubleError += Math.abs(doubled[at] - slice[i]);
+      }
+    }
+    assert.ok(doubleError < 1.05 * plainError, `double quantization error ${doubleError} vs ${plainError}`);
+    const blocks = Math.ceil((rows * cols) / 64);
+    assert.equal(double.bytes, (rows * cols) / 2 + blocks + 4 * Math.ceil(blocks / 256), "8-bit scales plus one float per 256 blocks");
+    double.dispose();
+  });
+
+  it('"none" keeps a BF16 or F16 weight as stored: two bytes a weight, values exact', () => {
+    for (const dtype of ["BF16", "F16"] as const) {
+      const { bytes, values } = stored(normals(24 * 10), [24, 10], dtype);
+      const weight = createFrozenLinear(bytes, dtype, [24, 10], "none");
+      assert.equal(weight.storage, dtype);
+      assert.equal(weight.bytes, 2 * 24 * 10);
+      assert.deepEqual(Array.from(weight.dequantize()), Array.from(values));
+      weight.dispose();
+    }
+  });
+
+  // [out, in]: one tile; several tiles with a ragged last one; NF4 blocks across rows and a ragged last tile.
+  const shapes = [[7, 5], [300, 1000], [130, 4100]];
+  const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
+  for (const [out, inFeatures] of shapes) {
+    for (const [mode, dtype] of modes) {
+      it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}`, () => {
+        const { bytes } = stored(normals(out * inFeatures), [out, inFeatures], dtype);
+        const frozen = createFrozenLinear(bytes, dtype, [out, inFeatures], mode, mode === "nf4");
+        const weight = tf.tensor2d(frozen.dequantize(), [out, inFeatures]);
+        const x = random([6, inFeatures]);
+        const bias = random([out]);
+        const a = random([3, inFeatures], 0.1);
+        const b = random([out, 3], 0.1);
+        const weighting = random([6, out]);
+        const withLora = (w: { frozen: typeof frozen } | { weight: tf.Tensor2D }) => (xs: tf.Tensor, as: tf.Tensor, bs: tf.Tensor) =>
+          linear(xs as tf.Tensor2D, w, bias, { input: xs as tf.Tensor2D, a: as as tf.Tensor2D, b: bs as tf.Tensor2D, scale: 2 });
+        assertSame(valueAndGradients(withLora({ frozen }), [x, a, b], weighting), valueAndGradients(withLora({ weight }), [x, a, b], weighting), 1e-4);
+        const plain = (w: { frozen: typeof frozen } | { weight: tf.Tensor2D }) => (xs: tf.Tensor) => linear(xs as tf.Tensor2D, w, undefined);
+        assertSame(valueAndGradients(plain({ frozen }), [x], weighting), valueAndGradients(plain({ weight }), [x], weighting), 1e-4);
+        frozen.dispose();
+        tf.dispose([weight, x, bias, a, b, weighting]);
+      });
+    }
+  }
+
+  it("refuses a disposed weight and bytes that do not match the shape", () => {
+    const weight = createFrozenLinear(f32Bytes(normals(8)), "F32", [2, 4], "int8");
+    weight.dispose();
+    assert.throws(() => weight.dequantize(), /frozenDequantize/);
+    assert.throws(() => createFrozenLinear(f32Bytes(normals(8)), "F32", [3, 4], "nf4"), /do not match/);
+  });
+});
