@@ -15,6 +15,7 @@ export {
 } from "./settings.ts";
 export { train } from "./train.ts";
 export { type TrainOptions, type StepReport, type EvaluationReport, type TrainHooks, type TrainResult } from "./loop.ts";
+export { type DataQuality } from "./model-card.ts";
 export { ClassifierService, type Prediction } from "./tasks/classification/predict.ts";
 export {
   GeneratorService,

@@ -5,7 +5,7 @@
 import { isDatabaseUnavailable } from "../common/db.ts";
 import type { Logger } from "../common/logger.ts";
 import { isFinished } from "../common/job-status.ts";
-import type { CompositionRequest, Hyperparameters, LoraOptions, TrainOptions, TrainResult } from "../trainer/index.ts";
+import type { CompositionRequest, DataQuality, Hyperparameters, LoraOptions, TrainOptions, TrainResult } from "../trainer/index.ts";
 import type { Durable } from "./durable.ts";
 import type { JobError, JobRecords, StoredComposition } from "./job-records.ts";
 import type { ProgressReporter } from "./progress-reporter.ts";
@@ -154,6 +154,8 @@ export class JobRun {
       resumeFrom: resume?.dir,
       initFrom,
       baseModelName: job.baseModelId,
+      // The preflight report the job was accepted with: the adapter's model card cites its findings.
+      ...(job.qualityReport ? { dataQuality: job.qualityReport as unknown as DataQuality } : {}),
       ...(composition ? { composition } : {}),
     };
     return this.train(options, remainingMs, attempt, job.maxAttempts);

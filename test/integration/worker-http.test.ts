@@ -159,6 +159,12 @@ describe("fine-tuning through HTTP with a worker", () => {
     const manifest = adapterRow.files as unknown as { name: string; sizeBytes: number; sha256: string }[];
     assert.deepEqual(manifest.find((file) => file.name === "README.md"), { name: "README.md", sizeBytes: card.length, sha256: createHash("sha256").update(card).digest("hex") });
     assert.match(card.toString(), /^---\nbase_model: "tiny-distilbert"\nlibrary_name: "peft"\npipeline_tag: "text-classification"\n/);
+    // The data quality preflight the job was accepted with is the card's data quality section.
+    const accepted = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    const findings = (accepted.qualityReport as { findings: { code: string }[] } | null)?.findings;
+    assert.ok(findings, "the job keeps its preflight report");
+    if (findings.length) for (const { code } of findings) assert.ok(card.toString().includes(code), `the card names ${code}`);
+    else assert.match(card.toString(), /The data-quality checks found nothing\./);
     const servedCard = await fetch(`${baseUrl}/v1/adapters/${adapterId}/files/README.md`, { headers: { authorization: api.keys.a } });
     assert.equal(servedCard.status, 200);
     assert.equal(servedCard.headers.get("content-type"), "text/markdown; charset=utf-8");
