@@ -154,6 +154,7 @@ export class JobRecords {
       const { job } = adapter;
       sources.push({
         adapterDir: await this.store.fetch(adapter.storageKey),
+        name: adapter.id,
         trainFile: await this.datasetPath(job.trainDataset.storageKey),
         validationFile: job.validationDataset ? await this.datasetPath(job.validationDataset.storageKey) : undefined,
         validationSplit: job.validationSplit ?? undefined,
