@@ -8,7 +8,7 @@ import { saveComposedAdapter } from "./composition-card.ts";
 import { readModelConfigJson } from "./hf/config.ts";
 import { adapterForwardOptions } from "./lora.ts";
 import { composeAdapters, type CompositionRequest } from "./lora-compose.ts";
-import type { TrainHooks, TrainOptions, TrainResult, TrainingTask } from "./loop.ts";
+import type { TrainHooks, TrainOptions, TrainResult, TrainingTask } from "./training-contracts.ts";
 import { adapterTensors, loadAdapter } from "./peft.ts";
 import { resolveJobSettings } from "./settings.ts";
 import { causalFamilyOf } from "./tasks/causal-lm/config.ts";
