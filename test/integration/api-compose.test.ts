@@ -63,6 +63,8 @@ describe("adapter composition with a worker", () => {
     const created = await request(api.app.server).post("/v1/adapters/compose").set("authorization", api.keys.a).send({ adapterIds: [first, second], weights: [1, 0], type: "linear" }).expect(201);
     const job = await finished(created.body.id);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
+    assert.deepEqual(job.composition, { type: "linear", weights: [1, 0], svdRank: null, adapterIds: [first, second] }, "the job shows what it composes");
+    assert.equal(job.sweepId, null);
     for (const source of ["source_1", "source_2"]) {
       for (const metric of ["accuracy", "macro_f1", "loss"]) assert.ok(Number.isFinite(job.metrics[`${source}.${metric}`]), `${source}.${metric} in ${JSON.stringify(job.metrics)}`);
     }
@@ -84,6 +86,7 @@ describe("adapter composition with a worker", () => {
 
     // The composed adapter carries a model card, served like every adapter's, whose numbers are metrics.json's.
     const view = (await request(api.app.server).get(`/v1/adapters/${composed}`).set("authorization", api.keys.a).expect(200)).body;
+    assert.equal(view.trainableParameters, adapter.trainableParameters, "the adapter view shows its trainable parameters");
     assert.deepEqual(view.files.map((file: { name: string }) => file.name), ["README.md", "adapter_config.json", "adapter_model.safetensors", "metrics.json"]);
     const served = (name: string) => request(api.app.server).get(`/v1/adapters/${composed}/files/${name}`).set("authorization", api.keys.a).buffer(true).parse((res, done) => {
       let text = "";
