@@ -3,6 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import { jobProgressSchema } from "../common/job-progress.ts";
 import { JOB_STATUSES } from "../common/job-status.ts";
+import { COMPOSITION_TYPES } from "../trainer/index.ts";
 
 export const uuidParams = {
   type: "object",
@@ -179,6 +180,17 @@ export const jobSchema = {
       description: "the checkpoint this job continues",
     },
     fromAdapter: { ...nullableString, description: "the adapter whose weights this job started from" },
+    sweepId: { ...nullableString, description: "the sweep (POST /v1/sweeps) this job is a child of" },
+    composition: {
+      anyOf: [
+        {
+          type: "object",
+          properties: { type: { type: "string", enum: [...COMPOSITION_TYPES] }, weights: { type: "array", items: { type: "number" } }, svdRank: { type: ["integer", "null"] }, adapterIds: { type: "array", items: { type: "string" } } },
+        },
+        { type: "null" },
+      ],
+      description: "a composition job's (POST /v1/adapters/compose): how it composes which adapters",
+    },
   },
 } as const;
 
@@ -216,6 +228,7 @@ export const adapterSchema = {
     sizeBytes: { type: "integer", description: "size of the tar.gz download" },
     sha256: { type: "string", description: "sha256 of the tar.gz download; also its ETag" },
     metrics: { type: "object", additionalProperties: true },
+    trainableParameters: { type: ["integer", "null"], description: "every number in adapter_model.safetensors (LoRA A and B, and a classifier's head)" },
     createdAt: { type: "string", format: "date-time" },
   },
 } as const;

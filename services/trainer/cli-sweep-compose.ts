@@ -7,7 +7,8 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Config } from "../common/config.ts";
 import { numberFlag, required, settingFlagOptions, settingsFromFlags, startBackend, UsageError } from "./cli-flags.ts";
-import { COMPOSITION_TYPES, composeAdapters, loadAdapter, LOWER_IS_BETTER, pickSmallestWithinTolerance, safetensorsElementCount, saveAdapter, train, type CompositionType } from "./index.ts";
+import { COMPOSITION_TYPES, composeAdapters, loadAdapter, LOWER_IS_BETTER, pickSmallestWithinTolerance, safetensorsElementCount, train, type CompositionType } from "./index.ts";
+import { saveComposedAdapter } from "./composition-card.ts";
 
 const numberList = (text: string, flag: string) =>
   text.split(",").map((item) => {
@@ -62,7 +63,9 @@ export async function runCompose(args: string[]): Promise<void> {
   if (dirs.length === 0) throw new UsageError("give --adapter DIR once per source adapter");
   if (!(COMPOSITION_TYPES as readonly string[]).includes(values.type!)) throw new UsageError(`--type is one of ${COMPOSITION_TYPES.join(", ")}`);
   const weights = values.weights ? numberList(values.weights, "weights") : dirs.map(() => 1);
-  const composed = composeAdapters(await Promise.all(dirs.map((dir) => loadAdapter(dir))), { type: values.type as CompositionType, weights, svdRank: numberFlag(values, "svd-rank") });
-  await saveAdapter(required(values, "out"), composed, { composition: { type: values.type, weights, svdRank: numberFlag(values, "svd-rank") ?? null, sources: dirs.length } });
+  const sources = await Promise.all(dirs.map((dir) => loadAdapter(dir)));
+  const composed = composeAdapters(sources, { type: values.type as CompositionType, weights, svdRank: numberFlag(values, "svd-rank") });
+  const composition = { type: sources.length === 1 ? "linear" : values.type!, weights, svdRank: numberFlag(values, "svd-rank") ?? null, sources: dirs.length };
+  await saveComposedAdapter(required(values, "out"), { adapter: composed, metrics: { composition, metrics: {}, baseline: {} }, sources: sources.map((adapter, index) => ({ name: dirs[index], adapter })) });
   process.stdout.write(`composed adapter (r=${composed.settings.r}) written to ${values.out}\n`);
 }

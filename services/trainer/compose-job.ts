@@ -1,13 +1,15 @@
 // A composition run: loads the source adapters, composes them (lora-compose.ts), writes the new
 // adapter to outDir, and evaluates it on each source's validation set, built exactly as that source's
 // training built it (same file or seeded split, same sequence length), beside the base model's numbers.
-// Returned as a TrainResult so whoever runs training (the worker) publishes it like any adapter.
+// The folder carries a model card (composition-card.ts). Returned as a TrainResult so whoever runs training (the worker) publishes it like any adapter.
+import path from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { saveComposedAdapter } from "./composition-card.ts";
 import { readModelConfigJson } from "./hf/config.ts";
 import { adapterForwardOptions } from "./lora.ts";
 import { composeAdapters, type CompositionRequest } from "./lora-compose.ts";
-import type { TrainHooks, TrainOptions, TrainResult, TrainingTask } from "./loop.ts";
-import { adapterTensors, loadAdapter, saveAdapter } from "./peft.ts";
+import type { TrainHooks, TrainOptions, TrainResult, TrainingTask } from "./training-contracts.ts";
+import { adapterTensors, loadAdapter } from "./peft.ts";
 import { resolveJobSettings } from "./settings.ts";
 import { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 import { causalTask } from "./tasks/causal-lm/task.ts";
@@ -53,6 +55,11 @@ export async function runComposition(options: ComposeJobOptions, hooks: Pick<Tra
     for (const tensor of tensors.values()) tensor.dispose();
   }
   const composition = { type: sources.length === 1 ? "linear" : options.type, weights: options.weights, svdRank: options.svdRank ?? null, sources: sources.length };
-  await saveAdapter(options.outDir, composed, { ...(causal ? { task: "causal_lm" } : {}), composition, metrics, baseline });
+  await saveComposedAdapter(options.outDir, {
+    adapter: composed,
+    metrics: { ...(causal ? { task: "causal_lm" } : {}), composition, metrics, baseline },
+    sources: sources.map((adapter, index) => ({ name: options.sources[index].name ?? path.basename(options.sources[index].adapterDir), adapter })),
+    modelDir: options.modelDir,
+  });
   return { outcome: "completed", step: 0, adapterDir: options.outDir, metrics, baseline };
 }

@@ -14,7 +14,7 @@ export {
   type LoraOptions,
 } from "./settings.ts";
 export { train } from "./train.ts";
-export { type TrainOptions, type StepReport, type EvaluationReport, type TrainHooks, type TrainResult } from "./loop.ts";
+export { type TrainOptions, type StepReport, type EvaluationReport, type TrainHooks, type TrainResult } from "./training-contracts.ts";
 export { type DataQuality } from "./model-card.ts";
 export { ClassifierService, type Prediction } from "./tasks/classification/predict.ts";
 export {

@@ -30,6 +30,8 @@ export interface CompositionOptions {
 /** One source adapter with the data and settings of the job that trained it, to evaluate the composition on. */
 export interface CompositionSource {
   adapterDir: string;
+  /** How the model card names this source (the worker gives the adapter id); the folder's name when absent. */
+  name?: string;
   trainFile: string;
   validationFile?: string;
   validationSplit?: number;

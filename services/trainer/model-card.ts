@@ -98,16 +98,16 @@ export async function baseLicense(modelDir: string): Promise<string | undefined>
   return typeof config.license === "string" ? config.license : undefined;
 }
 
-async function modelType(modelDir: string): Promise<string | undefined> {
+export async function modelType(modelDir: string): Promise<string | undefined> {
   const config = JSON.parse(await readFile(path.join(modelDir, "config.json"), "utf8").catch(() => "{}")) as { model_type?: unknown };
   return typeof config.model_type === "string" ? config.model_type : undefined;
 }
 
 const row = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
-function table(header: string[], rows: (string | number)[][]): string[] {
+export function table(header: string[], rows: (string | number)[][]): string[] {
   return [row(header), row(header.map(() => "---")), ...rows.map(row)];
 }
-const escapeCell = (text: string) => text.replace(/\|/g, "\\|").replace(/\r?\n/g, " ⏎ ");
+export const escapeCell = (text: string) => text.replace(/\|/g, "\\|").replace(/\r?\n/g, " ⏎ ");
 
 function dataSection(file: MetricsFile, quality: DataQuality | undefined): string[] {
   const lines = ["## Training data", "", ...table(["split", "examples"], [["train", file.train_examples], ["validation", file.validation_examples]]), ""];

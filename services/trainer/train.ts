@@ -4,7 +4,8 @@
 import { selectedBackend } from "./backend.ts";
 import { runComposition } from "./compose-job.ts";
 import { readModelConfigJson } from "./hf/config.ts";
-import { runTraining, type TrainHooks, type TrainOptions, type TrainResult } from "./loop.ts";
+import { runTraining } from "./loop.ts";
+import type { TrainHooks, TrainOptions, TrainResult } from "./training-contracts.ts";
 import { resolveJobSettings, TrainingConfigError } from "./settings.ts";
 import { causalFamilyOf } from "./tasks/causal-lm/config.ts";
 import { causalTask } from "./tasks/causal-lm/task.ts";

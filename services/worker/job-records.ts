@@ -1,9 +1,9 @@
 // Where a job's state and artifacts are written: the Postgres rows of a run (claim, events,
-// progress, checkpoints, the terminal outcome) and the storage layout in the artifact store.
+// progress, checkpoints, the terminal outcome) and the storage layout in the artifact store;
+// what a run reads (model, datasets, checkpoints, sources) is job-inputs.ts's.
 // The engine only sees local folders: a checkpoint is published to the store before its row is
-// written, the newest recorded one is fetched before a resume, and the adapter is committed
-// from its local folder. Every terminal write is one transaction and safe to repeat, so a
-// write retried after a dropped connection never applies twice.
+// written, and the adapter is committed from its local folder. Every terminal write is one
+// transaction and safe to repeat, so a write retried after a dropped connection never applies twice.
 import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -12,17 +12,10 @@ import type { ArtifactStore } from "../common/artifacts.ts";
 import type { Prisma, PrismaClient } from "../common/db.ts";
 import type { JobProgress } from "../common/job-progress.ts";
 import { FINISHED_STATUSES } from "../common/job-status.ts";
-import { modelKey } from "../common/models.ts";
-import { safetensorsElementCount, type CompositionRequest, type CompositionSource, type CompositionType, type EvaluationReport, type HyperparameterOptions, type LoraOptions, type TrainResult } from "../trainer/index.ts";
-import type { CachedCopy, LocalCache } from "./local-cache.ts";
+import { safetensorsElementCount, type EvaluationReport, type TrainResult } from "../trainer/index.ts";
+import { JOB_INPUTS, jobFolder, JobInputs, type JobWithInputs } from "./job-inputs.ts";
+import type { LocalCache } from "./local-cache.ts";
 
-/** Job.composition of a composition job (POST /v1/adapters/compose). */
-export interface StoredComposition {
-  type: CompositionType;
-  weights: number[];
-  svdRank?: number | null;
-  adapterIds: string[];
-}
 
 export type EventLevel = "debug" | "info" | "warn" | "error";
 
@@ -41,27 +34,19 @@ export interface StoredAdapter {
   trainableParameters: number;
 }
 
-export const checkpointRoot = (jobId: string) => `jobs/${jobId}/checkpoints`;
-const jobFolder = (jobId: string) => `jobs/${jobId}`;
 const adapterKey = (adapterId: string) => `adapters/${adapterId}`;
 
-const JOB_INPUTS = { baseModel: true, trainDataset: true, validationDataset: true } as const;
-export type JobWithInputs = Prisma.JobGetPayload<{ include: typeof JOB_INPUTS }>;
-
-/** The Postgres rows and stored files of one job, as one run of it sees them. */
-export class JobRecords {
-  /** Local dataset and model copies this run holds in the worker's cache. */
-  private readonly held: CachedCopy[] = [];
-  /** Local copies of another job's checkpoint or an adapter this run started from. */
-  private readonly sourceCopies: string[] = [];
-
+/** The Postgres rows and stored files of one job, as one run of it sees them; its local inputs are JobInputs'. */
+export class JobRecords extends JobInputs {
   constructor(
-    private readonly prisma: PrismaClient,
-    private readonly store: ArtifactStore,
-    readonly jobId: string,
+    prisma: PrismaClient,
+    store: ArtifactStore,
+    jobId: string,
     private readonly workerId: string,
-    private readonly cache?: LocalCache,
-  ) {}
+    cache?: LocalCache,
+  ) {
+    super(prisma, store, jobId, cache);
+  }
 
   async load(): Promise<JobWithInputs | null> {
     return this.prisma.job.findUnique({ where: { id: this.jobId }, include: JOB_INPUTS });
@@ -86,98 +71,6 @@ export class JobRecords {
     const row = await this.prisma.job.findUnique({ where: { id: this.jobId }, select: { status: true, cancelRequestedAt: true, pauseRequestedAt: true } });
     if (!row || row.status === "cancelling" || row.cancelRequestedAt !== null) return "cancel";
     return row.pauseRequestedAt !== null ? "pause" : undefined;
-  }
-
-  /** The newest checkpoint whose files exist, fetched; with early stopping also the best one, whose weights the adapter takes (with s3 it may be only in the bucket). */
-  async newestCheckpoint(): Promise<{ step: number; dir: string } | undefined> {
-    const rows = await this.prisma.checkpoint.findMany({ where: { jobId: this.jobId }, orderBy: { step: "desc" } });
-    for (const row of rows) {
-      if (!(await this.store.exists(row.storageKey))) continue;
-      const newest = { step: row.step, dir: await this.store.fetch(row.storageKey) };
-      const bestStep = await bestStepOf(newest.dir);
-      const best = rows.find((other) => other.step === bestStep && other.step !== row.step);
-      if (best && (await this.store.exists(best.storageKey))) await this.store.fetch(best.storageKey);
-      return newest;
-    }
-    return undefined;
-  }
-
-  /** Another job's checkpoint this job starts from (POST /v1/jobs fromCheckpoint), fetched; undefined once it is gone. */
-  async sourceCheckpoint(jobId: string, step: number): Promise<{ step: number; dir: string } | undefined> {
-    const row = await this.prisma.checkpoint.findUnique({ where: { jobId_step: { jobId, step } } });
-    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
-    return { step: row.step, dir: await this.fetchSource(row.storageKey) };
-  }
-
-  /** The folder of the adapter this job starts from (POST /v1/jobs fromAdapter), fetched; undefined once it is gone. */
-  async sourceAdapter(adapterId: string): Promise<string | undefined> {
-    const row = await this.prisma.adapter.findUnique({ where: { id: adapterId }, select: { storageKey: true } });
-    if (!row || !(await this.store.exists(row.storageKey))) return undefined;
-    return this.fetchSource(row.storageKey);
-  }
-
-  /** A local copy of a source; dropped after the run unless it was here already (the source job may be running on this worker). */
-  private async fetchSource(key: string): Promise<string> {
-    const wasLocal = await fs.access(this.store.pathOf(key)).then(() => true, () => false);
-    const dir = await this.store.fetch(key);
-    if (!wasLocal && this.store.kind !== "fs") this.sourceCopies.push(key);
-    return dir;
-  }
-
-  /**
-   * The base model's local folder: MODELS_DIR as registered (fs), or with the s3 store its
-   * `models/<id>` folder, downloaded into and held in the worker's cache until `removeLocalCopies`.
-   */
-  async modelPath(job: JobWithInputs): Promise<string> {
-    if (this.store.kind === "fs") return job.baseModel.path;
-    return this.datasetPath(modelKey(job.baseModelId));
-  }
-
-  /** A local copy of the dataset (or model), held in the worker's cache until `removeLocalCopies`. */
-  async datasetPath(storageKey: string): Promise<string> {
-    if (!this.cache) return this.store.fetch(storageKey);
-    const copy = await this.cache.acquire(storageKey);
-    this.held.push(copy);
-    return copy.path;
-  }
-
-  /**
-   * A composition job's sources: each adapter's local folder and the data and settings of the job
-   * that trained it (its validation set is rebuilt from them), held like the job's own inputs.
-   */
-  async compositionSources(composition: StoredComposition): Promise<CompositionRequest> {
-    const adapters = await this.prisma.adapter.findMany({ where: { id: { in: composition.adapterIds } }, include: { job: { include: JOB_INPUTS } } });
-    const sources: CompositionSource[] = [];
-    for (const id of composition.adapterIds) {
-      const adapter = adapters.find((row) => row.id === id);
-      if (!adapter) throw new Error(`source adapter ${id} is gone`);
-      const { job } = adapter;
-      sources.push({
-        adapterDir: await this.store.fetch(adapter.storageKey),
-        trainFile: await this.datasetPath(job.trainDataset.storageKey),
-        validationFile: job.validationDataset ? await this.datasetPath(job.validationDataset.storageKey) : undefined,
-        validationSplit: job.validationSplit ?? undefined,
-        lora: job.loraConfig as unknown as LoraOptions,
-        hyper: job.hyperparameters as unknown as HyperparameterOptions,
-      });
-    }
-    return { type: composition.type, weights: composition.weights, ...(composition.svdRank ? { svdRank: composition.svdRank } : {}), sources };
-  }
-
-  checkpointDir(): string {
-    return this.store.pathOf(checkpointRoot(this.jobId));
-  }
-
-  scratchFolder(): Promise<string> {
-    return this.store.scratchPath(`adapter-${this.jobId}`);
-  }
-
-  /** After a run: its scratch folder, its local checkpoint copies (when the store keeps them elsewhere), its hold on cached datasets. */
-  async removeLocalCopies(scratch: string): Promise<void> {
-    await fs.rm(scratch, { recursive: true, force: true });
-    await this.store.dropLocal(jobFolder(this.jobId));
-    for (const key of this.sourceCopies.splice(0)) await this.store.dropLocal(key);
-    for (const copy of this.held.splice(0)) copy.release();
   }
 
   async event(level: EventLevel, type: string, message: string, data?: object): Promise<void> {
@@ -379,12 +272,6 @@ export class JobRecords {
       data: { jobId: this.jobId, level, type, message, data: data as Prisma.InputJsonValue | undefined },
     });
   }
-}
-
-/** Early stopping's best step as a checkpoint's trainer state records it, if it does. */
-async function bestStepOf(checkpointDir: string): Promise<number | undefined> {
-  const state = JSON.parse(await fs.readFile(path.join(checkpointDir, "trainer_state.json"), "utf8").catch(() => "{}")) as { earlyStopping?: { bestStep?: number } };
-  return state.earlyStopping?.bestStep;
 }
 
 /** A finished job's metrics: the adapter's flat numbers, and under `report` the final evaluation's detail, adapter and base. */

@@ -7,7 +7,8 @@ import type { Logger } from "../common/logger.ts";
 import { isFinished } from "../common/job-status.ts";
 import type { CompositionRequest, DataQuality, Hyperparameters, LoraOptions, TrainOptions, TrainResult } from "../trainer/index.ts";
 import type { Durable } from "./durable.ts";
-import type { JobError, JobRecords, StoredComposition } from "./job-records.ts";
+import type { StoredComposition } from "./job-inputs.ts";
+import type { JobError, JobRecords } from "./job-records.ts";
 import type { ProgressReporter } from "./progress-reporter.ts";
 import { SandboxLost, TrainingFailed, type Sandbox } from "./sandbox.ts";
 

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import request from "supertest";
+import { parse as parseYaml } from "yaml";
 import { startTestApi, type TestApi } from "../helpers/api.ts";
 import { trainingFixture, type TrainingFixture } from "../helpers/training-fixture.ts";
 import { serveWithWorker, waitFor, type ServiceProcess } from "../helpers/worker-harness.ts";
@@ -62,6 +63,8 @@ describe("adapter composition with a worker", () => {
     const created = await request(api.app.server).post("/v1/adapters/compose").set("authorization", api.keys.a).send({ adapterIds: [first, second], weights: [1, 0], type: "linear" }).expect(201);
     const job = await finished(created.body.id);
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
+    assert.deepEqual(job.composition, { type: "linear", weights: [1, 0], svdRank: null, adapterIds: [first, second] }, "the job shows what it composes");
+    assert.equal(job.sweepId, null);
     for (const source of ["source_1", "source_2"]) {
       for (const metric of ["accuracy", "macro_f1", "loss"]) assert.ok(Number.isFinite(job.metrics[`${source}.${metric}`]), `${source}.${metric} in ${JSON.stringify(job.metrics)}`);
     }
@@ -80,6 +83,25 @@ describe("adapter composition with a worker", () => {
     assert.equal(adapter.alpha, 4);
     assert.ok(adapter.trainableParameters! > 0);
     await request(api.app.server).get(`/v1/adapters/${composed}/download`).set("authorization", api.keys.a).expect(200);
+
+    // The composed adapter carries a model card, served like every adapter's, whose numbers are metrics.json's.
+    const view = (await request(api.app.server).get(`/v1/adapters/${composed}`).set("authorization", api.keys.a).expect(200)).body;
+    assert.equal(view.trainableParameters, adapter.trainableParameters, "the adapter view shows its trainable parameters");
+    assert.deepEqual(view.files.map((file: { name: string }) => file.name), ["README.md", "adapter_config.json", "adapter_model.safetensors", "metrics.json"]);
+    const served = (name: string) => request(api.app.server).get(`/v1/adapters/${composed}/files/${name}`).set("authorization", api.keys.a).buffer(true).parse((res, done) => {
+      let text = "";
+      res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      res.on("end", () => done(null, text));
+    }).expect(200);
+    const card = (await served("README.md")).body as string;
+    const metricsFile = JSON.parse((await served("metrics.json")).body as string) as { metrics: Record<string, number> };
+    const front = parseYaml(/^---\n([\s\S]*?)\n---\n/.exec(card)![1]) as { tags: string[]; "model-index": { results: { metrics: { name: string; value: number }[] }[] }[] };
+    assert.ok(front.tags.includes("adapter-composition"));
+    assert.deepEqual(Object.fromEntries(front["model-index"][0].results[0].metrics.map((metric) => [metric.name, metric.value])), metricsFile.metrics);
+    // The job row's metrics went through Postgres JSON (15 significant digits): equal to metrics.json's to that precision.
+    assert.deepEqual(Object.keys(metricsFile.metrics).sort(), Object.keys(job.metrics).sort());
+    for (const [key, value] of Object.entries(metricsFile.metrics)) assert.ok(Math.abs(value - job.metrics[key]) < 1e-12, `${key}: ${value} vs ${job.metrics[key]}`);
+    for (const [index, id] of [first, second].entries()) assert.ok(card.includes(`| ${index + 1} | \`${id}\` |`), `source ${index + 1} named by its adapter id`);
 
     // cat takes any ranks: rank 4 + 2.
     const cat = await request(api.app.server).post("/v1/adapters/compose").set("authorization", api.keys.a).send({ adapterIds: [first, small], weights: [0.5, 0.5], type: "cat" }).expect(201);

@@ -85,6 +85,14 @@ describe("sweeps with a worker", () => {
     const perRank = (parameters[1] - parameters[0]) / (ranks[1] - ranks[0]);
     assert.ok(perRank > 0);
     sweep.table.forEach((row, index) => assert.equal(row.trainableParameters, parameters[0] + perRank * (row.rank - ranks[0])));
+    // Each child is an ordinary job that names its sweep; its adapter shows the trainable parameters the table counts.
+    for (const row of sweep.table) {
+      const child = (await request(api.app.server).get(`/v1/jobs/${row.jobId}`).set("authorization", api.keys.a).expect(200)).body;
+      assert.equal(child.sweepId, sweepId);
+      assert.equal(child.composition, null);
+      const adapter = (await request(api.app.server).get(`/v1/adapters/${row.adapterId}`).set("authorization", api.keys.a).expect(200)).body;
+      assert.equal(adapter.trainableParameters, row.trainableParameters);
+    }
 
     const expected = pickSmallestWithinTolerance(
       sweep.table.map((row) => ({ jobId: row.jobId, rank: row.rank, targetModules: row.targetModules, size: row.trainableParameters!, value: row.metrics.macro_f1 })),

@@ -1,8 +1,9 @@
 // The dashboard in real headless Chromium (Debian's `chromium`, driven by playwright-core) against
 // the real stack: an API, a worker process, Postgres and Redis. It signs in (and fails to with a
 // wrong key), uploads a dataset, starts a job, watches the training curve gain points while the
-// job is held at two checkpoints, pauses and resumes it, sees the evaluation once it succeeds and
-// downloads the adapter, whose bytes must equal the API's download. No console error may appear
+// job is held at two checkpoints, pauses and resumes it, sees the evaluation (the job's real report)
+// once it succeeds and downloads the adapter, whose bytes must equal the API's download, and shows a
+// real sweep of two ranks (table, pick, chart). No console error may appear
 // (but the API's 401 to the wrong key, which Chromium logs), and every page is saved as a
 // screenshot under test-output/ui/.
 import assert from "node:assert/strict";
@@ -17,6 +18,22 @@ import { trainingFixture, type TrainingFixture } from "../helpers/training-fixtu
 import { CheckpointHold, ServiceProcess, stopRequested, waitFor } from "../helpers/worker-harness.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** A classifier's part of a job's `metrics.report` (docs/adapter-format.md). */
+interface ClassificationDetail extends Record<string, unknown> {
+  labels: string[];
+  confusionMatrix: number[][];
+  perClass: Record<string, { precision: number; recall: number; f1: number; support: number }>;
+}
+/** GET /v1/sweeps/:id, the parts shown (services/api/routes/sweeps.ts). */
+interface SweepBody {
+  status: string;
+  metric: string;
+  reason: string;
+  pick: { jobId: string } | null;
+  table: { jobId: string; rank: number; alpha: number; targetModules: string[]; trainableParameters: number; adapterBytes: number; trainingMs: number; metrics: Record<string, number> }[];
+}
+/** As the dashboard writes a number (ui/js/dom.js formatNumber), escaped for a RegExp. */
+const fixed = (value: unknown) => (Number.isInteger(value) ? String(value) : (value as number).toFixed(4)).replace(".", "\\.");
 const SCREENSHOTS = path.resolve(import.meta.dirname, "../../test-output/ui");
 
 describe("the dashboard in headless Chromium", () => {
@@ -156,9 +173,23 @@ describe("the dashboard in headless Chromium", () => {
 
   it("shows the evaluation once the job succeeds and downloads the API's adapter bytes", async () => {
     await page.locator("#job-summary .badge.succeeded").waitFor({ timeout: 90_000 });
-    const evaluation = page.locator("#evaluation table");
-    await evaluation.waitFor();
-    assert.match(await evaluation.innerText(), /accuracy/);
+    await page.locator("#evaluation table").first().waitFor();
+    // The numbers the job produced: the adapter's flat metrics against the base's, then the structured
+    // report's detail (docs/adapter-format.md), rendered as the API gives them.
+    const get = async (route: string) => (await fetch(`${baseUrl}${route}`, { headers: { authorization: api.keys.a } })).json();
+    const { metrics, adapterId } = (await get(`/v1/jobs/${jobId}`)) as { adapterId: string; metrics: { report: { adapter: ClassificationDetail; base: ClassificationDetail } } };
+    const flat = ((await get(`/v1/adapters/${adapterId}`)) as { metrics: { metrics: Record<string, number>; baseline: Record<string, number> } }).metrics;
+    const { adapter } = metrics.report;
+    const shown = await page.locator("#evaluation").innerText();
+    for (const name of ["accuracy", "macro_f1", "loss", "ece"]) {
+      assert.match(shown, new RegExp(`${name}\\s+${fixed(flat.metrics[name])}\\s+${fixed(flat.baseline[name])}`), `${name} adapter vs base in\n${shown}`);
+    }
+    assert.match(shown, /Confusion matrix: adapter/);
+    assert.match(shown, new RegExp(adapter.labels.map((label, row) => `${label}\\s+${adapter.confusionMatrix[row].join("\\s+")}`).join("\\s*\\n\\s*")));
+    for (const label of adapter.labels) {
+      const { precision, recall, f1, support } = adapter.perClass[label];
+      assert.match(shown, new RegExp(`${label}\\s+${[precision, recall, f1, support].map(fixed).join("\\s+")}`), `per class ${label}`);
+    }
     assert.ok((await points("#validation-chart")) >= 1);
     assert.ok((await page.locator("#events-log li").count()) > 0);
     await screenshot("job-succeeded");
@@ -211,50 +242,89 @@ describe("the dashboard in headless Chromium", () => {
     await screenshot("sweeps");
   });
 
-  it("renders the structured evaluation, quality report and sweep shapes other features provide", async () => {
-    // Those backends are separate features: their documented shapes are rendered here directly
-    // (the modules themselves, in this page, under its CSP), and the sweep answers are stubbed
-    // in the browser.
+  it("renders a causal report's generations and a quality report, shapes no job here produces", async () => {
+    // This test trains a classifier, and no backend writes a dataset's qualityReport yet: a causal LM's
+    // report (its documented shape) and a quality report are rendered by the modules themselves, in
+    // this page, under its CSP. (The classifier's real report is checked on the job's page above.)
     await page.goto(`${baseUrl}/ui/#/queues`);
     await page.locator("#queues table").first().waitFor();
     await page.evaluate(`(async () => {
       const { evaluationSection } = await import("/ui/js/evaluation.js");
       const { qualityReport } = await import("/ui/js/quality.js");
-      const detail = (accuracy, matrix) => ({ accuracy, ece: 0.05, labels: ["negative", "positive"], confusionMatrix: matrix,
-        perClass: { negative: { precision: 1, recall: 0.5, f1: 0.667, support: 4 }, positive: { precision: 0.667, recall: 1, f1: 0.8, support: 4 } } });
-      const report = { adapter: detail(0.875, [[3, 1], [0, 4]]), base: detail(0.5, [[2, 2], [2, 2]]),
-        samples: [{ prompt: "Say hi:", reference: "hello", base: "hmm", adapter: "hello" }] };
+      const detail = (loss, output) => ({ loss, perplexity: Math.exp(loss), tokenAccuracy: 0.5,
+        generation: { exactMatch: output === "hello" ? 1 : 0, rougeL: output === "hello" ? 1 : 0, bleu: 0, samples: [{ prompt: "Say hi:", reference: "hello", output }] } });
+      const report = { adapter: detail(1.5, "hello"), base: detail(2, "hmm"), samples: [{ prompt: "Say hi:", reference: "hello", base: "hmm", adapter: "hello" }] };
+      const flat = (loss, match) => ({ loss, perplexity: Math.exp(loss), next_token_accuracy: 0.5, exact_match: match, rouge_l: match, bleu: 0 });
       document.getElementById("content").replaceChildren(
-        evaluationSection({ status: "succeeded", metrics: { accuracy: 0.875, report } }, undefined),
+        evaluationSection({ status: "succeeded", metrics: { ...flat(1.5, 1), report } }, { metrics: { metrics: flat(1.5, 1), baseline: flat(2, 0), step: 3, report } }),
         qualityReport({ version: 1, examples: 8, findings: [{ code: "duplicate_text", severity: "warning", count: 2, lines: [3, 7], message: "the same text twice" }], stats: { duplicates: 2 } }));
     })()`);
     const evaluation = await page.locator("#evaluation").innerText();
-    assert.match(evaluation, /accuracy\s+0\.8750\s+0\.5000\s+\+0\.3750/);
-    assert.match(evaluation, /Confusion matrix: adapter/);
-    assert.match(evaluation, /negative\s+3\s+1\s*\n\s*positive\s+0\s+4/);
+    assert.match(evaluation, /exact_match\s+1\s+0\s+\+1/);
+    assert.match(evaluation, /perplexity\s+4\.4817\s+7\.3891\s+-2\.9074/);
+    assert.match(evaluation, /Generation scores\s[\s\S]*exactMatch\s+1\s+0\s+\+1/);
     assert.match(evaluation, /Say hi:\s+hello\s+hmm\s+hello/);
     assert.match(await page.locator("#quality-report").innerText(), /warning\s+the same text twice\s+duplicate_text\s+2\s+3, 7/);
-    await screenshot("evaluation-structured");
+    await screenshot("evaluation-causal");
+  });
 
-    const sweepId = "00000000-0000-4000-8000-000000000001";
-    await page.route(`**/v1/sweeps/${sweepId}`, (route) =>
-      route.fulfill({ json: { id: sweepId, status: "succeeded", metric: "accuracy", table: [{ jobId: jobId, learningRate: 0.005, accuracy: 0.875 }] } }),
+  it("shows a real sweep: its children's table, the pick with its reason, and the API's chart", async () => {
+    const { trainDatasetId } = await api.db.prisma.job.findUniqueOrThrow({ where: { id: jobId } });
+    const created = await fetch(`${baseUrl}/v1/sweeps`, {
+      method: "POST",
+      headers: { authorization: api.keys.a, "content-type": "application/json" },
+      body: JSON.stringify({
+        baseModel: "tiny-distilbert",
+        trainDatasetId,
+        validationSplit: 0.2,
+        ranks: [2, 4],
+        lora: { dropout: 0 },
+        hyperparameters: { epochs: 1, maxSteps: 2, batchSize: 8, learningRate: 0.01, warmupRatio: 0, maxSeqLength: 16, seed: 7 },
+      }),
+    });
+    assert.equal(created.status, 201);
+    const sweepId = ((await created.json()) as { id: string }).id;
+    const sweep = await waitFor(
+      async () => {
+        const body = (await (await fetch(`${baseUrl}/v1/sweeps/${sweepId}`, { headers: { authorization: api.keys.a } })).json()) as SweepBody;
+        return body.status !== "running" ? body : undefined;
+      },
+      180_000,
+      () => `sweep ${sweepId} to finish\n${logs()}`,
     );
-    await page.route(`**/v1/sweeps/${sweepId}/chart.svg`, (route) =>
-      route.fulfill({ contentType: "image/svg+xml", body: '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#0072B2"/></svg>' }),
-    );
+    assert.equal(sweep.status, "succeeded", sweep.reason);
+
     await page.goto(`${baseUrl}/ui/#/sweeps/${sweepId}`);
     await page.locator("#sweep table").waitFor();
-    assert.match(await page.locator("#sweep table").innerText(), /0\.005\d*\s+0\.8750/);
+    const rows = page.locator("#sweep table tbody tr");
+    assert.equal(await rows.count(), 2);
+    const number = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(4));
+    const metricNames = [sweep.metric, ...Object.keys(sweep.table[0].metrics).filter((name) => name !== sweep.metric).sort()];
+    for (const [index, row] of sweep.table.entries()) {
+      const cells = (await rows.nth(index).innerText()).split("\t").map((cell) => cell.trim());
+      assert.deepEqual(cells.slice(0, 4), [String(row.rank), number(row.alpha), row.targetModules.join(", "), String(row.trainableParameters)]);
+      assert.match(cells[4], /^[\d.]+ (B|KiB|MiB)$/, "adapter size");
+      assert.match(cells[5], /^\d+ (s|min \d+ s)$/, "training time");
+      assert.deepEqual(cells.slice(6, 6 + metricNames.length), metricNames.map((name) => number(row.metrics[name])));
+      assert.deepEqual(cells.slice(6 + metricNames.length), ["succeeded", row.jobId === sweep.pick!.jobId ? "picked" : "job"]);
+    }
+    const picked = sweep.table.findIndex((row) => row.jobId === sweep.pick!.jobId);
+    const pick = await page.locator("#sweep-pick").innerText();
+    assert.ok(pick.includes(sweep.reason), `the API's reason in ${pick}`);
+    assert.match(pick, new RegExp(`Rank ${sweep.table[picked].rank} `));
+    // The chart is the API's own SVG, drawn at its size.
     await waitFor(
       () =>
         page.locator("#sweep-chart img").evaluate((image) => {
           const { complete, naturalWidth } = image as unknown as { complete: boolean; naturalWidth: number };
-          return complete && naturalWidth === 200;
+          return complete && naturalWidth > 0;
         }),
       30_000,
       "the sweep chart image",
     );
+    const svg = await (await fetch(`${baseUrl}/v1/sweeps/${sweepId}/chart.svg`, { headers: { authorization: api.keys.a } })).text();
+    const width = Number(/<svg[^>]*\swidth="(\d+)"/.exec(svg)?.[1]);
+    assert.equal(await page.locator("#sweep-chart img").evaluate((image) => (image as unknown as { naturalWidth: number }).naturalWidth), width);
     await screenshot("sweep");
   });
 

@@ -6,9 +6,11 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { ClassifierService, initBackend, loadAdapter, saveAdapter, train, type Adapter } from "../../services/trainer/index.ts";
 import { composeAdapters, type CompositionOptions } from "../../services/trainer/index.ts";
 import { loraScale } from "../../services/trainer/lora.ts";
+import { formatNumber } from "../../services/trainer/model-card.ts";
 
 import { svdOfProduct } from "../../services/trainer/low-rank-svd.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
@@ -55,6 +57,26 @@ function delta(adapter: Adapter, module: string): Float64Array {
   const result = new Float64Array(out * inFeatures);
   for (let i = 0; i < out; i++) for (let k = 0; k < r; k++) for (let j = 0; j < inFeatures; j++) result[i * inFeatures + j] += scale * b.data[i * r + k] * a.data[k * inFeatures + j];
   return result;
+}
+
+/** The composed adapter's README.md: front matter that parses, whose model-index and tables hold metrics.json's numbers. */
+async function assertCardMatches(dir: string, metrics: { metrics: Record<string, number>; baseline: Record<string, number>; composition: { type: string; weights: number[] } }, sourceNames: string[]): Promise<void> {
+  const card = await readFile(path.join(dir, "README.md"), "utf8");
+  const front = parseYaml(/^---\n([\s\S]*?)\n---\n/.exec(card)![1]) as { base_model: string; library_name: string; pipeline_tag: string; tags: string[]; "model-index": { results: { metrics: { name: string; value: number }[] }[] }[] };
+  assert.equal(front.base_model, "fixtures/distilbert-cls");
+  assert.equal(front.library_name, "peft");
+  assert.equal(front.pipeline_tag, "text-classification");
+  for (const tag of ["lora", "peft", "adapter-composition"]) assert.ok(front.tags.includes(tag), `tag ${tag} in ${front.tags}`);
+  const indexed = Object.fromEntries(front["model-index"][0].results[0].metrics.map((metric) => [metric.name, metric.value]));
+  assert.deepEqual(indexed, metrics.metrics, "the model-index holds metrics.json's metrics exactly");
+  assert.match(card, new RegExp(`Type \`${metrics.composition.type}\``));
+  metrics.composition.weights.forEach((weight, index) => assert.ok(card.includes(`| ${index + 1} | \`${sourceNames[index]}\` | ${formatNumber(weight)} |`), `source ${index + 1}'s row`));
+  for (const [key, value] of Object.entries(metrics.metrics)) {
+    const [source, metric] = key.split(".");
+    const section = card.split(`### Source ${source.slice("source_".length)}`)[1].split("###")[0];
+    assert.ok(section.includes(`| \`${metric}\` | ${formatNumber(value)} | ${formatNumber(metrics.baseline[key])} |`), `${key} row in\n${section}`);
+  }
+  for (const heading of ["## How it was composed", "## Intended use", "## Limitations", "## Evaluation"]) assert.ok(card.includes(heading), heading);
 }
 
 describe("adapter composition", () => {
@@ -136,6 +158,7 @@ describe("adapter composition", () => {
     assertClose(await logitsOf(outDir), await logitsOf(dirs.first), 1e-5, "the run's adapter");
     const metrics = JSON.parse(await readFile(path.join(outDir, "metrics.json"), "utf8"));
     assert.deepEqual(metrics.composition, { type: "linear", weights: [1, 0], svdRank: null, sources: 2 });
+    await assertCardMatches(outDir, metrics, ["first", "second"]);
 
     const stopped = await train(
       { modelDir: fixtureModel("distilbert-cls"), trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"), outDir: path.join(work, "stopped"), lora: {}, hyper: {}, composition: { type: "cat", weights: [1, 1], sources: [source("first", 1), source("second", 2)] } },

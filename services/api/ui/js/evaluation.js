@@ -1,8 +1,8 @@
-// The evaluation of a finished job: the adapter against the untouched base model. It renders the
-// structured report when the job has one (job.metrics.report: per-model details, a confusion
-// matrix for classifiers, sample generations for causal LMs) and otherwise the flat metric maps
-// every adapter carries ({metrics, baseline}). Everything is read defensively: a missing or
-// differently shaped part is skipped, never an error.
+// The evaluation of a finished job: the adapter against the untouched base model. The table of
+// numbers comes from the flat maps every adapter carries (the adapter's {metrics, baseline}, else the
+// job's flat metrics); the structured report (job.metrics.report, docs/adapter-format.md) adds what
+// only it has: confusion matrices and per-class tables for classifiers, generation scores and sample
+// generations for causal LMs. A missing or differently shaped part is skipped, never an error.
 import { formatNumber, h, table } from "./dom.js";
 
 const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
@@ -49,11 +49,15 @@ function confusionMatrix(title, detail) {
   );
 }
 
+const PER_CLASS_FIELDS = ["precision", "recall", "f1", "support"];
+
 /** perClass as {label: {precision, recall, f1, support}} or as [{label, ...}]. */
 function perClassTable(title, perClass) {
   const rows = Array.isArray(perClass) ? perClass.filter(isObject) : isObject(perClass) ? Object.entries(perClass).map(([label, values]) => ({ label, ...values })) : [];
   if (rows.length === 0) return undefined;
-  const fields = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((field) => field !== "label");
+  // Postgres JSON does not keep key order: the documented fields in their order, then any others.
+  const present = new Set(rows.flatMap((row) => Object.keys(row)));
+  const fields = [...PER_CLASS_FIELDS.filter((field) => present.has(field)), ...[...present].filter((field) => field !== "label" && !PER_CLASS_FIELDS.includes(field)).sort()];
   return h(
     "div",
     {},
@@ -82,22 +86,33 @@ function samplesTable(samples) {
   );
 }
 
+/** A causal detail's generation scores ({exactMatch, rougeL, bleu}), adapter against base. */
+function generationTable(report) {
+  const [adapter, base] = [numbersOf(report.adapter?.generation), numbersOf(report.base?.generation)];
+  if (Object.keys(adapter).length === 0) return undefined;
+  return h("div", {}, h("h4", {}, "Generation scores"), comparisonTable("Generation scores: adapter against base model", adapter, base));
+}
+
 function structured(report) {
-  const parts = [comparisonTable("Adapter against base model", numbersOf(report.adapter), numbersOf(report.base))];
   const matrices = [confusionMatrix("Confusion matrix: adapter", report.adapter), confusionMatrix("Confusion matrix: base model", report.base)].filter(Boolean);
-  if (matrices.length > 0) parts.push(h("div", { class: "grid-2" }, matrices));
-  parts.push(perClassTable("Per class: adapter", report.adapter?.perClass), perClassTable("Per class: base model", report.base?.perClass), samplesTable(report.samples));
-  return parts.filter(Boolean);
+  return [
+    matrices.length > 0 ? h("div", { class: "grid-2" }, matrices) : undefined,
+    perClassTable("Per class: adapter", report.adapter?.perClass),
+    perClassTable("Per class: base model", report.base?.perClass),
+    generationTable(report),
+    samplesTable(report.samples),
+  ];
 }
 
 /**
  * The evaluation section's content for `job` and its `adapter` (GET /v1/adapters/:id, or
- * undefined): the structured report when present, else the flat maps.
+ * undefined): the flat numbers, adapter against base, then the structured report's detail when present.
  */
 export function evaluationSection(job, adapter) {
   const report = [job.metrics?.report, adapter?.metrics?.report].find((candidate) => isObject(candidate) && (isObject(candidate.adapter) || isObject(candidate.base)));
-  if (report) return h("div", { id: "evaluation" }, structured(report));
   const flat = isObject(adapter?.metrics) && isObject(adapter.metrics.metrics) ? adapter.metrics : { metrics: numbersOf(job.metrics), baseline: {} };
+  // Without flat numbers (none recorded), the report's own top-level numbers stand in.
+  const [adapterNumbers, baseNumbers] = Object.keys(numbersOf(flat.metrics)).length || !report ? [numbersOf(flat.metrics), numbersOf(flat.baseline)] : [numbersOf(report.adapter), numbersOf(report.base)];
   const step = typeof flat.step === "number" ? h("p", { class: "muted" }, `The adapter holds the weights of step ${flat.step}.`) : undefined;
-  return h("div", { id: "evaluation" }, comparisonTable("Adapter against base model", numbersOf(flat.metrics), numbersOf(flat.baseline)), step);
+  return h("div", { id: "evaluation" }, [comparisonTable("Adapter against base model", adapterNumbers, baseNumbers), step, ...(report ? structured(report) : [])].filter(Boolean));
 }

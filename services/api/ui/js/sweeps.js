@@ -1,19 +1,28 @@
-// A hyperparameter sweep: its table of trials and the chart the API draws (chart.svg, fetched
-// with the Bearer header and shown through a blob: URL). Sweeps are a separate API feature; on an
-// API without it the page says so instead of failing.
+// An adapter size sweep (GET /v1/sweeps/:id): one row per child job (rank, alpha, target modules,
+// trainable parameters, adapter size, training time, its metrics), the pick with the API's reason,
+// and the chart the API draws (chart.svg, fetched with the Bearer header and shown through a blob: URL).
 import { api, blob } from "./api.js";
-import { errorBox, formatNumber, h, table } from "./dom.js";
+import { badge, errorBox, formatBytes, formatDuration, formatNumber, formatTime, h, table } from "./dom.js";
 
-const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
-const cell = (value) => (typeof value === "number" ? formatNumber(value) : isObject(value) || Array.isArray(value) ? JSON.stringify(value) : String(value ?? ""));
+/** The sweep's metric first, then every other metric any child reported. */
+function metricNames(sweep) {
+  const names = new Set(sweep.table.flatMap((row) => Object.keys(row.metrics ?? {})));
+  names.delete(sweep.metric);
+  return [sweep.metric, ...[...names].sort()];
+}
 
-/** The sweep's rows: the first array of objects among the fields a sweep may name it by. */
-function rowsOf(sweep) {
-  for (const field of ["table", "trials", "rows", "jobs"]) {
-    const candidate = isObject(sweep[field]) && Array.isArray(sweep[field].rows) ? sweep[field].rows : sweep[field];
-    if (Array.isArray(candidate) && candidate.every(isObject)) return candidate;
-  }
-  return [];
+function pickSummary(sweep) {
+  const { pick } = sweep;
+  const row = pick && sweep.table.find((candidate) => candidate.jobId === pick.jobId);
+  return h(
+    "div",
+    { id: "sweep-pick" },
+    h("h4", {}, "Pick"),
+    pick && row
+      ? h("p", {}, `Rank ${row.rank} (`, h("a", { href: `#/jobs/${pick.jobId}` }, "job"), `): ${sweep.metric} ${formatNumber(pick.value)} against the best ${formatNumber(pick.best)}.`)
+      : undefined,
+    h("p", { class: pick ? undefined : "muted" }, sweep.reason),
+  );
 }
 
 async function sweepDetail(holder, id, signal) {
@@ -22,24 +31,44 @@ async function sweepDetail(holder, id, signal) {
     sweep = await api(`/v1/sweeps/${id}`, { signal });
   } catch (error) {
     if (error.status === 401) throw error;
-    const missing = error.code === "route_not_found";
-    holder.replaceChildren(missing ? h("p", { class: "muted", id: "sweeps-unavailable" }, "This API does not offer sweeps.") : errorBox(error));
+    holder.replaceChildren(errorBox(error));
     return;
   }
-  const rows = rowsOf(sweep);
-  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))];
-  const scalars = Object.entries(sweep).filter(([, value]) => !isObject(value) && !Array.isArray(value));
-  const chart = h("figure", { class: "chart", id: "sweep-chart" }, h("figcaption", {}, "Sweep chart"));
+  const metrics = metricNames(sweep);
+  const summary = [
+    ["Status", badge(sweep.status)],
+    ["Base model", sweep.baseModel],
+    ["Metric", `${sweep.metric} (${sweep.higherIsBetter ? "higher" : "lower"} is better)`],
+    ["Tolerance", formatNumber(sweep.tolerance)],
+    ["Created", formatTime(sweep.createdAt)],
+  ];
+  const chart = h("figure", { class: "chart", id: "sweep-chart" }, h("figcaption", {}, `${sweep.metric} by adapter size`));
   holder.replaceChildren(
     h("h3", {}, `Sweep ${id}`),
-    h("dl", { class: "summary" }, scalars.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, cell(value))])),
+    h("dl", { class: "summary" }, summary.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)])),
+    pickSummary(sweep),
     chart,
-    table("Sweep trials", columns.map((column) => ({ label: column, value: (row) => (column === "jobId" && row.jobId ? h("a", { href: `#/jobs/${row.jobId}` }, cell(row.jobId)) : cell(row[column])), number: typeof rows[0]?.[column] === "number" })), rows, "No trials yet."),
+    table(
+      "Sweep children",
+      [
+        { label: "Rank", value: (row) => formatNumber(row.rank), number: true },
+        { label: "Alpha", value: (row) => formatNumber(row.alpha), number: true },
+        { label: "Target modules", value: (row) => row.targetModules.join(", ") },
+        { label: "Trainable parameters", value: (row) => formatNumber(row.trainableParameters), number: true },
+        { label: "Adapter size", value: (row) => formatBytes(row.adapterBytes), number: true },
+        { label: "Training time", value: (row) => formatDuration(row.trainingMs), number: true },
+        ...metrics.map((name) => ({ label: name, value: (row) => formatNumber(row.metrics?.[name]), number: true })),
+        { label: "Status", value: (row) => badge(row.status) },
+        { label: "Job", value: (row) => h("a", { href: `#/jobs/${row.jobId}` }, row.jobId === sweep.pick?.jobId ? "picked" : "job") },
+      ],
+      sweep.table,
+      "No children yet.",
+    ),
   );
   try {
     const image = URL.createObjectURL(await blob(`/v1/sweeps/${id}/chart.svg`, { signal }));
     signal.addEventListener("abort", () => URL.revokeObjectURL(image));
-    chart.append(h("img", { class: "sweep-chart", src: image, alt: `Chart of sweep ${id}: the metric of each trial` }));
+    chart.append(h("img", { class: "sweep-chart", src: image, alt: `Chart of sweep ${id}: ${sweep.metric} of each child by adapter size, the pick ringed` }));
   } catch (error) {
     if (!signal.aborted) chart.append(errorBox(error));
   }

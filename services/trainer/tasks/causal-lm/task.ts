@@ -4,7 +4,7 @@
 import { splitValidation } from "../../data/batching.ts";
 import type { ChatRecord, CompletionRecord } from "../../data/records.ts";
 import { initLoraModules, loraKey, matchTargetModules, savedTargetModules } from "../../lora.ts";
-import type { TrainingTask, TrainOptions } from "../../loop.ts";
+import type { TrainingTask, TrainOptions } from "../../training-contracts.ts";
 import { crossEntropy } from "../../losses.ts";
 import { splitAdapterTensors } from "../../peft.ts";
 import type { NamedArray } from "../../safetensors.ts";

@@ -4,7 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { splitValidation } from "../../data/batching.ts";
 import type { ClassificationRecord } from "../../data/records.ts";
 import { adapterForwardOptions, headKey, loraKey } from "../../lora.ts";
-import type { TrainingTask, TrainOptions } from "../../loop.ts";
+import type { TrainingTask, TrainOptions } from "../../training-contracts.ts";
 import { crossEntropy } from "../../losses.ts";
 import { splitAdapterTensors } from "../../peft.ts";
 import type { NamedArray } from "../../safetensors.ts";
