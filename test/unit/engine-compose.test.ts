@@ -1,6 +1,7 @@
 // Adapter composition (services/trainer/lora-compose.ts) on adapters trained on the tiny DistilBERT
 // fixture: linear with weights (1, 0) reproduces the first adapter's logits; cat's update is the sum
-// of the sources' updates; svd at full rank gives cat's logits, and svd (1, 0) gives linear's.
+// of the sources' updates; svd at full rank gives cat's logits, svd (1, 0) gives linear's, and on
+// adapters of disjoint modules svd at full rank gives linear's for any weights.
 import assert from "node:assert/strict";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -22,13 +23,13 @@ let service: ClassifierService;
 const dirs: Record<string, string> = {};
 const adapters: Record<string, Adapter> = {};
 
-async function trainAdapter(name: string, r: number, seed: number): Promise<void> {
+async function trainAdapter(name: string, r: number, seed: number, targetModules?: string[]): Promise<void> {
   dirs[name] = path.join(work, name);
   await train({
     modelDir: fixtureModel("distilbert-cls"),
     trainFile: path.join(FIXTURES_DIR, "sentiment-train.jsonl"),
     outDir: dirs[name],
-    lora: { r, alpha: 2 * r + 1, dropout: 0 },
+    lora: { r, alpha: 2 * r + 1, dropout: 0, ...(targetModules ? { targetModules } : {}) },
     hyper: { epochs: 1, batchSize: 16, learningRate: 5e-2, warmupRatio: 0, weightDecay: 0, maxSeqLength: 32, seed, maxSteps: 3 },
     baseModelName: "fixtures/distilbert-cls",
   });
@@ -88,6 +89,8 @@ describe("adapter composition", () => {
     await trainAdapter("first", 4, 1);
     await trainAdapter("second", 4, 2);
     await trainAdapter("small", 2, 3);
+    await trainAdapter("queries", 4, 4, ["q_lin"]);
+    await trainAdapter("values", 4, 5, ["v_lin"]);
   });
 
   it("linear with weights (1, 0) reproduces the first adapter's logits within 1e-5", async () => {
@@ -120,6 +123,25 @@ describe("adapter composition", () => {
     // Truncated below the rank, svd keeps the largest singular directions: close, not equal.
     const truncated = composeAdapters(sources, { type: "svd", weights, svdRank: 2 });
     assert.equal(truncated.settings.r, 2);
+  });
+
+  it("svd at full rank equals linear within 1e-4 where linear is the weighted sum of the updates: adapters on disjoint modules", async () => {
+    // PEFT's linear multiplies the weighted sums of A and of B, so where two adapters share a module
+    // its update carries cross terms B₁A₂ that svd (the weighted sum of the updates) has not; on
+    // modules that only one source adapts the two agree.
+    const sources = [adapters.queries, adapters.values];
+    const weights = [0.6, 1.4];
+    const linear = await composedLogits("linear-disjoint", sources, { type: "linear", weights });
+    const svd = await composedLogits("svd-disjoint", sources, { type: "svd", weights, svdRank: 4 });
+    assert.deepEqual(linear.adapter.settings.targetModules, ["q_lin", "v_lin"]);
+    assertClose(svd.logits, linear.logits, 1e-4, "svd at full rank against linear");
+    for (const module of linear.adapter.lora.keys()) {
+      const [fromLinear, fromSvd] = [delta(linear.adapter, module), delta(svd.adapter, module)];
+      const worst = Math.max(...fromSvd.map((value, i) => Math.abs(value - fromLinear[i])));
+      assert.ok(worst <= 1e-5, `${module}: update differs by ${worst}`);
+    }
+    const base = await logitsOf(dirs.queries);
+    assert.ok(Math.max(...linear.logits.flatMap((row, i) => row.map((value, j) => Math.abs(value - base[i][j])))) > 1e-3, "the composition is not just one source");
   });
 
   it("averages classifier heads with normalised weights and refuses what cannot be composed", () => {
