@@ -120,8 +120,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
-  // The dashboard: static files, no key needed to load them; it signs in against /v1 like any client.
-  await app.register(uiRoutes);
+  // The dashboard: static files, no key needed to load them; it checks a key with the /v1 resolver
+  // (POST /ui/session) and then calls /v1 like any client.
+  await app.register(uiRoutes, { resolver });
 
   if (config.bootstrapApiKey) {
     // The API still starts with Postgres down; the key then works from the next start.

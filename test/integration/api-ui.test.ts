@@ -1,5 +1,6 @@
 // The dashboard's server side: /ui serves its files and uPlot with a Content-Security-Policy of
-// its own, every other route keeps the API's, and GET /v1/queues reports queue and job counts
+// its own, POST /ui/session checks a key for the sign-in page, every other route keeps the API's,
+// and GET /v1/queues reports queue and job counts
 // (queue-wide counts, the caller's tenant's jobs) or 503 while Redis is down.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
@@ -65,6 +66,33 @@ describe("dashboard files, CSP and queue counts", () => {
       assert.equal(response.status, 404, url);
       assert.ok(!response.text.includes("lora-service"), url);
     }
+  });
+
+  it("checks a key at POST /ui/session as the API does: 200 with valid true or false and the reason", async () => {
+    const check = (headers: Record<string, string>, url = "/ui/session") => request(api.app.server).post(url).set(headers);
+    const valid = await check({ authorization: api.keys.a });
+    assert.equal(valid.status, 200, valid.text);
+    assert.deepEqual(valid.body, { valid: true });
+    assert.equal(valid.headers["content-security-policy"], UI_CONTENT_SECURITY_POLICY);
+    // Counted against the key's rate limit like any /v1 request.
+    const again = await check({ authorization: api.keys.a });
+    assert.equal(Number(again.headers["x-ratelimit-remaining"]), Number(valid.headers["x-ratelimit-remaining"]) - 1);
+
+    const wrong = await check({ authorization: "Bearer not-a-key-of-this-service" });
+    assert.equal(wrong.status, 200, wrong.text);
+    assert.deepEqual(wrong.body, { valid: false, error: { code: "unauthorized", message: "unknown or revoked API key" } });
+    assert.equal(wrong.headers["content-security-policy"], UI_CONTENT_SECURITY_POLICY);
+    // The same answer /v1 gives that key, as a 401.
+    const v1 = await request(api.app.server).get("/v1/jobs").set("authorization", "Bearer not-a-key-of-this-service");
+    assert.deepEqual([v1.status, v1.body.error.code, v1.body.error.message], [401, wrong.body.error.code, wrong.body.error.message]);
+
+    const none = await check({});
+    assert.deepEqual(none.body, { valid: false, error: { code: "unauthorized", message: "missing Authorization: Bearer <api key>" } });
+    const malformed = await check({ authorization: api.keys.a.replace(/^Bearer /, "") });
+    assert.deepEqual(malformed.body, { valid: false, error: { code: "unauthorized", message: "the Authorization header must be Bearer <api key>" } });
+    // Only the header counts: a key in the URL is not read.
+    const inUrl = await check({}, `/ui/session?key=${encodeURIComponent(api.keys.a.replace(/^Bearer /, ""))}`);
+    assert.equal(inUrl.body.valid, false);
   });
 
   it("leaves every other route's CSP unchanged", async () => {

@@ -3,9 +3,9 @@
 // wrong key), uploads a dataset, starts a job, watches the training curve gain points while the
 // job is held at two checkpoints, pauses and resumes it, sees the evaluation (the job's real report)
 // once it succeeds and downloads the adapter, whose bytes must equal the API's download, and shows a
-// real sweep of two ranks (table, pick, chart). No console error may appear
-// (but the API's 401 to the wrong key, which Chromium logs), and every page is saved as a
-// screenshot under test-output/ui/.
+// real sweep of two ranks (table, pick, chart), and the real quality report of an upload with a
+// planted duplicate and label conflict. No console error may appear on any page, the wrong key's
+// included, and every page is saved as a screenshot under test-output/ui/.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
@@ -35,6 +35,9 @@ interface SweepBody {
 /** As the dashboard writes a number (ui/js/dom.js formatNumber), escaped for a RegExp. */
 const fixed = (value: unknown) => (Number.isInteger(value) ? String(value) : (value as number).toFixed(4)).replace(".", "\\.");
 const SCREENSHOTS = path.resolve(import.meta.dirname, "../../test-output/ui");
+const REVIEWS = ["The soundtrack carried every quiet scene beautifully", "A tedious script that nobody could rescue", "Bright performances from a young and fearless cast", "I checked my watch four times before the halfway mark", "Warm, funny and surprisingly wise about families", "Dialogue so wooden you could build a cabin with it"];
+/** Line 7 repeats line 1 (same label); line 8 is line 2's text with the other label. */
+const PLANTED_QUALITY = [...REVIEWS.map((text, index) => ({ text, label: index % 2 ? "negative" : "positive" })), { text: REVIEWS[0], label: "positive" }, { text: REVIEWS[1], label: "positive" }];
 
 describe("the dashboard in headless Chromium", () => {
   let api: TestApi;
@@ -81,12 +84,11 @@ describe("the dashboard in headless Chromium", () => {
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("alert").filter({ hasText: "not accepted" }).waitFor();
     assert.equal(await page.locator("#nav").isHidden(), true);
+    assert.match(await page.locator("#sign-in-feedback").innerText(), /unknown or revoked API key\.? \(unauthorized\)/);
+    assert.equal(await page.evaluate(`sessionStorage.getItem("lora.apiKey")`), null);
     await screenshot("sign-in-wrong-key");
-    // Chromium logs every 4xx answer as "Failed to load resource": the API's 401 to the wrong
-    // key is the one expected here, and nothing else may have been logged.
-    assert.deepEqual(consoleErrors.splice(0).map((text) => text.replace(/127\.0\.0\.1:\d+/, "API")), [
-      "Failed to load resource: the server responded with a status of 401 (Unauthorized) (http://API/v1/jobs?limit=1)",
-    ]);
+    // Chromium logs every 4xx answer as "Failed to load resource": the key check answers 200.
+    assert.deepEqual(consoleErrors, []);
   });
 
   it("signs in with a key kept in sessionStorage and never in a URL", async () => {
@@ -242,29 +244,52 @@ describe("the dashboard in headless Chromium", () => {
     await screenshot("sweeps");
   });
 
-  it("renders a causal report's generations and a quality report, shapes no job here produces", async () => {
-    // This test trains a classifier, and no backend writes a dataset's qualityReport yet: a causal LM's
-    // report (its documented shape) and a quality report are rendered by the modules themselves, in
-    // this page, under its CSP. (The classifier's real report is checked on the job's page above.)
+  it("shows the real quality report of an uploaded dataset: a planted duplicate and label conflict", async () => {
+    await page.goto(`${baseUrl}/ui/#/datasets`);
+    await page.getByRole("heading", { name: "Datasets", exact: true }).waitFor();
+    const buffer = Buffer.from(PLANTED_QUALITY.map((record) => JSON.stringify(record)).join("\n") + "\n");
+    await page.locator("#dataset-file").setInputFiles({ name: "planted.jsonl", mimeType: "application/jsonl", buffer });
+    await page.getByRole("button", { name: "Upload" }).click();
+    await page.locator("#quality-report").waitFor();
+    await screenshot("dataset-quality");
+
+    const { id } = await api.db.prisma.dataset.findFirstOrThrow({ where: { name: "planted.jsonl" } });
+    const response = await fetch(`${baseUrl}/v1/datasets/${id}`, { headers: { authorization: api.keys.a } });
+    const report = ((await response.json()) as { qualityReport: { findings: { code: string; severity: string; count: number; lines: number[] }[] } }).qualityReport;
+    const byCode = Object.fromEntries(report.findings.map((finding) => [finding.code, finding]));
+    assert.deepEqual([byCode.exact_duplicate?.count, byCode.exact_duplicate?.lines], [1, [7]], JSON.stringify(report.findings));
+    assert.deepEqual([byCode.label_conflict?.count, byCode.label_conflict?.lines], [2, [2, 8]], JSON.stringify(report.findings));
+
+    const shown = await page.locator("#quality-report").innerText();
+    assert.match(shown, new RegExp(`Quality report \\(${PLANTED_QUALITY.length} examples\\)`));
+    // Every finding of the API's report, as a row: severity, code, count, line numbers.
+    const rows = page.locator("#quality-report table").first().locator("tbody tr");
+    assert.equal(await rows.count(), report.findings.length);
+    const cells = await Promise.all(report.findings.map(async (_, index) => (await rows.nth(index).innerText()).split("\t").slice(0, 4).map((cell) => cell.trim()).join("|")));
+    for (const { severity, code, count, lines } of report.findings) assert.ok(cells.includes(`${severity}|${code}|${count}|${lines.join(", ")}`), `${code} in ${cells}`);
+    assert.match(await page.locator("#quality-near-duplicates").innerText(), /MinHash/);
+  });
+
+  it("renders a causal report's generations, a shape no job here produces", async () => {
+    // This test trains a classifier: a causal LM's report (its documented shape) is rendered by the
+    // module itself, in this page, under its CSP. (The classifier's real report is checked on the
+    // job's page above.)
     await page.goto(`${baseUrl}/ui/#/queues`);
     await page.locator("#queues table").first().waitFor();
     await page.evaluate(`(async () => {
       const { evaluationSection } = await import("/ui/js/evaluation.js");
-      const { qualityReport } = await import("/ui/js/quality.js");
       const detail = (loss, output) => ({ loss, perplexity: Math.exp(loss), tokenAccuracy: 0.5,
         generation: { exactMatch: output === "hello" ? 1 : 0, rougeL: output === "hello" ? 1 : 0, bleu: 0, samples: [{ prompt: "Say hi:", reference: "hello", output }] } });
       const report = { adapter: detail(1.5, "hello"), base: detail(2, "hmm"), samples: [{ prompt: "Say hi:", reference: "hello", base: "hmm", adapter: "hello" }] };
       const flat = (loss, match) => ({ loss, perplexity: Math.exp(loss), next_token_accuracy: 0.5, exact_match: match, rouge_l: match, bleu: 0 });
       document.getElementById("content").replaceChildren(
-        evaluationSection({ status: "succeeded", metrics: { ...flat(1.5, 1), report } }, { metrics: { metrics: flat(1.5, 1), baseline: flat(2, 0), step: 3, report } }),
-        qualityReport({ version: 1, examples: 8, findings: [{ code: "duplicate_text", severity: "warning", count: 2, lines: [3, 7], message: "the same text twice" }], stats: { duplicates: 2 } }));
+        evaluationSection({ status: "succeeded", metrics: { ...flat(1.5, 1), report } }, { metrics: { metrics: flat(1.5, 1), baseline: flat(2, 0), step: 3, report } }));
     })()`);
     const evaluation = await page.locator("#evaluation").innerText();
     assert.match(evaluation, /exact_match\s+1\s+0\s+\+1/);
     assert.match(evaluation, /perplexity\s+4\.4817\s+7\.3891\s+-2\.9074/);
     assert.match(evaluation, /Generation scores\s[\s\S]*exactMatch\s+1\s+0\s+\+1/);
     assert.match(evaluation, /Say hi:\s+hello\s+hmm\s+hello/);
-    assert.match(await page.locator("#quality-report").innerText(), /warning\s+the same text twice\s+duplicate_text\s+2\s+3, 7/);
     await screenshot("evaluation-causal");
   });
 
@@ -328,7 +353,7 @@ describe("the dashboard in headless Chromium", () => {
     await screenshot("sweep");
   });
 
-  it("logged no console error on any page after the wrong key's 401", () => {
+  it("logged no console error on any page", () => {
     assert.deepEqual(consoleErrors, []);
   });
 });

@@ -22,6 +22,15 @@ export function tenantOf(request: FastifyRequest): string {
   return request.principal.tenantId;
 }
 
+/** The key of an `Authorization: Bearer <key>` header, or the 401 a missing or malformed header gets. */
+export function bearerKey(header: string | undefined): string | AppError {
+  if (!header) return new AppError(401, "unauthorized", "missing Authorization: Bearer <api key>");
+  const match = BEARER.exec(header);
+  return match ? match[1] : new AppError(401, "unauthorized", "the Authorization header must be Bearer <api key>");
+}
+
+export const unknownKeyError = () => new AppError(401, "unauthorized", "unknown or revoked API key");
+
 export interface ApiKeyAuthOptions {
   resolver: ApiKeyResolver;
 }
@@ -30,12 +39,10 @@ export const apiKeyAuth = fp<ApiKeyAuthOptions>(async (app, { resolver }) => {
   app.decorateRequest("principal", null as unknown as Principal);
   app.decorateRequest("rateLimit", undefined);
   app.addHook("onRequest", (request, _reply, done) => {
-    const header = request.headers.authorization;
-    if (!header) return done(new AppError(401, "unauthorized", "missing Authorization: Bearer <api key>"));
-    const match = BEARER.exec(header);
-    if (!match) return done(new AppError(401, "unauthorized", "the Authorization header must be Bearer <api key>"));
-    resolver.admit(match[1]).then(({ principal, verdict }) => {
-      if (!principal) return done(new AppError(401, "unauthorized", "unknown or revoked API key"));
+    const key = bearerKey(request.headers.authorization);
+    if (key instanceof AppError) return done(key);
+    resolver.admit(key).then(({ principal, verdict }) => {
+      if (!principal) return done(unknownKeyError());
       request.principal = principal;
       request.rateLimit = verdict;
       done();

@@ -3,12 +3,17 @@
 // is involved. Every file is read once at registration into a fixed map, so no request path ever
 // reaches the file system. The API's strict CSP (default-src 'none') is relaxed here only, and
 // only as far as the dashboard needs: its own scripts, styles and API calls, blob: images for
-// charts fetched with the Bearer header, and nothing inline.
+// charts fetched with the Bearer header, and nothing inline. Sign-in checks a key with
+// POST /ui/session, which answers 200 for a wrong key too: a 401 would be logged by the browser as
+// a console error, and a wrong key typed into a form is an answer, not a failure.
 import fs from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
+import type { ApiKeyResolver } from "../../common/auth.ts";
 import { AppError } from "../../common/errors.ts";
+import { bearerKey, unknownKeyError } from "../plugins/auth.ts";
+import { applyRateLimit } from "../plugins/rate-limit.ts";
 
 export const UI_CONTENT_SECURITY_POLICY =
   "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' blob:; " +
@@ -47,7 +52,25 @@ async function vendorAssets(): Promise<Map<string, Asset>> {
   ]);
 }
 
-export async function uiRoutes(app: FastifyInstance): Promise<void> {
+const sessionSchema = {
+  hide: true,
+  response: {
+    200: {
+      type: "object",
+      required: ["valid"],
+      properties: {
+        valid: { type: "boolean" },
+        error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } },
+      },
+    },
+  },
+} as const;
+
+export interface UiRoutesOptions {
+  resolver: ApiKeyResolver;
+}
+
+export async function uiRoutes(app: FastifyInstance, { resolver }: UiRoutesOptions): Promise<void> {
   const assets = new Map([...(await folderAssets(UI_ROOT, "")), ...(await vendorAssets())]);
   // Runs after the app's own onRequest hook (this plugin's scope is a child), so it replaces the policy.
   app.addHook("onRequest", (_request, reply, done) => {
@@ -55,6 +78,19 @@ export async function uiRoutes(app: FastifyInstance): Promise<void> {
     done();
   });
 
+  // The same check as api-key-auth, counted against the key's rate limit as a /v1 request is.
+  app.post("/ui/session", { schema: sessionSchema }, async (request, reply) => {
+    const key = bearerKey(request.headers.authorization);
+    if (key instanceof AppError) return { valid: false, error: { code: key.code, message: key.message } };
+    const { principal, verdict } = await resolver.admit(key);
+    if (!principal) {
+      const error = unknownKeyError();
+      return { valid: false, error: { code: error.code, message: error.message } };
+    }
+    const limited = applyRateLimit(reply, verdict);
+    if (limited) throw limited;
+    return { valid: true };
+  });
   app.get("/ui", { schema: { hide: true } }, async (_request, reply) => reply.redirect("/ui/", 301));
   app.get("/ui/*", { schema: { hide: true } }, async (request, reply) => {
     const name = (request.params as { "*": string })["*"] || "index.html";

@@ -42,11 +42,16 @@ async function signIn(event, input, feedback) {
   event.preventDefault();
   const key = input.value.trim();
   feedback.replaceChildren(h("p", { class: "muted" }, "Checking the key…"));
+  // A wrong key is a 200 answer here ({valid: false, error}), so the browser logs no failed request.
+  let rejection;
   try {
-    await api("/v1/jobs?limit=1", { key });
+    const answer = await api("/ui/session", { method: "POST", key });
+    if (!answer.valid) rejection = { message: `This API key was not accepted: ${answer.error.message}.`, code: answer.error.code };
   } catch (error) {
-    const message = error instanceof ApiError && error.status === 401 ? "This API key was not accepted (unknown or revoked)." : error.message;
-    feedback.replaceChildren(errorBox({ message, code: error.code }));
+    rejection = { message: error.message, code: error.code };
+  }
+  if (rejection) {
+    feedback.replaceChildren(errorBox(rejection));
     input.focus();
     return;
   }

@@ -1,17 +1,27 @@
-// A dataset's quality report ({version, examples, findings: [{code, severity, count, lines,
-// message}], stats}), when the API has one for it; older datasets and APIs have none, and then
-// nothing is shown.
+// A dataset's quality report as GET /v1/datasets/:id gives it (services/api/README.md, "Data
+// quality"): {version, examples, findings: [{code, severity: "blocking" | "warning", count, lines,
+// message}], stats: {characters, labelCounts, tokens?, nearDuplicates}}. Datasets uploaded before
+// reports existed have none, and then nothing is shown.
 import { formatNumber, h, table } from "./dom.js";
 
-const SEVERITY_ORDER = ["error", "warning", "info"];
+const SEVERITY_ORDER = ["blocking", "warning"];
+
+/** One row per length summary (characters; tokens in a job's preflight): min, median, p90, max, mean. */
+function lengthRows(stats) {
+  const rows = stats.characters && typeof stats.characters === "object" ? [["Characters", stats.characters]] : [];
+  if (stats.tokens && typeof stats.tokens === "object") rows.push([`Tokens (${stats.tokens.model})`, stats.tokens]);
+  return rows;
+}
 
 export function qualityReport(report) {
   if (!report || typeof report !== "object") return undefined;
   const findings = (Array.isArray(report.findings) ? report.findings : [])
     .filter((finding) => finding && typeof finding === "object")
     .sort((a, b) => SEVERITY_ORDER.indexOf(a.severity) - SEVERITY_ORDER.indexOf(b.severity));
-  const lines = (finding) => (Array.isArray(finding.lines) ? finding.lines.slice(0, 10).join(", ") + (finding.lines.length > 10 ? ", …" : "") : "");
-  const stats = report.stats && typeof report.stats === "object" ? Object.entries(report.stats).filter(([, value]) => typeof value === "number") : [];
+  // `lines` lists at most 20; `count` counts them all.
+  const lines = (finding) => (Array.isArray(finding.lines) ? finding.lines.join(", ") + (finding.count > finding.lines.length ? ", …" : "") : "");
+  const stats = report.stats && typeof report.stats === "object" ? report.stats : {};
+  const near = stats.nearDuplicates;
   return h(
     "section",
     { id: "quality-report", "aria-labelledby": "quality-title" },
@@ -20,14 +30,21 @@ export function qualityReport(report) {
       "Quality findings",
       [
         { label: "Severity", value: (finding) => String(finding.severity ?? "") },
-        { label: "Finding", value: (finding) => String(finding.message ?? finding.code ?? "") },
         { label: "Code", value: (finding) => String(finding.code ?? "") },
         { label: "Count", value: (finding) => formatNumber(finding.count), number: true },
         { label: "Lines", value: lines },
+        { label: "Finding", value: (finding) => String(finding.message ?? "") },
       ],
       findings,
       "No findings: the dataset looks clean.",
     ),
-    stats.length ? table("Quality statistics", [{ label: "Statistic", value: ([name]) => name }, { label: "Value", value: ([, value]) => formatNumber(value), number: true }], stats) : undefined,
+    lengthRows(stats).length
+      ? table(
+          "Example lengths",
+          [{ label: "Measure", value: ([name]) => name }, ...["min", "p50", "p90", "max", "mean"].map((field) => ({ label: field === "p50" ? "median" : field, value: ([, summary]) => formatNumber(summary[field]), number: true }))],
+          lengthRows(stats),
+        )
+      : undefined,
+    near && typeof near === "object" ? h("p", { class: "muted", id: "quality-near-duplicates" }, `Near duplicates: ${near.method}, Jaccard ≥ ${near.jaccard}, ${near.examplesCompared} examples compared.`) : undefined,
   );
 }
