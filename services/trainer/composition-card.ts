@@ -5,7 +5,7 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { writeFolderAtomically } from "./atomic-folder.ts";
-import { baseLicense, CARD_DECIMALS, escapeCell, formatNumber, modelType, table, toYaml } from "./model-card.ts";
+import { CARD_DECIMALS, escapeCell, formatNumber, frontMatterLines, intendedUseLines, table, taskPhrase } from "./model-card.ts";
 import { writeAdapterFiles, type Adapter } from "./peft.ts";
 
 /** metrics.json of a composed adapter: `metrics` and `baseline` are keyed `source_<n>.<metric>`. */
@@ -102,33 +102,11 @@ function limitations(file: CompositionMetricsFile): string[] {
 
 export async function compositionCard(input: CompositionCardInput): Promise<string> {
   const { adapter, metricsFile: file, modelDir } = input;
-  const causal = adapter.taskType === "CAUSAL_LM";
-  const pipelineTag = causal ? "text-generation" : "text-classification";
-  const [license, architecture] = modelDir ? await Promise.all([baseLicense(modelDir), modelType(modelDir)]) : [undefined, undefined];
-  const frontMatter = {
-    base_model: adapter.baseModelName,
-    library_name: "peft",
-    pipeline_tag: pipelineTag,
-    ...(license ? { license } : {}),
-    tags: ["lora", "peft", "adapter-composition", pipelineTag, ...(architecture ? [architecture] : [])],
-    ...(Object.keys(file.metrics).length
-      ? {
-          "model-index": [
-            {
-              name: `${path.basename(adapter.baseModelName)}-lora-${file.composition.type}`,
-              results: [{ task: { type: pipelineTag }, dataset: { name: "source validation sets", type: "validation" }, metrics: Object.entries(file.metrics).map(([name, value]) => ({ type: name, name, value })) }],
-            },
-          ],
-        }
-      : {}),
-  };
-  const task = causal ? "a causal language model" : `a ${file.labels.length}-class text classifier (labels: ${file.labels.join(", ")})`;
-  const loadClass = causal ? "AutoModelForCausalLM" : "AutoModelForSequenceClassification";
-  const loadArgs = causal ? "" : `, num_labels=${file.labels.length}`;
+  const evaluated = Object.keys(file.metrics).length > 0;
+  const modelIndex = evaluated ? { name: `${path.basename(adapter.baseModelName)}-lora-${file.composition.type}`, dataset: "source validation sets", metrics: file.metrics } : undefined;
+  const task = taskPhrase(adapter, file.labels);
   return [
-    "---",
-    ...toYaml(frontMatter),
-    "---",
+    ...(await frontMatterLines({ adapter, modelDir, extraTags: ["adapter-composition"], modelIndex })),
     "",
     `# Composed LoRA adapter for ${adapter.baseModelName}`,
     "",
@@ -136,18 +114,7 @@ export async function compositionCard(input: CompositionCardInput): Promise<stri
       "`metrics.json` beside this card holds every number below exactly.",
     "",
     ...compositionSection(input),
-    "## Intended use",
-    "",
-    `For ${causal ? "generating text" : "classifying text"} like its sources' training data, loaded on top of the same base model. ` +
-      "Check it on your own data before relying on it, and keep a person in the loop for decisions about people.",
-    "",
-    "```python",
-    "from peft import PeftModel",
-    `from transformers import ${loadClass}`,
-    `base = ${loadClass}.from_pretrained("${adapter.baseModelName}"${loadArgs})`,
-    `model = PeftModel.from_pretrained(base, "path/to/this/folder")`,
-    "```",
-    "",
+    ...intendedUseLines(adapter, file.labels, "its sources' training data"),
     ...limitations(file),
     ...evaluationSection(file, input.sources),
   ].join("\n");

@@ -223,52 +223,77 @@ function limitations(file: MetricsFile, quality: DataQuality | undefined): strin
   return ["## Limitations", "", ...notes.map((note) => `- ${note}`), ""];
 }
 
-export async function modelCard({ adapter, metricsFile: file, modelDir, dataQuality }: ModelCardInput): Promise<string> {
-  const causal = adapter.taskType === "CAUSAL_LM";
-  const pipelineTag = causal ? "text-generation" : "text-classification";
-  const [license, architecture] = await Promise.all([baseLicense(modelDir), modelType(modelDir)]);
+/** What a card's front matter holds beyond the base model's: extra tags, and the model-index when something was evaluated. */
+export interface FrontMatterInput {
+  adapter: Adapter;
+  modelDir: string | undefined;
+  extraTags: string[];
+  modelIndex?: { name: string; dataset: string; metrics: Record<string, number> };
+}
+
+/** The YAML front matter of a Hugging Face model card, between its `---` lines. */
+export async function frontMatterLines({ adapter, modelDir, extraTags, modelIndex }: FrontMatterInput): Promise<string[]> {
+  const pipelineTag = pipelineTagOf(adapter);
+  const [license, architecture] = modelDir ? await Promise.all([baseLicense(modelDir), modelType(modelDir)]) : [undefined, undefined];
   const frontMatter = {
     base_model: adapter.baseModelName,
     library_name: "peft",
     pipeline_tag: pipelineTag,
     ...(license ? { license } : {}),
-    tags: ["lora", "peft", pipelineTag, ...(architecture ? [architecture] : [])],
-    ...(file.validation_examples
+    tags: ["lora", "peft", ...extraTags, pipelineTag, ...(architecture ? [architecture] : [])],
+    ...(modelIndex
       ? {
           "model-index": [
             {
-              name: `${path.basename(adapter.baseModelName)}-lora`,
-              results: [{ task: { type: pipelineTag }, dataset: { name: "validation set", type: "validation" }, metrics: Object.entries(file.metrics).map(([name, value]) => ({ type: name, name, value })) }],
+              name: modelIndex.name,
+              results: [{ task: { type: pipelineTag }, dataset: { name: modelIndex.dataset, type: "validation" }, metrics: Object.entries(modelIndex.metrics).map(([name, value]) => ({ type: name, name, value })) }],
             },
           ],
         }
       : {}),
   };
-  const task = causal ? "a causal language model" : `a ${file.labels.length}-class text classifier (labels: ${file.labels.join(", ")})`;
-  const loadClass = causal ? "AutoModelForCausalLM" : `AutoModelForSequenceClassification`;
-  const loadArgs = causal ? "" : `, num_labels=${file.labels.length}`;
+  return ["---", ...toYaml(frontMatter), "---"];
+}
+
+const pipelineTagOf = (adapter: Adapter) => (adapter.taskType === "CAUSAL_LM" ? "text-generation" : "text-classification");
+
+/** What the adapter turns its base model into, in words. */
+export function taskPhrase(adapter: Adapter, labels: string[]): string {
+  return adapter.taskType === "CAUSAL_LM" ? "a causal language model" : `a ${labels.length}-class text classifier (labels: ${labels.join(", ")})`;
+}
+
+/** The card's "Intended use" section: what for, and how to load it with PEFT. */
+export function intendedUseLines(adapter: Adapter, labels: string[], likeWhat: string): string[] {
+  const causal = adapter.taskType === "CAUSAL_LM";
+  const loadClass = causal ? "AutoModelForCausalLM" : "AutoModelForSequenceClassification";
+  const loadArgs = causal ? "" : `, num_labels=${labels.length}`;
   return [
-    "---",
-    ...toYaml(frontMatter),
-    "---",
-    "",
-    `# LoRA adapter for ${adapter.baseModelName}`,
-    "",
-    `A LoRA adapter (rank ${adapter.settings.r}, alpha ${adapter.settings.alpha}, on ${adapter.settings.targetModules.join(", ")}) that turns \`${adapter.baseModelName}\` into ${task}. ` +
-      "`metrics.json` beside this card holds every number below exactly.",
-    "",
     "## Intended use",
     "",
-    `For ${causal ? "generating text" : "classifying text"} like its training data's, loaded on top of the same base model. ` +
+    `For ${causal ? "generating text" : "classifying text"} like ${likeWhat}, loaded on top of the same base model. ` +
       "Check it on your own data before relying on it, and keep a person in the loop for decisions about people.",
     "",
     "```python",
-    `from peft import PeftModel`,
+    "from peft import PeftModel",
     `from transformers import ${loadClass}`,
     `base = ${loadClass}.from_pretrained("${adapter.baseModelName}"${loadArgs})`,
     `model = PeftModel.from_pretrained(base, "path/to/this/folder")`,
     "```",
     "",
+  ];
+}
+
+export async function modelCard({ adapter, metricsFile: file, modelDir, dataQuality }: ModelCardInput): Promise<string> {
+  const modelIndex = file.validation_examples ? { name: `${path.basename(adapter.baseModelName)}-lora`, dataset: "validation set", metrics: file.metrics } : undefined;
+  return [
+    ...(await frontMatterLines({ adapter, modelDir, extraTags: [], modelIndex })),
+    "",
+    `# LoRA adapter for ${adapter.baseModelName}`,
+    "",
+    `A LoRA adapter (rank ${adapter.settings.r}, alpha ${adapter.settings.alpha}, on ${adapter.settings.targetModules.join(", ")}) that turns \`${adapter.baseModelName}\` into ${taskPhrase(adapter, file.labels)}. ` +
+      "`metrics.json` beside this card holds every number below exactly.",
+    "",
+    ...intendedUseLines(adapter, file.labels, "its training data's"),
     ...limitations(file, dataQuality),
     ...dataSection(file, dataQuality),
     ...settingsSection(file.settings),
