@@ -139,6 +139,13 @@ export interface RequestPlaces {
   acknowledge: string;
 }
 
+/** The places in a body of our own API (jobs and sweeps alike). */
+export const JOB_BODY_PLACES: RequestPlaces = {
+  train: "body.trainDatasetId",
+  validation: "body.validationDatasetId",
+  acknowledge: '"acknowledgeDataWarnings": true',
+};
+
 /**
  * 422 data_quality naming each blocking finding (its count, message and first lines), unless the
  * request acknowledged them. Each detail's path is the request field naming the dataset it concerns.

@@ -10,7 +10,7 @@ import type { ModelRegistry, Task } from "../../common/models.ts";
 import { DEFAULT_PRIORITY, EnqueueBatcher, MAX_PRIORITY, MIN_PRIORITY } from "../../common/queue.ts";
 import type { AppDeps } from "../deps.ts";
 import { isUniqueViolation, type JobSql } from "../job-sql.ts";
-import { refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
+import { JOB_BODY_PLACES, refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
 import { resolveJobSource } from "../job-sources.ts";
 import { canonicalHash, resolveSubmission } from "../job-submission.ts";
 import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
@@ -145,11 +145,7 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (app, { pri
       );
       ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
       const qualityReport = await preflight.report({ train, validation, model, maxSeqLength: settings.hyperparameters.maxSeqLength });
-      refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, {
-        train: "body.trainDatasetId",
-        validation: "body.validationDatasetId",
-        acknowledge: '"acknowledgeDataWarnings": true',
-      });
+      refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, JOB_BODY_PLACES);
 
       let job: JobWithAdapter;
       try {

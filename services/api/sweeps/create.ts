@@ -9,7 +9,7 @@ import { AppError } from "../../common/errors.ts";
 import type { ModelRegistry, Task } from "../../common/models.ts";
 import { enqueueFineTune, type FineTunePayload } from "../../common/queue.ts";
 import { LORA_SETTINGS, LOWER_IS_BETTER, resolveJobSettings, TrainingConfigError, type HyperparameterOptions, type LoraOptions } from "../../trainer/index.ts";
-import { refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
+import { JOB_BODY_PLACES, refuseBlockingFindings, type DataQualityPreflight } from "../data-quality.ts";
 import { ensureFitsWorker, jobMemoryPlan } from "../estimate.ts";
 import type { JobSql } from "../job-sql.ts";
 import { resolveSubmission } from "../job-submission.ts";
@@ -78,11 +78,7 @@ export async function createSweep(deps: CreateSweepDeps, tenantId: string, body:
   // Every child must pass what a job submission checks: the largest configuration's memory, and the data.
   for (const settings of configurations) ensureFitsWorker(jobMemoryPlan(model.config, settings), config.workerMaxMemory);
   const qualityReport = await preflight.report({ train, validation, model, maxSeqLength: configurations[0].hyperparameters.maxSeqLength });
-  refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, {
-    train: "body.trainDatasetId",
-    validation: "body.validationDatasetId",
-    acknowledge: '"acknowledgeDataWarnings": true',
-  });
+  refuseBlockingFindings(qualityReport, body.acknowledgeDataWarnings, JOB_BODY_PLACES);
   const record: SweepRequestRecord & Record<string, unknown> = {
     baseModel: model.id,
     ranks: body.ranks,
