@@ -64,7 +64,10 @@ export function weightStorageOf(lora: object): { storage: WeightStorage; doubleQ
 export function jobMemoryPlan(modelConfig: Record<string, unknown>, settings: JobSettings, storage = weightStorageOf(settings.lora)): MemoryPlan | undefined {
   const { lora, hyperparameters } = settings;
   try {
-    return planTrainingMemory(modelConfig, { r: lora.r, targetModules: lora.targetModules, batchSize: hyperparameters.batchSize, maxSeqLength: hyperparameters.maxSeqLength, ...storage });
+    return planTrainingMemory(modelConfig, {
+      r: lora.r, targetModules: lora.targetModules, batchSize: hyperparameters.batchSize, maxSeqLength: hyperparameters.maxSeqLength,
+      gradientCheckpointing: hyperparameters.gradientCheckpointing, ...storage,
+    });
   } catch (error) {
     if (error instanceof ModelConfigError) return undefined;
     throw error;

@@ -127,7 +127,7 @@ const byteCount = { type: "integer", minimum: 0 } as const;
 export const memoryPlanSchema = {
   $id: "MemoryPlan",
   type: "object",
-  required: ["bytes", "storage", "weightsBytes", "trainableParameters", "trainableBytes", "activationBytes", "loadingBytes", "overheadBytes"],
+  required: ["bytes", "storage", "weightsBytes", "trainableParameters", "trainableBytes", "activationBytes", "gradientCheckpointing", "loadingBytes", "overheadBytes"],
   properties: {
     bytes: { ...byteCount, description: "the peak: max(training, loading) plus overhead" },
     storage: { type: "string", enum: ["none", "int8", "nf4"], description: "how the frozen linear weights are held" },
@@ -135,6 +135,7 @@ export const memoryPlanSchema = {
     trainableParameters: byteCount,
     trainableBytes: { ...byteCount, description: "LoRA weights, gradients and AdamW's two moments, float32" },
     activationBytes: { ...byteCount, description: "one micro-batch's activations and logits at the step's peak" },
+    gradientCheckpointing: { type: "boolean", description: "whether decoder layers are recomputed in the backward (hyperparameters.gradientCheckpointing, auto decided)" },
     loadingBytes: { ...byteCount, description: "the checkpoint decoded to float32 while loading" },
     overheadBytes: { ...byteCount, description: "runtime overhead and fragmentation slack" },
   },

@@ -8,6 +8,7 @@ import { llamaLinearModules } from "./tasks/causal-lm/llama.ts";
 import { parseEncoderConfig } from "./tasks/classification/config.ts";
 import { encoderLinearModules, layerModules } from "./tasks/classification/encoder.ts";
 import { matchTargetModules, type LinearModule } from "./lora.ts";
+import type { GradientCheckpointing } from "./settings.ts";
 
 /** How the frozen linear weights are held: float32 as the engine computes ("none"), or quantized. */
 export const WEIGHT_STORAGE_MODES = ["none", "int8", "nf4"] as const;
@@ -35,6 +36,11 @@ export const ACTIVATION_FLOATS = {
 } as const;
 /** Copies of the logits per predicted row (causal LMs; at most batch × length rows): logits, softmax, loss and their gradients. */
 export const LOGIT_COPIES = 12;
+/**
+ * gradientCheckpointing "auto" turns on for a causal LM whose micro-batch would keep more activations
+ * than this: half the wasm32 heap, the rest being for embeddings, LoRA state and the loss's logits.
+ */
+export const CHECKPOINT_ACTIVATIONS_ABOVE = 2 * 1024 ** 3;
 /** Node, V8, the tensorflow.js runtime and the tokenizer, measured at rest; plus slack for heap fragmentation. */
 export const RUNTIME_OVERHEAD_BYTES = 256 * 1024 * 1024;
 export const FRAGMENTATION = 0.1;
@@ -128,6 +134,8 @@ export interface MemoryPlanRequest {
   maxSeqLength: number;
   storage: WeightStorage;
   doubleQuant?: boolean;
+  /** Absent: "auto". */
+  gradientCheckpointing?: GradientCheckpointing;
 }
 
 export interface MemoryPlan {
@@ -139,6 +147,8 @@ export interface MemoryPlan {
   /** LoRA A and B with their gradients and AdamW's two moments: 4 float32 copies. */
   trainableBytes: number;
   activationBytes: number;
+  /** Whether decoder layers are recomputed in the backward (the setting, with "auto" decided). */
+  gradientCheckpointing: boolean;
   /** While loading, the checkpoint decoded to float32 beside the weights being stored. */
   loadingBytes: number;
   overheadBytes: number;
@@ -160,9 +170,14 @@ export function planTrainingMemory(raw: Record<string, unknown>, request: Memory
   const floats = ACTIVATION_FLOATS[model.kind];
   const perToken = floats.hidden * model.hidden + floats.intermediate * model.intermediate + floats.score * model.heads * request.maxSeqLength;
   const logits = model.kind === "causal_lm" ? tokens * model.vocab * LOGIT_COPIES : 0;
-  const activationBytes = (tokens * perToken * model.layers + logits) * FLOAT32;
+  const keptEverywhere = (tokens * perToken * model.layers + logits) * FLOAT32;
+  // Checkpointed: every layer's input, plus one layer's intermediates and gradients while it is recomputed.
+  const checkpointedBytes = (tokens * (model.hidden * model.layers + perToken) + logits) * FLOAT32;
+  const setting = request.gradientCheckpointing ?? "auto";
+  const gradientCheckpointing = model.kind === "causal_lm" && (setting === "on" || (setting === "auto" && keptEverywhere > CHECKPOINT_ACTIVATIONS_ABOVE));
+  const activationBytes = gradientCheckpointing ? checkpointedBytes : keptEverywhere;
   const loadingBytes = model.checkpointParameters * FLOAT32;
   const working = Math.max(weightsBytes + trainableBytes + activationBytes, weightsBytes + loadingBytes);
   const overheadBytes = Math.round(working * FRAGMENTATION) + RUNTIME_OVERHEAD_BYTES;
-  return { bytes: working + overheadBytes, storage: request.storage, weightsBytes, trainableParameters, trainableBytes, activationBytes, loadingBytes, overheadBytes };
+  return { bytes: working + overheadBytes, storage: request.storage, weightsBytes, trainableParameters, trainableBytes, activationBytes, gradientCheckpointing, loadingBytes, overheadBytes };
 }

@@ -17,8 +17,15 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
 export const QUANTIZATIONS = ["none", "int8", "nf4"] as const;
 export type Quantization = (typeof QUANTIZATIONS)[number];
 
+/** Recompute decoder layers in the backward: always, never, or when the memory plan calls for it (memory-plan.ts). */
+export const GRADIENT_CHECKPOINTING = ["auto", "on", "off"] as const;
+export type GradientCheckpointing = (typeof GRADIENT_CHECKPOINTING)[number];
+
+/** Encoder model types (classification): gradient checkpointing applies to decoders only. */
+const ENCODER_MODEL_TYPES: readonly string[] = ["distilbert", "bert", "roberta"];
+
 /** Model types whose linear layers stay float32 tensors (encoders; GPT-2's fused Conv1D): lora.quantization is refused for them. */
-const UNQUANTIZABLE_MODEL_TYPES: readonly string[] = ["distilbert", "bert", "roberta", "gpt2"];
+const UNQUANTIZABLE_MODEL_TYPES: readonly string[] = [...ENCODER_MODEL_TYPES, "gpt2"];
 
 /** PEFT's shorthand for every linear layer of the body (the output head excluded). */
 export const ALL_LINEAR = "all-linear";
@@ -52,6 +59,7 @@ export interface Hyperparameters {
   classWeights: "balanced" | null;
   trainOnInputs: boolean;
   packing: boolean;
+  gradientCheckpointing: GradientCheckpointing;
   evalGenerations: number;
   evalMaxNewTokens: number;
   earlyStopping?: EarlyStopping;
@@ -138,6 +146,10 @@ export const HYPERPARAMETER_SETTINGS = {
   classWeights: { type: "enum", values: ["balanced", null], default: null, flag: "class-weights", description: "classification: weight the loss by inverse class frequency" },
   trainOnInputs: { type: "boolean", default: false, flag: "train-on-inputs", description: "causal_lm, completion data: compute the loss on prompts too" },
   packing: { type: "boolean", default: false, flag: "packing", description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
+  gradientCheckpointing: {
+    type: "enum", values: GRADIENT_CHECKPOINTING, default: "auto", flag: "gradient-checkpointing",
+    description: "causal_lm: keep only each decoder layer's input and recompute the layer in the backward (about one more forward pass of compute for a fraction of the activation memory); auto: on when a micro-batch's planned activations would pass 2 GiB",
+  },
   evalGenerations: {
     type: "integer", minimum: 0, maximum: 256, default: 4, flag: "eval-generations",
     description: "causal_lm: held-out prompts (the first validation records) generated greedily at the final evaluation, base and adapter, for exact match, ROUGE-L and BLEU (0: none)",
@@ -237,6 +249,9 @@ export function resolveJobSettings(given: { lora?: LoraOptions; hyperparameters?
   }
   if (lora.doubleQuant && lora.quantization !== "nf4") throw new TrainingConfigError("lora.doubleQuant applies to lora.quantization \"nf4\" only");
   const hyperparameters = resolveGroup<Hyperparameters>(HYPERPARAMETER_SETTINGS, given.hyperparameters ?? {}, "");
+  if (hyperparameters.gradientCheckpointing === "on" && ENCODER_MODEL_TYPES.includes(modelType)) {
+    throw new TrainingConfigError(`gradientCheckpointing applies to causal LMs only, not model_type ${modelType}`);
+  }
   if (hyperparameters.earlyStopping && !hyperparameters.evalEverySteps) throw new TrainingConfigError("earlyStopping needs evalEverySteps: it acts at each evaluation");
   return { lora: { ...lora, targetModules: lora.targetModules ?? [...defaultTargets] }, hyperparameters };
 }

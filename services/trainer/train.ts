@@ -27,10 +27,14 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   // The loaders refuse weights that cannot fit the wasm heap; a step whose activations then run it out
   // fails with the plan's figure instead of "memory access out of bounds".
   const { hyperparameters: hyper, lora } = settings;
-  const plan = planTrainingMemory(raw, { r: lora.r, targetModules: lora.targetModules, batchSize: hyper.batchSize, maxSeqLength: hyper.maxSeqLength, storage: "none" });
+  const plan = planTrainingMemory(raw, {
+    r: lora.r, targetModules: lora.targetModules, batchSize: hyper.batchSize, maxSeqLength: hyper.maxSeqLength, storage: "none", gradientCheckpointing: hyper.gradientCheckpointing,
+  });
+  // "auto" is decided here, once, from the plan; the run (and its records) see "on" or "off".
+  const decided = { ...settings, hyperparameters: { ...hyper, gradientCheckpointing: plan.gradientCheckpointing ? "on" : "off" } } as const;
   return withWasmHeapErrors("training this model (weights, LoRA state and one micro-batch's activations)", plan.weightsBytes + plan.trainableBytes + plan.activationBytes, async () =>
     causal
-      ? runTraining(await causalTask(options, settings), options, settings, hooks, backend.name)
-      : runTraining(await classificationTask(options, settings), options, settings, hooks, backend.name),
+      ? runTraining(await causalTask(options, decided), options, decided, hooks, backend.name)
+      : runTraining(await classificationTask(options, decided), options, decided, hooks, backend.name),
   );
 }

@@ -12,8 +12,20 @@ export interface LoraModule {
 
 /** Seeded dropout: masks come from a seed and a call counter, so a step can be replayed exactly. */
 export class Dropout {
-  private calls = 0;
-  constructor(private readonly seed: string) {}
+  constructor(
+    private readonly seed: string,
+    private calls = 0,
+  ) {}
+
+  /** Where the counter stands: a dropout made with `replayFrom` of it draws the same masks from here on. */
+  get position(): number {
+    return this.calls;
+  }
+
+  /** A dropout that draws again the masks this one drew from `position` on (a recomputed layer's). */
+  replayFrom(position: number): Dropout {
+    return new Dropout(this.seed, position);
+  }
 
   apply<T extends tf.Tensor>(x: T, rate: number): T {
     if (rate <= 0) return x;
@@ -53,6 +65,8 @@ export interface ForwardOptions {
   overrides?: Map<string, tf.Tensor>;
   /** Present only in training: enables every dropout of the model. */
   dropout?: Dropout;
+  /** Training only: recompute each decoder layer in the backward instead of keeping its intermediates (layers/checkpoint.ts). */
+  checkpointLayers?: boolean;
 }
 
 /** PEFT's LoRA term for a linear layer: scale · B A dropout(x); x may hold only first rows (Dropout.applyFirstRows). */

@@ -68,8 +68,12 @@ export class Gpt2LM extends CausalLM {
     return this.dropout(sum, this.config.embeddingDropout, options);
   }
 
+  protected layerPrefix(layer: number): string {
+    return `${PREFIX}.h.${layer}`;
+  }
+
   protected block(h: tf.Tensor2D, layer: number, batch: TokenBatch, _start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
-    const p = `${PREFIX}.h.${layer}`;
+    const p = this.layerPrefix(layer);
     const { numHeads, headDim } = this.config;
     const { batchSize, length } = batch;
     const qkv = this.linear(this.layerNorm(h, `${p}.ln_1`, options), `${p}.attn.c_attn`, options, true, this.inputNeedsGrad(layer, options));

@@ -136,8 +136,12 @@ export class LlamaLM extends CausalLM {
     return tf.gather(this.param(`${PREFIX}.embed_tokens.weight`, options), tf.tensor1d(batch.ids, "int32")) as tf.Tensor2D;
   }
 
+  protected layerPrefix(layer: number): string {
+    return `${PREFIX}.layers.${layer}`;
+  }
+
   protected block(h: tf.Tensor2D, layer: number, batch: TokenBatch, start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D {
-    const p = `${PREFIX}.layers.${layer}`;
+    const p = this.layerPrefix(layer);
     const { numHeads, numKeyValueHeads, headDim, attentionBias, outputBias, mlpBias } = this.config;
     const { batchSize, length } = batch;
     const normed = this.rmsNorm(h, `${p}.input_layernorm`, options);

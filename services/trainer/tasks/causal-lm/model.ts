@@ -5,6 +5,7 @@ import type { CausalConfig } from "./config.ts";
 import { loraBranch, type ForwardOptions } from "../../layers/lora-forward.ts";
 import { linear } from "../../layers/fused.ts";
 import { inPart } from "../../layers/parts.ts";
+import { checkpointed } from "../../layers/checkpoint.ts";
 import type { LinearModule } from "../../lora.ts";
 import type { FrozenLinear } from "../../native/frozen-linear.ts";
 
@@ -51,6 +52,8 @@ export abstract class CausalLM {
 
   protected abstract embed(batch: TokenBatch, start: number, options: ForwardOptions): tf.Tensor2D;
   protected abstract block(h: tf.Tensor2D, layer: number, batch: TokenBatch, start: number, options: ForwardOptions, cache?: KVCache): tf.Tensor2D;
+  /** The Hugging Face name prefix of a decoder layer's parameters ("model.layers.3"). */
+  protected abstract layerPrefix(layer: number): string;
   protected abstract finalNorm(h: tf.Tensor2D, options: ForwardOptions): tf.Tensor2D;
 
   protected param(name: string, options: ForwardOptions): tf.Tensor {
@@ -126,9 +129,23 @@ export abstract class CausalLM {
       throw new CausalWeightsError(`sequence of ${start + batch.length} tokens exceeds the ${this.config.maxPositions} positions of this model`);
     }
     let h = this.embed(batch, start, options);
-    for (let layer = 0; layer < this.config.numLayers; layer++) h = this.block(h, layer, batch, start, options, cache);
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      h = options.checkpointLayers && !cache ? this.checkpointedBlock(h, layer, batch, options) : this.block(h, layer, batch, start, options, cache);
+    }
     if (cache) cache.length += batch.length;
     return this.finalNorm(h, options);
+  }
+
+  /** A training block whose intermediates are recomputed in the backward (layers/checkpoint.ts), with the same dropout masks. */
+  private checkpointedBlock(h: tf.Tensor2D, layer: number, batch: TokenBatch, options: ForwardOptions): tf.Tensor2D {
+    const prefix = `${this.layerPrefix(layer)}.`;
+    const trainables: tf.Tensor[] = [];
+    for (const [module, { a, b }] of options.lora ?? []) if (module.startsWith(prefix)) trainables.push(a, b);
+    for (const [name, value] of options.overrides ?? []) if (name.startsWith(prefix) && value instanceof tf.Variable && value.trainable) trainables.push(value);
+    const position = options.dropout?.position ?? 0;
+    return checkpointed(h, trainables, this.inputNeedsGrad(layer, options), (input, replay) =>
+      this.block(input, layer, batch, 0, replay && options.dropout ? { ...options, dropout: options.dropout.replayFrom(position) } : options),
+    );
   }
 
   /** Next-token logits [rows, vocab] of hidden states [rows, hidden]. */

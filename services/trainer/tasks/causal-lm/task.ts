@@ -77,7 +77,8 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions,
     initialParams,
     loss: (examples, forward) => {
       const { batch, rows, targets } = causalBatch(examples, padId);
-      return crossEntropy(model.logits(selectRows(model.hidden(batch, forward), rows, batch.length)), targets);
+      const options = { ...forward, checkpointLayers: hyper.gradientCheckpointing === "on" };
+      return crossEntropy(model.logits(selectRows(model.hidden(batch, options), rows, batch.length)), targets);
     },
     evaluate: (forward) => evaluateCausal(model, validationExamples, forward, padId, evaluationBatch),
     evaluateInDetail: (forward) => detailedCausalEvaluation(pretrained, validationExamples, prompts, forward, { batchSize: evaluationBatch, maxNewTokens: hyper.evalMaxNewTokens }),
