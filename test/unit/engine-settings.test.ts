@@ -13,7 +13,7 @@ describe("job settings", () => {
       lora: { r: 8, alpha: 16, dropout: 0.05, targetModules: ["q_lin", "v_lin"], useRslora: false, quantization: "none", doubleQuant: false },
       hyperparameters: {
         epochs: 3, batchSize: 8, learningRate: 2e-4, warmupRatio: 0.06, weightDecay: 0, maxSeqLength: 128, seed: 42,
-        gradientAccumulationSteps: 1, maxGradNorm: 1, scheduler: "linear", classWeights: null, trainOnInputs: false, packing: false,
+        gradientAccumulationSteps: 1, maxGradNorm: 1, scheduler: "linear", classWeights: null, trainOnInputs: false, packing: false, gradientCheckpointing: "auto",
         evalGenerations: 4, evalMaxNewTokens: 32,
       },
     });

@@ -6,7 +6,9 @@ import path from "node:path";
 import { readFile } from "node:fs/promises";
 import { before, test } from "node:test";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { frozenWeightBytes, modelParameters, NF4_BLOCK, planTrainingMemory, RUNTIME_OVERHEAD_BYTES, FRAGMENTATION } from "../../services/trainer/memory-plan.ts";
+import {
+  ACTIVATION_FLOATS, CHECKPOINT_ACTIVATIONS_ABOVE, frozenWeightBytes, LOGIT_COPIES, modelParameters, NF4_BLOCK, planTrainingMemory, RUNTIME_OVERHEAD_BYTES, FRAGMENTATION,
+} from "../../services/trainer/memory-plan.ts";
 import { initLoraModules } from "../../services/trainer/lora.ts";
 import { resolveJobSettings } from "../../services/trainer/settings.ts";
 import { readSafetensors } from "../../services/trainer/safetensors.ts";
@@ -96,4 +98,29 @@ test("quantized storage lowers the plan of a large model by its frozen weights",
   assert.equal(none.trainableBytes, nf4.trainableBytes);
   assert.equal(none.activationBytes, nf4.activationBytes);
   assert.equal(nf4.storage, "nf4");
+});
+
+test("gradient checkpointing: auto turns on past CHECKPOINT_ACTIVATIONS_ABOVE, and then layer inputs replace all but one layer's intermediates", () => {
+  const tinyLlama = { model_type: "llama", hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000 };
+  const request = { r: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"], storage: "nf4" as const };
+  const [auto, on, off] = (["auto", "on", "off"] as const).map((gradientCheckpointing) => planTrainingMemory(tinyLlama, { ...request, batchSize: 4, maxSeqLength: 256, gradientCheckpointing }));
+  assert.ok(off.activationBytes > CHECKPOINT_ACTIVATIONS_ABOVE);
+  assert.deepEqual(auto, on);
+  assert.equal(on.gradientCheckpointing, true);
+  assert.equal(off.gradientCheckpointing, false);
+  const { hidden, intermediate, heads, layers, vocab } = modelParameters(tinyLlama);
+  const tokens = 4 * 256;
+  const oneLayer = tokens * (ACTIVATION_FLOATS.causal_lm.hidden * hidden + ACTIVATION_FLOATS.causal_lm.intermediate * intermediate + ACTIVATION_FLOATS.causal_lm.score * heads * 256);
+  assert.equal(on.activationBytes, 4 * (tokens * hidden * layers + oneLayer + tokens * vocab * LOGIT_COPIES));
+  assert.equal(off.activationBytes, 4 * (oneLayer * layers + tokens * vocab * LOGIT_COPIES));
+  // A small micro-batch stays below the threshold: auto keeps every intermediate (no recomputation).
+  assert.equal(planTrainingMemory(tinyLlama, { ...request, batchSize: 1, maxSeqLength: 16 }).gradientCheckpointing, false);
+});
+
+test("gradient checkpointing applies to causal LMs: an encoder's plan never uses it and a job asking for it is refused", () => {
+  const distilbert = { model_type: "distilbert", dim: 768, hidden_dim: 3072, n_layers: 6, n_heads: 12, vocab_size: 30522, max_position_embeddings: 512 };
+  const plan = planTrainingMemory(distilbert, { r: 8, targetModules: ["q_lin"], batchSize: 512, maxSeqLength: 512, storage: "none", gradientCheckpointing: "auto" });
+  assert.equal(plan.gradientCheckpointing, false);
+  assert.throws(() => resolveJobSettings({ hyperparameters: { gradientCheckpointing: "on" } }, "distilbert"), /gradientCheckpointing applies to causal LMs only/);
+  assert.equal(resolveJobSettings({}, "llama").hyperparameters.gradientCheckpointing, "auto");
 });
