@@ -8,7 +8,7 @@ import { transposed, type StoredTensor } from "../../hf/weights.ts";
 import type { FrozenLinear } from "../../native/frozen-linear.ts";
 import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
 import type { LinearModule } from "../../lora.ts";
-import { activation } from "../../layers/fused.ts";
+import { activation, attentionOverRows, rowAttentionAvailable } from "../../layers/fused.ts";
 import type { ForwardOptions } from "../../layers/lora-forward.ts";
 
 const PREFIX = "model";
@@ -125,11 +125,20 @@ export class LlamaLM extends CausalLM {
     return { cos: tf.tensor2d(cos, [length, dim]), sin: tf.tensor2d(sin, [length, dim]) };
   }
 
-  private rotate(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+  /** Rotary embedding of x [·, ·, ·, headDim] by cos and sin tables broadcast against it. */
+  private rotate(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
     const half = this.config.headDim / 2;
     const [first, second] = tf.split(x, [half, half], 3);
     const rotated = tf.concat([second.neg(), first], 3);
     return x.mul(cos).add(rotated.mul(sin)) as tf.Tensor4D;
+  }
+
+  /** [rows, kvHeads·headDim] → [rows, heads·headDim], each key/value head repeated for its query group (HF repeat_kv). */
+  private repeatKeyValueRows(x: tf.Tensor2D): tf.Tensor2D {
+    const { numHeads, numKeyValueHeads, headDim } = this.config;
+    const groups = numHeads / numKeyValueHeads;
+    const rows = x.shape[0];
+    return groups === 1 ? x : (x.reshape([rows, numKeyValueHeads, 1, headDim]).tile([1, 1, groups, 1]).reshape([rows, numHeads * headDim]) as tf.Tensor2D);
   }
 
   protected embed(batch: TokenBatch, _start: number, options: ForwardOptions): tf.Tensor2D {
@@ -145,12 +154,28 @@ export class LlamaLM extends CausalLM {
     const { numHeads, numKeyValueHeads, headDim, attentionBias, outputBias, mlpBias } = this.config;
     const { batchSize, length } = batch;
     const normed = this.rmsNorm(h, `${p}.input_layernorm`, options);
-    const heads = (x: tf.Tensor2D, count: number) => x.reshape([batchSize, length, count, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
     const { cos, sin } = this.rotaryTables(start, length);
-    const q = this.rotate(heads(this.linear(normed, `${p}.self_attn.q_proj`, options, attentionBias), numHeads), cos, sin);
-    const k = this.rotate(heads(this.linear(normed, `${p}.self_attn.k_proj`, options, attentionBias), numKeyValueHeads), cos, sin);
-    const v = heads(this.linear(normed, `${p}.self_attn.v_proj`, options, attentionBias), numKeyValueHeads);
-    const context = this.attend(q, k, v, layer, batch, options, cache);
+    const qRows = this.linear(normed, `${p}.self_attn.q_proj`, options, attentionBias);
+    const kRows = this.linear(normed, `${p}.self_attn.k_proj`, options, attentionBias);
+    const vRows = this.linear(normed, `${p}.self_attn.v_proj`, options, attentionBias);
+    let context: tf.Tensor2D;
+    if (!cache && rowAttentionAvailable() && (this.config.layerWindows[layer] ?? Infinity) >= length) {
+      // The addon's attention reads the heads by strides from the rows, with rotary embedding applied
+      // to the rows and the key/value heads repeated along them for grouped-query attention.
+      const rows = (x: tf.Tensor2D, count: number) => x.reshape([batchSize, length, count, headDim]) as tf.Tensor4D;
+      const rowTable = (table: tf.Tensor2D) => table.reshape([1, length, 1, headDim]) as tf.Tensor4D;
+      const q = this.rotate(rows(qRows, numHeads), rowTable(cos), rowTable(sin)).reshape([batchSize * length, numHeads * headDim]) as tf.Tensor2D;
+      const k = this.rotate(rows(kRows, numKeyValueHeads), rowTable(cos), rowTable(sin)).reshape([batchSize * length, numKeyValueHeads * headDim]) as tf.Tensor2D;
+      const rate = this.config.attentionDropout;
+      const keep = options.dropout && rate > 0 ? options.dropout.apply(tf.ones([batchSize, numHeads, length, length]), rate) : undefined;
+      const layout = { batch: batchSize, heads: numHeads, length, headSize: headDim };
+      context = attentionOverRows(q, this.repeatKeyValueRows(k), this.repeatKeyValueRows(vRows), layout, { scale: 1 / Math.sqrt(headDim), causal: true, keep });
+    } else {
+      const heads = (x: tf.Tensor2D, count: number) => x.reshape([batchSize, length, count, headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+      const q = this.rotate(heads(qRows, numHeads), cos, sin);
+      const k = this.rotate(heads(kRows, numKeyValueHeads), cos, sin);
+      context = this.attend(q, k, heads(vRows, numKeyValueHeads), layer, batch, options, cache);
+    }
     const afterAttention = h.add(this.linear(context, `${p}.self_attn.o_proj`, options, outputBias)) as tf.Tensor2D;
     const m = this.rmsNorm(afterAttention, `${p}.post_attention_layernorm`, options);
     const gated = activation(this.config.activation, this.linear(m, `${p}.mlp.gate_proj`, options, mlpBias)).mul(this.linear(m, `${p}.mlp.up_proj`, options, mlpBias)) as tf.Tensor2D;
