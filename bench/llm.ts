@@ -8,9 +8,11 @@
 //
 //   npm run bench:llm -- [--peer] [--steps 4] [--modes none,int8,nf4] [--double-quant] [--dtype BF16|F32]
 //                        [--layers 22] [--hidden 2048] [--heads 32] [--kv-heads 4] [--ffn 5632] [--vocab 32000]
-//                        [--batch 4] [--seq 256] [--load-only]
+//                        [--batch 4] [--seq 256] [--load-only] [--profile] [--gradient-checkpointing auto|on|off]
 // --load-only loads the model in each mode and reports peak RSS against the checkpoint's size (the
-// "loading never needs twice the model" check; use --dtype F32 for a float32 checkpoint).
+// "loading never needs twice the model" check; use --dtype F32 for a float32 checkpoint). --profile
+// prints where each mode's steady steps spend their time (bench/profile.ts; with gradient
+// checkpointing, the recomputed forward counts under "backward").
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, open, rename, rm, stat, writeFile } from "node:fs/promises";
@@ -18,10 +20,12 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../services/trainer/backend.ts";
+import { profileKernels } from "./profile.ts";
 import { train } from "../services/trainer/train.ts";
 import { loadCausalPretrained } from "../services/trainer/tasks/causal-lm/load.ts";
-import type { Quantization } from "../services/trainer/settings.ts";
+import type { GradientCheckpointing, Quantization } from "../services/trainer/settings.ts";
 import { gpt2Tokenizer } from "../test/fixtures/causal-tokenizers.ts";
 
 const { values: options } = parseArgs({
@@ -40,6 +44,8 @@ const { values: options } = parseArgs({
     batch: { type: "string", default: "4" },
     seq: { type: "string", default: "256" },
     "load-only": { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    "gradient-checkpointing": { type: "string", default: "auto" },
     child: { type: "string" },
   },
 });
@@ -151,6 +157,7 @@ interface Row {
   tokensPerSecond: number;
   peakRssMiB: number;
   losses: number[];
+  profile?: string;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -168,6 +175,7 @@ async function loadOnly(dir: string, quantization: Quantization): Promise<Row> {
 async function runChild(dir: string, quantization: Quantization): Promise<Row> {
   if (options["load-only"]) return loadOnly(dir, quantization);
   await initBackend("wasm-blas");
+  const profiler = options.profile ? profileKernels(tf.getBackend()) : undefined;
   const stamps: number[] = [];
   const losses: number[] = [];
   let tokensPerStep = shape.batch * shape.seq;
@@ -178,11 +186,15 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
       trainFile: path.join(dir, "train.jsonl"),
       outDir,
       lora: { r: 16, alpha: 32, dropout: 0, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"], quantization, doubleQuant: quantization === "nf4" && options["double-quant"] },
-      hyper: { epochs: 1, batchSize: shape.batch, learningRate: 5e-4, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 0, trainOnInputs: true },
+      hyper: {
+        epochs: 1, batchSize: shape.batch, learningRate: 5e-4, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 0, trainOnInputs: true,
+        gradientCheckpointing: options["gradient-checkpointing"] as GradientCheckpointing,
+      },
     },
     {
       onStep: (report) => {
         stamps.push(performance.now());
+        if (stamps.length === 1) profiler?.reset();
         losses.push(report.loss);
         tokensPerStep = report.tokensSeen / report.step;
       },
@@ -190,7 +202,8 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
   );
   await rm(outDir, { recursive: true, force: true });
   const seconds = median(stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000));
-  return { name: quantization, tokensPerSecond: tokensPerStep / seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, losses };
+  const profile = profiler?.report(stamps.length - 1, 1000 * seconds);
+  return { name: quantization, tokensPerSecond: tokensPerStep / seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, losses, profile };
 }
 
 function runEngine(quantization: string): Row | string {
@@ -229,6 +242,7 @@ async function runParent(): Promise<void> {
     const outcome = runEngine(mode);
     if (typeof outcome === "string") console.log(outcome);
     else rows.push(outcome);
+    if (typeof outcome === "object" && outcome.profile) console.log(`${mode}: ${outcome.profile}\n`);
   }
   const peer = options.peer ? runPeer(dir) : undefined;
   if (typeof peer === "string") console.log(peer);

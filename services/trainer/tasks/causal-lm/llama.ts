@@ -6,7 +6,7 @@ import type { CausalConfig } from "./config.ts";
 import type { NamedArray } from "../../safetensors.ts";
 import { transposed, type StoredTensor } from "../../hf/weights.ts";
 import type { FrozenLinear } from "../../native/frozen-linear.ts";
-import { CausalLM, CausalWeightsError, type KVCache, type TokenBatch } from "./model.ts";
+import { CausalLM, CausalWeightsError, repeatGroups, type KVCache, type TokenBatch } from "./model.ts";
 import type { LinearModule } from "../../lora.ts";
 import { activation, attentionOverRows, rowAttentionAvailable } from "../../layers/fused.ts";
 import type { ForwardOptions } from "../../layers/lora-forward.ts";
@@ -138,7 +138,7 @@ export class LlamaLM extends CausalLM {
     const { numHeads, numKeyValueHeads, headDim } = this.config;
     const groups = numHeads / numKeyValueHeads;
     const rows = x.shape[0];
-    return groups === 1 ? x : (x.reshape([rows, numKeyValueHeads, 1, headDim]).tile([1, 1, groups, 1]).reshape([rows, numHeads * headDim]) as tf.Tensor2D);
+    return groups === 1 ? x : (repeatGroups(x.reshape([rows, numKeyValueHeads, 1, headDim]) as tf.Tensor4D, groups).reshape([rows, numHeads * headDim]) as tf.Tensor2D);
   }
 
   protected embed(batch: TokenBatch, _start: number, options: ForwardOptions): tf.Tensor2D {

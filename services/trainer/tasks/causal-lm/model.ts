@@ -109,8 +109,7 @@ export abstract class CausalLM {
     const total = past + length;
     const groups = numHeads / numKeyValueHeads;
     const repeat = (x: tf.Tensor4D) =>
-      // Rank-4 tile: tfjs has no tile gradient for rank 5.
-      groups === 1 ? x : x.reshape([batchSize, numKeyValueHeads, 1, total * headDim]).tile([1, 1, groups, 1]).reshape([batchSize, numHeads, total, headDim]);
+      groups === 1 ? x : repeatGroups(x.reshape([batchSize, numKeyValueHeads, 1, total * headDim]) as tf.Tensor4D, groups).reshape([batchSize, numHeads, total, headDim]);
     const scores = q.matMul(repeat(keys), false, true).div(Math.sqrt(headDim));
     const mask = new Float32Array(length * total);
     // Causal (keys after the query masked) and, on a sliding layer, keys at or before query - window too.
@@ -181,6 +180,14 @@ function selectRowsOf(hidden: tf.Tensor2D, rows: number[], length: number): tf.T
     start = end;
   }
   return pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
+}
+
+/**
+ * x [a, b, 1, c] repeated `groups` times along its third axis (grouped-query heads), as a broadcast
+ * add: tfjs-wasm's Tile took ~70× longer for a key/value projection, and its gradient ~12×.
+ */
+export function repeatGroups(x: tf.Tensor4D, groups: number): tf.Tensor4D {
+  return x.add(tf.zeros([1, 1, groups, 1]));
 }
 
 export function emptyCache(): KVCache {
