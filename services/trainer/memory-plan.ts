@@ -9,6 +9,7 @@ import { parseEncoderConfig } from "./tasks/classification/config.ts";
 import { encoderLinearModules, layerModules } from "./tasks/classification/encoder.ts";
 import { matchTargetModules, type LinearModule } from "./lora.ts";
 import type { GradientCheckpointing } from "./settings.ts";
+import { WASM32_MAX_BYTES, WASM_STATIC_BYTES } from "./wasm-heap.ts";
 
 /** How the frozen linear weights are held: float32 as the engine computes ("none"), or quantized. */
 export const WEIGHT_STORAGE_MODES = ["none", "int8", "nf4"] as const;
@@ -23,31 +24,34 @@ export const NF4_BLOCK = 64;
 export const NF4_DOUBLE_QUANT_GROUP = 256;
 /**
  * Float32 values alive per token per layer at a training step's peak, by width: `hidden` × hidden size +
- * `intermediate` × intermediate size + `score` × heads × sequence length. The tape keeps every
- * intermediate of the forward pass (norms, q/k/v in row and head layouts, rotary halves, GQA copies,
- * scores, softmax, the MLP) and the backward adds their gradients. Fitted to tf.profile's peak tensor
- * bytes of training steps on the wasm backend, one width varied at a time (a Llama body for decoders; a
- * DistilBERT body, with its fused attention and first-token last layer, for encoders), as
- * services/trainer/README.md ("Memory planning") records.
+ * `intermediate` × intermediate size + `score` × heads × sequence length; and `logits` copies of the
+ * logits per predicted row (causal LMs). The tape keeps every intermediate of the forward pass and the
+ * backward adds their gradients. Fitted to tf.profile's peak tensor bytes of training steps on the wasm
+ * backend, as services/trainer/README.md ("Memory planning") records: with the addon's fused kernels
+ * (attention read by strides keeping one copy of the probabilities, layer norm, GELU, row-wise
+ * cross-entropy) per decoder family, and with plain tfjs ops (no addon) on a Llama body; encoders on a
+ * DistilBERT body with its fused attention and first-token last layer.
  */
 export const ACTIVATION_FLOATS = {
-  causal_lm: { hidden: 96, intermediate: 12, score: 8 },
-  classification: { hidden: 48, intermediate: 6, score: 4 },
+  llama_fused: { hidden: 96, intermediate: 12, score: 2, logits: 4 },
+  gpt2_fused: { hidden: 26, intermediate: 5, score: 2, logits: 4 },
+  causal_plain: { hidden: 96, intermediate: 12, score: 8, logits: 12 },
+  classification: { hidden: 48, intermediate: 6, score: 4, logits: 0 },
 } as const;
-/** Copies of the logits per predicted row (causal LMs; at most batch × length rows): logits, softmax, loss and their gradients. */
-export const LOGIT_COPIES = 12;
-/**
- * gradientCheckpointing "auto" turns on for a causal LM whose micro-batch would keep more activations
- * than this: half the wasm32 heap, the rest being for embeddings, LoRA state and the loss's logits.
- */
-export const CHECKPOINT_ACTIVATIONS_ABOVE = 2 * 1024 ** 3;
 /** Node, V8, the tensorflow.js runtime and the tokenizer, measured at rest; plus slack for heap fragmentation. */
 export const RUNTIME_OVERHEAD_BYTES = 256 * 1024 * 1024;
 export const FRAGMENTATION = 0.1;
+/**
+ * gradientCheckpointing "auto" turns on for a causal LM whose step would not fit the wasm heap without
+ * it: the weights held there, the LoRA state and every layer's activations, with fragmentation slack.
+ */
+export const WASM_HEAP_BUDGET = (WASM32_MAX_BYTES - WASM_STATIC_BYTES) / (1 + FRAGMENTATION);
 
 /** The parameters of a model as the engine holds them: linear layers by shape, everything else counted. */
 export interface ModelParameters {
   kind: "causal_lm" | "classification";
+  /** The decoder family (gpt2, llama, qwen2, mistral), or "encoder". */
+  family: string;
   linears: LinearModule[];
   /** Embeddings, the output head (a float32 copy even when tied), norms, biases, positions. */
   otherParameters: number;
@@ -79,7 +83,7 @@ function causalParameters(config: CausalConfig): ModelParameters {
   const head = vocab * h;
   const body = linearWeights(linears) + perLayer * layers + fixed;
   return {
-    kind: "causal_lm", linears, otherParameters: perLayer * layers + fixed + head, checkpointParameters: body + (config.tieWordEmbeddings ? 0 : head),
+    kind: "causal_lm", family: config.family, linears, otherParameters: perLayer * layers + fixed + head, checkpointParameters: body + (config.tieWordEmbeddings ? 0 : head),
     hidden: h, intermediate: inner, layers, heads: config.numHeads, vocab,
   };
 }
@@ -100,7 +104,7 @@ function encoderParameters(raw: Record<string, unknown>): ModelParameters {
   const perLayer = 5 * h + inner + 4 * h;
   const other = perLayer * layers + (vocab + config.maxPositions + config.typeVocabSize) * h + 2 * h + h * h + h + 2 * h + 2;
   return {
-    kind: "classification", linears, otherParameters: other, checkpointParameters: linearWeights(linears) + other,
+    kind: "classification", family: "encoder", linears, otherParameters: other, checkpointParameters: linearWeights(linears) + other,
     hidden: h, intermediate: inner, layers, heads: config.numHeads, vocab,
   };
 }
@@ -136,6 +140,8 @@ export interface MemoryPlanRequest {
   doubleQuant?: boolean;
   /** Absent: "auto". */
   gradientCheckpointing?: GradientCheckpointing;
+  /** Whether the worker runs the addon (fused kernels, Llama linears outside the wasm heap); absent: true, as scripts/setup.sh builds it. */
+  nativeKernels?: boolean;
 }
 
 export interface MemoryPlan {
@@ -167,14 +173,18 @@ export function planTrainingMemory(raw: Record<string, unknown>, request: Memory
   const trainableParameters = sum(targeted.map(({ inFeatures, outFeatures }) => request.r * (inFeatures + outFeatures)));
   const trainableBytes = trainableParameters * FLOAT32 * 4;
   const tokens = request.batchSize * request.maxSeqLength;
-  const floats = ACTIVATION_FLOATS[model.kind];
+  const native = request.nativeKernels ?? true;
+  const floats = ACTIVATION_FLOATS[model.kind === "classification" ? "classification" : !native ? "causal_plain" : model.family === "gpt2" ? "gpt2_fused" : "llama_fused"];
   const perToken = floats.hidden * model.hidden + floats.intermediate * model.intermediate + floats.score * model.heads * request.maxSeqLength;
-  const logits = model.kind === "causal_lm" ? tokens * model.vocab * LOGIT_COPIES : 0;
+  const logits = tokens * model.vocab * floats.logits;
   const keptEverywhere = (tokens * perToken * model.layers + logits) * FLOAT32;
   // Checkpointed: every layer's input, plus one layer's intermediates and gradients while it is recomputed.
   const checkpointedBytes = (tokens * (model.hidden * model.layers + perToken) + logits) * FLOAT32;
+  // The addon holds a Llama-family decoder's linear weights outside the wasm heap; everything else is in it.
+  const heapWeights = native && model.kind === "causal_lm" && model.family !== "gpt2" ? model.otherParameters * FLOAT32 : frozenWeightBytes(model, "none");
   const setting = request.gradientCheckpointing ?? "auto";
-  const gradientCheckpointing = model.kind === "causal_lm" && (setting === "on" || (setting === "auto" && keptEverywhere > CHECKPOINT_ACTIVATIONS_ABOVE));
+  const wouldOverflow = heapWeights + trainableBytes + keptEverywhere > WASM_HEAP_BUDGET;
+  const gradientCheckpointing = model.kind === "causal_lm" && (setting === "on" || (setting === "auto" && wouldOverflow));
   const activationBytes = gradientCheckpointing ? checkpointedBytes : keptEverywhere;
   const loadingBytes = model.checkpointParameters * FLOAT32;
   const working = Math.max(weightsBytes + trainableBytes + activationBytes, weightsBytes + loadingBytes);

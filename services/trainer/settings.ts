@@ -148,7 +148,7 @@ export const HYPERPARAMETER_SETTINGS = {
   packing: { type: "boolean", default: false, flag: "packing", description: "causal_lm: concatenate examples into full maxSeqLength blocks" },
   gradientCheckpointing: {
     type: "enum", values: GRADIENT_CHECKPOINTING, default: "auto", flag: "gradient-checkpointing",
-    description: "causal_lm: keep only each decoder layer's input and recompute the layer in the backward (about one more forward pass of compute for a fraction of the activation memory); auto: on when a micro-batch's planned activations would pass 2 GiB",
+    description: "causal_lm: keep only each decoder layer's input and recompute the layer in the backward (about one more forward pass of compute for a fraction of the activation memory); auto: on when the step would not fit the wasm heap without it (memory-plan.ts)",
   },
   evalGenerations: {
     type: "integer", minimum: 0, maximum: 256, default: 4, flag: "eval-generations",

@@ -13,6 +13,7 @@ import { parseEncoderConfig } from "./tasks/classification/config.ts";
 import { classificationTask } from "./tasks/classification/task.ts";
 import { planTrainingMemory } from "./memory-plan.ts";
 import { withWasmHeapErrors } from "./wasm-heap.ts";
+import { frozenStorageAvailable } from "./native/frozen-linear.ts";
 
 /** Trains on the backend the entry point initialised (initBackend). */
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
@@ -29,6 +30,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   const { hyperparameters: hyper, lora } = settings;
   const plan = planTrainingMemory(raw, {
     r: lora.r, targetModules: lora.targetModules, batchSize: hyper.batchSize, maxSeqLength: hyper.maxSeqLength, storage: "none", gradientCheckpointing: hyper.gradientCheckpointing,
+    nativeKernels: frozenStorageAvailable(),
   });
   // "auto" is decided here, once, from the plan; the run (and its records) see "on" or "off".
   const decided = { ...settings, hyperparameters: { ...hyper, gradientCheckpointing: plan.gradientCheckpointing ? "on" : "off" } } as const;

@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { before, test } from "node:test";
 import { initBackend } from "../../services/trainer/backend.ts";
 import {
-  ACTIVATION_FLOATS, CHECKPOINT_ACTIVATIONS_ABOVE, frozenWeightBytes, LOGIT_COPIES, modelParameters, NF4_BLOCK, planTrainingMemory, RUNTIME_OVERHEAD_BYTES, FRAGMENTATION,
+  ACTIVATION_FLOATS, frozenWeightBytes, modelParameters, NF4_BLOCK, planTrainingMemory, RUNTIME_OVERHEAD_BYTES, FRAGMENTATION, WASM_HEAP_BUDGET,
 } from "../../services/trainer/memory-plan.ts";
 import { initLoraModules } from "../../services/trainer/lora.ts";
 import { resolveJobSettings } from "../../services/trainer/settings.ts";
@@ -100,21 +100,31 @@ test("quantized storage lowers the plan of a large model by its frozen weights",
   assert.equal(nf4.storage, "nf4");
 });
 
-test("gradient checkpointing: auto turns on past CHECKPOINT_ACTIVATIONS_ABOVE, and then layer inputs replace all but one layer's intermediates", () => {
+test("gradient checkpointing: auto turns on when the step would overflow the wasm heap, and then layer inputs replace all but one layer's intermediates", () => {
   const tinyLlama = { model_type: "llama", hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4, vocab_size: 32000 };
   const request = { r: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"], storage: "nf4" as const };
   const [auto, on, off] = (["auto", "on", "off"] as const).map((gradientCheckpointing) => planTrainingMemory(tinyLlama, { ...request, batchSize: 4, maxSeqLength: 256, gradientCheckpointing }));
-  assert.ok(off.activationBytes > CHECKPOINT_ACTIVATIONS_ABOVE);
+  assert.ok(off.activationBytes > WASM_HEAP_BUDGET);
   assert.deepEqual(auto, on);
   assert.equal(on.gradientCheckpointing, true);
   assert.equal(off.gradientCheckpointing, false);
   const { hidden, intermediate, heads, layers, vocab } = modelParameters(tinyLlama);
   const tokens = 4 * 256;
-  const oneLayer = tokens * (ACTIVATION_FLOATS.causal_lm.hidden * hidden + ACTIVATION_FLOATS.causal_lm.intermediate * intermediate + ACTIVATION_FLOATS.causal_lm.score * heads * 256);
-  assert.equal(on.activationBytes, 4 * (tokens * hidden * layers + oneLayer + tokens * vocab * LOGIT_COPIES));
-  assert.equal(off.activationBytes, 4 * (oneLayer * layers + tokens * vocab * LOGIT_COPIES));
-  // A small micro-batch stays below the threshold: auto keeps every intermediate (no recomputation).
+  const floats = ACTIVATION_FLOATS.llama_fused;
+  const oneLayer = tokens * (floats.hidden * hidden + floats.intermediate * intermediate + floats.score * heads * 256);
+  assert.equal(on.activationBytes, 4 * (tokens * hidden * layers + oneLayer + tokens * vocab * floats.logits));
+  assert.equal(off.activationBytes, 4 * (oneLayer * layers + tokens * vocab * floats.logits));
+  // A small micro-batch fits: auto keeps every intermediate (no recomputation).
   assert.equal(planTrainingMemory(tinyLlama, { ...request, batchSize: 1, maxSeqLength: 16 }).gradientCheckpointing, false);
+  // Without the addon the linears are in the heap too and the plain ops keep more: the plan says so.
+  const plain = planTrainingMemory(tinyLlama, { ...request, storage: "none", batchSize: 1, maxSeqLength: 16, nativeKernels: false });
+  assert.equal(plain.gradientCheckpointing, true);
+});
+
+test("gradient checkpointing stays off for GPT-2 small at batch 4 × 256 (bench:train's workload fits the heap)", () => {
+  const gpt2 = { model_type: "gpt2", n_embd: 768, n_layer: 12, n_head: 12, n_positions: 1024, vocab_size: 50257 };
+  const plan = planTrainingMemory(gpt2, { r: 16, targetModules: ["c_attn"], batchSize: 4, maxSeqLength: 256, storage: "none" });
+  assert.equal(plan.gradientCheckpointing, false);
 });
 
 test("gradient checkpointing applies to causal LMs: an encoder's plan never uses it and a job asking for it is refused", () => {
