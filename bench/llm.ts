@@ -196,6 +196,7 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
         stamps.push(performance.now());
         if (stamps.length === 1) profiler?.reset();
         losses.push(report.loss);
+        console.error(`${quantization}: step ${report.step}/${steps} loss ${report.loss.toFixed(4)}`);
         tokensPerStep = report.tokensSeen / report.step;
       },
     },
