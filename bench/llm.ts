@@ -3,8 +3,9 @@
 // (bench/peer_torch_llm.py) on the same folder in the same run. The model is random-weight, in
 // TinyLlama-1.1B's shape by default (22 layers, hidden 2048, 32 heads, 4 KV heads, FFN 5632, vocab
 // 32000), written once to a temp folder in the checkpoint dtype asked for (BF16 by default, as
-// TinyLlama ships); LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW, batch 4 × 256. Each mode and the peer
-// run in their own process, so peak RSS is per run; the first step is warmup.
+// TinyLlama ships); LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW at 2e-3, batch 4 × 256, on text a LoRA
+// learns within 20 steps (trainingRecords). Each mode and the peer run in their own process, so peak RSS
+// is per run; the first step is warmup. The peer trains on random ids: the same work, for speed and memory.
 //
 //   npm run bench:llm -- [--peer] [--steps 4] [--modes none,int8,nf4] [--double-quant] [--dtype BF16|F32]
 //                        [--layers 22] [--hidden 2048] [--heads 32] [--kv-heads 4] [--ffn 5632] [--vocab 32000]
@@ -127,28 +128,40 @@ async function writeModel(file: string): Promise<void> {
   await handle.close();
 }
 
+/** The training file: learnable in a few steps (see trainingRecords), so "the loss falls" can be seen. */
+const TRAIN_FILE = "train-chain.jsonl";
+
+/**
+ * Records a LoRA can learn from within a few steps: whole words from a 64-word subset, each followed by
+ * a fixed successor (a cycle through the subset), so the unigram and the next word are predictable.
+ */
+function trainingRecords(vocabulary: string[]): string[] {
+  const words = vocabulary.slice(0, 64);
+  const text = (count: number, at: number) => Array.from({ length: count }, (_, i) => words[(at + 37 * i) % words.length]).join(" ");
+  return Array.from({ length: shape.batch * 64 }, (_, i) => JSON.stringify({ prompt: text(8, i), completion: ` ${text(shape.seq, i + 8)}` }));
+}
+
 async function ensureModel(): Promise<string> {
   const { layers, hidden, heads, kvHeads, ffn, vocab, batch, seq, dtype } = shape;
   const dir = path.join(os.tmpdir(), `lora-bench-llm-${layers}x${hidden}-${heads}-${kvHeads}-${ffn}-${vocab}-${dtype}-${batch}x${seq}`);
-  if (existsSync(path.join(dir, "train.jsonl"))) return dir;
-  console.error(`writing a random-weight Llama (${layers} layers, hidden ${hidden}, ${dtype}) to ${dir}`);
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await mkdir(tmp, { recursive: true });
   const tokenizer = await gpt2Tokenizer(Math.min(20000, vocab - 300));
-  const eos = tokenizer.vocabSize - 1;
-  await writeFile(path.join(tmp, "config.json"), JSON.stringify({
-    architectures: ["LlamaForCausalLM"], model_type: "llama", vocab_size: vocab, hidden_size: hidden, intermediate_size: ffn, num_hidden_layers: layers,
-    num_attention_heads: heads, num_key_value_heads: kvHeads, hidden_act: "silu", max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
-    tie_word_embeddings: false, bos_token_id: eos, eos_token_id: eos, torch_dtype: dtype === "BF16" ? "bfloat16" : "float32",
-  }, null, 2));
-  await writeFile(path.join(tmp, "tokenizer.json"), JSON.stringify(tokenizer.json));
-  await writeModel(path.join(tmp, "model.safetensors"));
   const vocabulary = Object.keys((tokenizer.json as { model: { vocab: Record<string, number> } }).model.vocab).filter((t) => /^Ġ[a-z]{3,}$/.test(t)).map((t) => t.slice(1));
-  const text = (count: number, at: number) => Array.from({ length: count }, (_, i) => vocabulary[(at * 7919 + i * 104729) % vocabulary.length]).join(" ");
-  const records = Array.from({ length: batch * 64 }, (_, i) => JSON.stringify({ prompt: text(8, i), completion: ` ${text(seq, i + 1)}` }));
-  await writeFile(path.join(tmp, "train.jsonl"), records.join("\n") + "\n");
-  await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
+  if (!existsSync(path.join(dir, "model.safetensors"))) {
+    console.error(`writing a random-weight Llama (${layers} layers, hidden ${hidden}, ${dtype}) to ${dir}`);
+    const tmp = `${dir}.tmp-${process.pid}`;
+    await mkdir(tmp, { recursive: true });
+    const eos = tokenizer.vocabSize - 1;
+    await writeFile(path.join(tmp, "config.json"), JSON.stringify({
+      architectures: ["LlamaForCausalLM"], model_type: "llama", vocab_size: vocab, hidden_size: hidden, intermediate_size: ffn, num_hidden_layers: layers,
+      num_attention_heads: heads, num_key_value_heads: kvHeads, hidden_act: "silu", max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
+      tie_word_embeddings: false, bos_token_id: eos, eos_token_id: eos, torch_dtype: dtype === "BF16" ? "bfloat16" : "float32",
+    }, null, 2));
+    await writeFile(path.join(tmp, "tokenizer.json"), JSON.stringify(tokenizer.json));
+    await writeModel(path.join(tmp, "model.safetensors"));
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  }
+  if (!existsSync(path.join(dir, TRAIN_FILE))) await writeFile(path.join(dir, TRAIN_FILE), trainingRecords(vocabulary).join("\n") + "\n");
   return dir;
 }
 
@@ -183,11 +196,11 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
   await train(
     {
       modelDir: dir,
-      trainFile: path.join(dir, "train.jsonl"),
+      trainFile: path.join(dir, TRAIN_FILE),
       outDir,
       lora: { r: 16, alpha: 32, dropout: 0, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"], quantization, doubleQuant: quantization === "nf4" && options["double-quant"] },
       hyper: {
-        epochs: 1, batchSize: shape.batch, learningRate: 5e-4, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 0, trainOnInputs: true,
+        epochs: 1, batchSize: shape.batch, learningRate: 2e-3, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 0, trainOnInputs: true,
         gradientCheckpointing: options["gradient-checkpointing"] as GradientCheckpointing,
       },
     },
