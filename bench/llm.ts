@@ -3,7 +3,7 @@
 // (bench/peer_torch_llm.py) on the same folder in the same run. The model is random-weight, in
 // TinyLlama-1.1B's shape by default (22 layers, hidden 2048, 32 heads, 4 KV heads, FFN 5632, vocab
 // 32000), written once to a temp folder in the checkpoint dtype asked for (BF16 by default, as
-// TinyLlama ships); LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW at 2e-3, batch 4 × 256, on text a LoRA
+// TinyLlama ships); LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW at 1e-3 with the gradient norm clipped to 1, batch 4 × 256, on text a LoRA
 // learns within 20 steps (trainingRecords). Each mode and the peer run in their own process, so peak RSS
 // is per run; the first step is warmup. The peer trains on random ids: the same work, for speed and memory.
 //
@@ -128,8 +128,10 @@ async function writeModel(file: string): Promise<void> {
   await handle.close();
 }
 
-/** The training file: learnable in a few steps (see trainingRecords), so "the loss falls" can be seen. */
+/** The training and held-out files: learnable in a few steps (see trainingRecords), so learning can be seen. */
 const TRAIN_FILE = "train-chain.jsonl";
+const VALIDATION_FILE = "validation-chain.jsonl";
+const VALIDATION_RECORDS = 8;
 
 /**
  * Records a LoRA can learn from within a few steps: whole words from a 64-word subset, each followed by
@@ -138,7 +140,7 @@ const TRAIN_FILE = "train-chain.jsonl";
 function trainingRecords(vocabulary: string[]): string[] {
   const words = vocabulary.slice(0, 64);
   const text = (count: number, at: number) => Array.from({ length: count }, (_, i) => words[(at + 37 * i) % words.length]).join(" ");
-  return Array.from({ length: shape.batch * 64 }, (_, i) => JSON.stringify({ prompt: text(8, i), completion: ` ${text(shape.seq, i + 8)}` }));
+  return Array.from({ length: shape.batch * 64 + VALIDATION_RECORDS }, (_, i) => JSON.stringify({ prompt: text(8, i), completion: ` ${text(shape.seq, i + 8)}` }));
 }
 
 async function ensureModel(): Promise<string> {
@@ -161,7 +163,11 @@ async function ensureModel(): Promise<string> {
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
   }
-  if (!existsSync(path.join(dir, TRAIN_FILE))) await writeFile(path.join(dir, TRAIN_FILE), trainingRecords(vocabulary).join("\n") + "\n");
+  if (!existsSync(path.join(dir, VALIDATION_FILE))) {
+    const records = trainingRecords(vocabulary);
+    await writeFile(path.join(dir, TRAIN_FILE), records.slice(VALIDATION_RECORDS).join("\n") + "\n");
+    await writeFile(path.join(dir, VALIDATION_FILE), records.slice(0, VALIDATION_RECORDS).join("\n") + "\n");
+  }
   return dir;
 }
 
@@ -170,6 +176,8 @@ interface Row {
   tokensPerSecond: number;
   peakRssMiB: number;
   losses: number[];
+  /** Held-out loss of the base model and of the adapter after the run. */
+  validation?: [number, number];
   profile?: string;
 }
 
@@ -193,15 +201,16 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
   const losses: number[] = [];
   let tokensPerStep = shape.batch * shape.seq;
   const outDir = path.join(os.tmpdir(), `lora-bench-llm-adapter-${process.pid}`);
-  await train(
+  const result = await train(
     {
       modelDir: dir,
       trainFile: path.join(dir, TRAIN_FILE),
+      validationFile: path.join(dir, VALIDATION_FILE),
       outDir,
       lora: { r: 16, alpha: 32, dropout: 0, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"], quantization, doubleQuant: quantization === "nf4" && options["double-quant"] },
       hyper: {
-        epochs: 1, batchSize: shape.batch, learningRate: 2e-3, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 0, trainOnInputs: true,
-        gradientCheckpointing: options["gradient-checkpointing"] as GradientCheckpointing,
+        epochs: 1, batchSize: shape.batch, learningRate: 1e-3, warmupRatio: 0, weightDecay: 0.01, maxSeqLength: shape.seq, seed: 1, maxSteps: steps, maxGradNorm: 1, trainOnInputs: true,
+        gradientCheckpointing: options["gradient-checkpointing"] as GradientCheckpointing, evalGenerations: 0,
       },
     },
     {
@@ -217,7 +226,8 @@ async function runChild(dir: string, quantization: Quantization): Promise<Row> {
   await rm(outDir, { recursive: true, force: true });
   const seconds = median(stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000));
   const profile = profiler?.report(stamps.length - 1, 1000 * seconds);
-  return { name: quantization, tokensPerSecond: tokensPerStep / seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, losses, profile };
+  const validation: [number, number] = [result.baseline.loss, result.metrics.loss];
+  return { name: quantization, tokensPerSecond: tokensPerStep / seconds, peakRssMiB: process.resourceUsage().maxRSS / 1024, losses, validation, profile };
 }
 
 function runEngine(quantization: string): Row | string {
@@ -263,11 +273,11 @@ async function runParent(): Promise<void> {
   else if (peer) rows.push(peer);
   const reference = typeof peer === "object" ? peer : undefined;
   const ratio = (a: number, b: number | undefined) => (b ? (a / b).toFixed(2) : "-");
-  console.log(`\n${"storage".padEnd(12)} ${"tokens/s".padStart(9)} ${"peak RSS MiB".padStart(13)} ${"tok/s ÷ torch".padStart(14)} ${"RSS ÷ torch".padStart(12)}  losses`);
+  console.log(`\n${"storage".padEnd(12)} ${"tokens/s".padStart(9)} ${"peak RSS MiB".padStart(13)} ${"tok/s ÷ torch".padStart(14)} ${"RSS ÷ torch".padStart(12)}  held-out loss base → adapter; step losses`);
   for (const row of rows) {
     console.log(
       `${row.name.padEnd(12)} ${row.tokensPerSecond.toFixed(1).padStart(9)} ${row.peakRssMiB.toFixed(0).padStart(13)} ${ratio(row.tokensPerSecond, reference?.tokensPerSecond).padStart(14)} ` +
-        `${ratio(row.peakRssMiB, reference?.peakRssMiB).padStart(12)}  ${row.losses.map((l) => l.toFixed(3)).join(" ")}`,
+        `${ratio(row.peakRssMiB, reference?.peakRssMiB).padStart(12)}  ${row.validation ? `held-out ${row.validation[0].toFixed(3)} → ${row.validation[1].toFixed(3)}; ` : ""}${row.losses.map((l) => l.toFixed(3)).join(" ")}`,
     );
   }
 }

@@ -1,7 +1,7 @@
 # PyTorch peer of bench:llm: the project's float32 LoRA fine-tune of a LlamaForCausalLM folder written
 # in plain torch (RMSNorm, rotary embeddings, grouped-query eager attention, SwiGLU, untied head as
 # transformers' modeling_llama computes them), weights read from the folder's model.safetensors
-# tensor by tensor into float32, LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW (2e-3) on the LoRA matrices,
+# tensor by tensor into float32, LoRA r 16 / alpha 32 on q,k,v,o_proj, AdamW (1e-3, gradients clipped to norm 1) on the LoRA matrices,
 # random token ids. Prints one line: tokens_per_s=… step_median_s=… peak_rss_mib=… losses=…
 # (median of steps 2..N). Only torch and the standard library.
 import argparse
@@ -123,7 +123,7 @@ def main():
     model = Llama(config, weights)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=2e-3, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(1)
     vocab = config["vocab_size"]
     seconds, losses = [], []
@@ -134,6 +134,7 @@ def main():
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         losses.append(loss.item())
         seconds.append(time.perf_counter() - start)
