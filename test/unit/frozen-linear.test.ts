@@ -100,8 +100,10 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
     }
   });
 
-  // [out, in]: one tile; several tiles with a ragged last one; NF4 blocks across rows and a ragged last tile.
-  const shapes = [[7, 5], [300, 1000], [130, 4100]];
+  // [out, in]: one tile; NF4 blocks across rows; then weights past quant-matmul.c's 8 MiB scratch, in
+  // several tiles with ragged last ones: the forward's row tiles, and the input gradient's column tiles
+  // whose rows start inside an NF4 block (600 columns) or on an odd nibble (1001 columns).
+  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001]];
   const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
   for (const [out, inFeatures] of shapes) {
     for (const [mode, dtype] of modes) {
