@@ -1,7 +1,8 @@
-// Frozen linear weights held by the addon (native/quant.c): NF4 reproduces its codebook exactly,
-// int8 and NF4 stay within their rounding bounds (double quantization too), a BF16 weight stays BF16
-// in "none" mode, and the tile-wise products x·Wᵀ and dy·W (with LoRA, bias and every gradient)
-// match tfjs on the dequantized weight for shapes whose tiles and NF4 blocks are ragged.
+// Frozen linear weights held by the addon (native/quant.c): NF4 reproduces its codebook exactly and
+// picks bitsandbytes' codes, int8 and NF4 stay within their rounding bounds (double quantization too),
+// a BF16 weight stays BF16 in "none" mode, and the tile-wise products x·Wᵀ and dy·W (with LoRA, bias
+// and every gradient) match tfjs on the dequantized weight for shapes whose tiles and NF4 blocks are
+// ragged.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
@@ -47,6 +48,27 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
       assert.equal(weight.storage, "nf4");
       assert.equal(weight.bytes, 128 / 2 + 2 * 4, "two codes a byte, one float absmax per block of 64");
       weight.dispose();
+    }
+  });
+
+  // bitsandbytes' quantize_4bit (its default torch backend): absmax per 64 consecutive weights of the
+  // flattened tensor, x · (1 / absmax) in float32, the code of the nearest level (argmin, the lower
+  // level on a tie), dequantized as level × absmax. Re-typed here and compared element for element.
+  it("NF4 picks the code bitsandbytes' quantize_4bit picks, for every weight", () => {
+    const [rows, cols] = [97, 201];
+    const values = normals(rows * cols, 0.3);
+    const got = createFrozenLinear(f32Bytes(values), "F32", [rows, cols], "nf4").dequantize();
+    const levels = NF4.map(Math.fround);
+    for (let block = 0; block < Math.ceil(values.length / 64); block++) {
+      const slice = values.subarray(block * 64, (block + 1) * 64);
+      const absmax = Math.max(...Array.from(slice, Math.abs));
+      const inverse = Math.fround(1 / absmax);
+      slice.forEach((x, i) => {
+        const scaled = Math.fround(x * inverse);
+        let code = 0;
+        for (let c = 1; c < 16; c++) if (Math.fround(Math.abs(scaled - levels[c])) < Math.fround(Math.abs(scaled - levels[code]))) code = c;
+        assert.equal(got[block * 64 + i], Math.fround(levels[code] * absmax), `element ${block * 64 + i}`);
+      });
     }
   });
 
