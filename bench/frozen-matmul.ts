@@ -1,5 +1,5 @@
 // Time of the frozen-linear products (native/quant-matmul.c) at TinyLlama-1.1B's linear shapes,
-// m = 1024 tokens, for each storage (F32, BF16, int8, NF4) as a multiple of plain cblas_sgemm on the
+// m = 1024 tokens, for each storage (F32, BF16, F16, int8, NF4) as a multiple of plain cblas_sgemm on the
 // float32 weight (the F32 storage calls sgemm directly). Forward out = x·Wᵀ and the input gradient
 // dx = dy·W. With --baseline-addon, another build of the addon (e.g. an older commit's) runs the
 // same products in the same rounds, for a before/after comparison. Storages alternate within each
@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { initBackend } from "../services/trainer/backend.ts";
 import { loadBlasAddon } from "../services/trainer/native/blas.ts";
-import { FrozenLinear, requireFrozenStorage, type FrozenLinearAddon } from "../services/trainer/native/frozen-linear.ts";
+import { FrozenLinear, requireFrozenStorage, type FrozenLinearAddon, type SourceDtype } from "../services/trainer/native/frozen-linear.ts";
 import { serializeSafetensors } from "../services/trainer/safetensors.ts";
 import { Rng } from "../services/trainer/rng.ts";
 
@@ -21,13 +21,14 @@ const rounds = Number(options.rounds);
 const m = Number(options.m);
 // [out, in] of q/o_proj, k/v_proj, gate/up_proj, down_proj.
 const SHAPES: [number, number][] = [[2048, 2048], [256, 2048], [5632, 2048], [2048, 5632]];
-const STORAGES = ["F32", "BF16", "int8", "nf4"] as const;
-// frozenCreate's codes (frozen-linear.ts): source dtype F32 0 / BF16 1; mode keep 0 / int8 3 / nf4 4.
-const CREATE: Record<(typeof STORAGES)[number], { dtype: "F32" | "BF16"; mode: number }> = {
-  F32: { dtype: "F32", mode: 0 }, BF16: { dtype: "BF16", mode: 0 }, int8: { dtype: "F32", mode: 3 }, nf4: { dtype: "F32", mode: 4 },
+const STORAGES = ["F32", "BF16", "F16", "int8", "nf4"] as const;
+// frozenCreate's codes (frozen-linear.ts): source dtype F32 0 / BF16 1 / F16 2; mode keep 0 / int8 3 / nf4 4.
+const CREATE: Record<(typeof STORAGES)[number], { dtype: SourceDtype; mode: number }> = {
+  F32: { dtype: "F32", mode: 0 }, BF16: { dtype: "BF16", mode: 0 }, F16: { dtype: "F16", mode: 0 }, int8: { dtype: "F32", mode: 3 }, nf4: { dtype: "F32", mode: 4 },
 };
+const SOURCE_CODE: Record<SourceDtype, number> = { F32: 0, BF16: 1, F16: 2 };
 
-function bytesOf(values: Float32Array, shape: number[], dtype: "F32" | "BF16"): Uint8Array {
+function bytesOf(values: Float32Array, shape: number[], dtype: SourceDtype): Uint8Array {
   const file = serializeSafetensors(new Map([["w", { shape, data: values }]]), dtype);
   const headerLength = Number(new DataView(file.buffer).getBigUint64(0, true));
   return file.subarray(8 + headerLength);
@@ -49,7 +50,7 @@ for (const shape of SHAPES) {
   const weights = builds.map(({ addon }) =>
     STORAGES.map((storage) => {
       const { dtype, mode } = CREATE[storage];
-      return new FrozenLinear(addon, addon.frozenCreate(bytesOf(values, shape, dtype), dtype === "F32" ? 0 : 1, out, inFeatures, mode, false), out, inFeatures, storage);
+      return new FrozenLinear(addon, addon.frozenCreate(bytesOf(values, shape, dtype), SOURCE_CODE[dtype], out, inFeatures, mode, false), out, inFeatures, storage);
     }),
   );
   for (const transposed of [false, true]) {

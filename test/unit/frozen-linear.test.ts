@@ -112,21 +112,25 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
   });
 
   it('"none" keeps a BF16 or F16 weight as stored: two bytes a weight, values exact', () => {
+    // A length that is not a multiple of 8 (F16C converts 8 at a time), and F16 subnormals among them.
+    const [rows, cols] = [23, 11];
+    const source = normals(rows * cols).map((v, i) => (i % 5 === 0 ? v * 1e-3 : v));
     for (const dtype of ["BF16", "F16"] as const) {
-      const { bytes, values } = stored(normals(24 * 10), [24, 10], dtype);
-      const weight = createFrozenLinear(bytes, dtype, [24, 10], "none");
+      const { bytes, values } = stored(source, [rows, cols], dtype);
+      const weight = createFrozenLinear(bytes, dtype, [rows, cols], "none");
       assert.equal(weight.storage, dtype);
-      assert.equal(weight.bytes, 2 * 24 * 10);
+      assert.equal(weight.bytes, 2 * rows * cols);
       assert.deepEqual(Array.from(weight.dequantize()), Array.from(values));
       weight.dispose();
     }
   });
 
   // [out, in]: one tile; NF4 blocks across rows; then weights past quant-matmul.c's 8 MiB scratch, in
-  // several tiles with ragged last ones: the forward's row tiles, and the input gradient's column tiles
-  // whose rows start inside an NF4 block (600 columns) or on an odd nibble (1001 columns).
-  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001]];
-  const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
+  // several tiles with ragged last ones: the forward's row tiles; the input gradient's row tiles (a
+  // weight over twice as tall as wide, NF4 blocks across rows of 600 and 1001 columns) and its column
+  // tiles (1401 columns: row slices starting inside an NF4 block, on odd nibbles too).
+  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001], [1500, 1401]];
+  const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["none", "F16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
   for (const [out, inFeatures] of shapes) {
     for (const [mode, dtype] of modes) {
       it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}`, () => {
