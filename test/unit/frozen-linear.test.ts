@@ -126,22 +126,27 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
   });
 
   // [out, in]: one tile; NF4 blocks across rows; then weights past quant-matmul.c's 8 MiB scratch, in
-  // several tiles with ragged last ones: the forward's row tiles; the input gradient's row tiles (a
-  // weight over twice as tall as wide, NF4 blocks across rows of 600 and 1001 columns) and its column
-  // tiles (1401 columns: row slices starting inside an NF4 block, on odd nibbles too).
-  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001], [1500, 1401]];
+  // several tiles with ragged last ones. Over twice as tall as wide (NF4 blocks across rows of 600 and
+  // 1001 columns): x·Wᵀ by row tiles, dy·W by row tiles added up. Square-ish (1401 columns): x·Wᵀ by
+  // row tiles, dy·W by column tiles whose row slices start inside an NF4 block, on odd nibbles too.
+  // Over twice as wide (4101 columns): x·Wᵀ by column tiles added up, dy·W by column tiles. Each with
+  // 6 input rows too, where every product takes whole-row tiles.
+  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001], [1500, 1401], [600, 4101]];
   const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["none", "F16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
   for (const [out, inFeatures] of shapes) {
-    for (const [mode, dtype] of modes) {
-      it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}`, () => {
+    // 64 input rows or more (quant-matmul.c's SMALL_M) before a product may take column tiles: 70 too
+    // where some product then does (past the scratch, not over twice as tall as wide).
+    const rowCounts = out * inFeatures > 1 << 21 && out <= 2 * inFeatures ? [6, 70] : [6];
+    for (const [[mode, dtype], m] of modes.flatMap((mode) => rowCounts.map((rows) => [mode, rows] as const))) {
+      it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}, ${m} rows`, () => {
         const { bytes } = stored(normals(out * inFeatures), [out, inFeatures], dtype);
         const frozen = createFrozenLinear(bytes, dtype, [out, inFeatures], mode, mode === "nf4");
         const weight = tf.tensor2d(frozen.dequantize(), [out, inFeatures]);
-        const x = random([6, inFeatures]);
+        const x = random([m, inFeatures]);
         const bias = random([out]);
         const a = random([3, inFeatures], 0.1);
         const b = random([out, 3], 0.1);
-        const weighting = random([6, out]);
+        const weighting = random([m, out]);
         const withLora = (w: { frozen: typeof frozen } | { weight: tf.Tensor2D }) => (xs: tf.Tensor, as: tf.Tensor, bs: tf.Tensor) =>
           linear(xs as tf.Tensor2D, w, bias, { input: xs as tf.Tensor2D, a: as as tf.Tensor2D, b: bs as tf.Tensor2D, scale: 2 });
         assertSame(valueAndGradients(withLora({ frozen }), [x, a, b], weighting), valueAndGradients(withLora({ weight }), [x, a, b], weighting), 1e-4);

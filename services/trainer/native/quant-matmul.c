@@ -120,6 +120,9 @@ void frozen_dequantize_range(const frozen_t* f, size_t start, size_t count, floa
 // calls); a weight smaller than this fits in one tile.
 #define TILE_FLOATS ((size_t)1 << 21)
 
+// Fewer input rows than this: tiles of whole weight rows, whatever the shape (see frozen_matmul).
+#define SMALL_M 64
+
 /** Rows (or columns) per tile of `width` floats each: the scratch's share, a multiple of 64, at least 64. */
 static int64_t tile_of(int64_t width, int64_t limit) {
   int64_t t = (int64_t)(TILE_FLOATS / (size_t)(width ? width : 1));
@@ -127,13 +130,24 @@ static int64_t tile_of(int64_t width, int64_t limit) {
   return t < limit ? t : limit;
 }
 
-/** out [m, rows] = x [m, cols] · Wᵀ, a tile of output rows per sgemm. */
-static void forward_tiles(const frozen_t* f, const float* x, float* out, int64_t m, float* scratch, int64_t tile) {
+/** out [m, rows] = x [m, cols] · Wᵀ, a tile of output rows per sgemm: out is written once, x packed per tile. */
+static void forward_row_tiles(const frozen_t* f, const float* x, float* out, int64_t m, float* scratch, int64_t tile) {
   const int64_t rows = f->rows, cols = f->cols;
   for (int64_t r = 0; r < rows; r += tile) {
     const int64_t count = r + tile < rows ? tile : rows - r;
     frozen_dequantize_range(f, (size_t)(r * cols), (size_t)(count * cols), scratch);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)count, (int)cols, 1.0f, x, (int)cols, scratch, (int)cols, 0.0f, out + r, (int)rows);
+  }
+}
+
+/** The same a tile of input columns at a time, adding into out: x packed once in all, out read and written per tile. */
+static void forward_column_tiles(const frozen_t* f, const float* x, float* out, int64_t m, float* scratch, int64_t tile) {
+  const int64_t rows = f->rows, cols = f->cols;
+  for (int64_t c = 0; c < cols; c += tile) {
+    const int64_t count = c + tile < cols ? tile : cols - c;
+    for (int64_t r = 0; r < rows; r++) frozen_dequantize_range(f, (size_t)(r * cols + c), (size_t)count, scratch + r * count);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)count, 1.0f, x + c, (int)cols, scratch, (int)count, c == 0 ? 0.0f : 1.0f, out,
+                (int)rows);
   }
 }
 
@@ -187,15 +201,17 @@ napi_value frozen_matmul(napi_env env, napi_callback_info info) {
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)cols, 1.0f, x, (int)cols, w, (int)cols, 0.0f, out, (int)rows);
     return NULL;
   }
-  // Per tile, column tiles of dy·W repack dy (m × rows floats) and row tiles read and write out
-  // (2 × m × cols): row tiles where that is less, i.e. for a weight more than twice as tall as wide.
-  const bool by_columns = backward && rows <= 2 * cols;
+  // Per tile, a tiling that writes out once repacks the input (m × its width floats) and one that adds
+  // into out reads and writes it (2 × m × out's width): the latter where that is less, i.e. for dy·W
+  // through a weight more than twice as tall as wide, and for x·Wᵀ through one more than twice as wide.
+  // Below SMALL_M rows (generation's one-token steps) that traffic is negligible and whole-row tiles,
+  // dequantized in long runs, are faster.
+  const bool by_columns = m >= SMALL_M && (backward ? rows <= 2 * cols : cols > 2 * rows);
   const int64_t tile = by_columns ? tile_of(rows, cols) : tile_of(cols, rows);
   float* scratch = malloc(4 * (size_t)(tile * (by_columns ? rows : cols)));
   if (!scratch) return fail(env, "blas addon: frozenMatmul: out of memory for a tile");
-  if (by_columns) backward_column_tiles(f, x, out, m, scratch, tile);
-  else if (backward) backward_row_tiles(f, x, out, m, scratch, tile);
-  else forward_tiles(f, x, out, m, scratch, tile);
+  if (backward) (by_columns ? backward_column_tiles : backward_row_tiles)(f, x, out, m, scratch, tile);
+  else (by_columns ? forward_column_tiles : forward_row_tiles)(f, x, out, m, scratch, tile);
   free(scratch);
   return NULL;
 }
