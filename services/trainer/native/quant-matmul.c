@@ -5,7 +5,13 @@
 // its thread hand-offs stay a small share of the product, and the dequantizing loops are branch-free
 // over whole NF4 blocks (a 16-entry codebook scaled once per block, one lookup per nibble).
 #include <cblas.h>
+// x86's vector paths, each used when the CPU running it has the instructions; elsewhere the plain loops.
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define QUANT_X86 1
+#else
+#define QUANT_X86 0
+#endif
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,17 +31,23 @@ static void bf16_range(const uint16_t* source, size_t count, float* out) {
   for (size_t i = 0; i < count; i++) bits[i] = (uint32_t)source[i] << 16;
 }
 
+#if QUANT_X86
 /** F16 to float, 8 at a time with F16C's conversion where the CPU has it (exact either way). */
 __attribute__((target("avx,f16c"))) static size_t f16_range_f16c(const uint16_t* source, size_t count, float* out) {
   size_t i = 0;
   for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(source + i))));
   return i;
 }
+#endif
 
 static void f16_range(const uint16_t* source, size_t count, float* out) {
+  size_t i = 0;
+#if QUANT_X86
   static int f16c = -1;
   if (f16c < 0) f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? 1 : 0;
-  for (size_t i = f16c ? f16_range_f16c(source, count, out) : 0; i < count; i++) out[i] = half_to_float(source[i]);
+  if (f16c) i = f16_range_f16c(source, count, out);
+#endif
+  for (; i < count; i++) out[i] = half_to_float(source[i]);
 }
 
 static void int8_range(const frozen_t* f, size_t start, size_t count, float* out) {
@@ -64,6 +76,7 @@ static void nf4_block(const uint8_t* bytes, float scale, float* out) {
   }
 }
 
+#if QUANT_X86
 /**
  * The same with AVX2, 8 nibbles per step: each indexes the scaled low and high halves of the codebook
  * (a permute each) and its bit 3 picks between them.
@@ -81,17 +94,23 @@ __attribute__((target("avx2"))) static void nf4_block_avx2(const uint8_t* bytes,
     _mm256_storeu_ps(out + 2 * b, _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, code), _mm256_permutevar8x32_ps(high, code), upper));
   }
 }
+#endif
 
 static void nf4_range(const frozen_t* f, size_t start, size_t count, float* out) {
+#if QUANT_X86
   static int avx2 = -1;
   if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+  void (*block)(const uint8_t*, float, float*) = avx2 ? nf4_block_avx2 : nf4_block;
+#else
+  void (*block)(const uint8_t*, float, float*) = nf4_block;
+#endif
   const uint8_t* packed = (const uint8_t*)f->values;
   size_t i = 0;
   // Up to the first block boundary one element at a time; then whole blocks; then the ragged end.
   for (; i < count && (start + i) % NF4_BLOCK != 0; i++) out[i] = nf4_at(f, start + i);
   for (; i + NF4_BLOCK <= count; i += NF4_BLOCK) {
     const size_t at = start + i;
-    (avx2 ? nf4_block_avx2 : nf4_block)(packed + at / 2, block_scale(f, at / NF4_BLOCK), out + i);
+    block(packed + at / 2, block_scale(f, at / NF4_BLOCK), out + i);
   }
   for (; i < count; i++) out[i] = nf4_at(f, start + i);
 }
