@@ -1,7 +1,8 @@
-// Frozen linear weights held by the addon (native/quant.c): NF4 reproduces its codebook exactly,
-// int8 and NF4 stay within their rounding bounds (double quantization too), a BF16 weight stays BF16
-// in "none" mode, and the tile-wise products x·Wᵀ and dy·W (with LoRA, bias and every gradient)
-// match tfjs on the dequantized weight for shapes whose tiles and NF4 blocks are ragged.
+// Frozen linear weights held by the addon (native/quant.c): NF4 reproduces its codebook exactly and
+// picks bitsandbytes' codes, int8 and NF4 stay within their rounding bounds (double quantization too),
+// a BF16 weight stays BF16 in "none" mode, and the tile-wise products x·Wᵀ and dy·W (with LoRA, bias
+// and every gradient) match tfjs on the dequantized weight for shapes whose tiles and NF4 blocks are
+// ragged.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
@@ -50,6 +51,27 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
     }
   });
 
+  // bitsandbytes' quantize_4bit (its default torch backend): absmax per 64 consecutive weights of the
+  // flattened tensor, x · (1 / absmax) in float32, the code of the nearest level (argmin, the lower
+  // level on a tie), dequantized as level × absmax. Re-typed here and compared element for element.
+  it("NF4 picks the code bitsandbytes' quantize_4bit picks, for every weight", () => {
+    const [rows, cols] = [97, 201];
+    const values = normals(rows * cols, 0.3);
+    const got = createFrozenLinear(f32Bytes(values), "F32", [rows, cols], "nf4").dequantize();
+    const levels = NF4.map(Math.fround);
+    for (let block = 0; block < Math.ceil(values.length / 64); block++) {
+      const slice = values.subarray(block * 64, (block + 1) * 64);
+      const absmax = Math.max(...Array.from(slice, Math.abs));
+      const inverse = Math.fround(1 / absmax);
+      slice.forEach((x, i) => {
+        const scaled = Math.fround(x * inverse);
+        let code = 0;
+        for (let c = 1; c < 16; c++) if (Math.fround(Math.abs(scaled - levels[c])) < Math.fround(Math.abs(scaled - levels[code]))) code = c;
+        assert.equal(got[block * 64 + i], Math.fround(levels[code] * absmax), `element ${block * 64 + i}`);
+      });
+    }
+  });
+
   it("int8 per output channel stays within half a step of each row's absmax / 127", () => {
     const [rows, cols] = [37, 90];
     const values = normals(rows * cols);
@@ -90,30 +112,41 @@ describe("frozen linear weights on the addon", { skip: addonSkip() }, () => {
   });
 
   it('"none" keeps a BF16 or F16 weight as stored: two bytes a weight, values exact', () => {
+    // A length that is not a multiple of 8 (F16C converts 8 at a time), and F16 subnormals among them.
+    const [rows, cols] = [23, 11];
+    const source = normals(rows * cols).map((v, i) => (i % 5 === 0 ? v * 1e-3 : v));
     for (const dtype of ["BF16", "F16"] as const) {
-      const { bytes, values } = stored(normals(24 * 10), [24, 10], dtype);
-      const weight = createFrozenLinear(bytes, dtype, [24, 10], "none");
+      const { bytes, values } = stored(source, [rows, cols], dtype);
+      const weight = createFrozenLinear(bytes, dtype, [rows, cols], "none");
       assert.equal(weight.storage, dtype);
-      assert.equal(weight.bytes, 2 * 24 * 10);
+      assert.equal(weight.bytes, 2 * rows * cols);
       assert.deepEqual(Array.from(weight.dequantize()), Array.from(values));
       weight.dispose();
     }
   });
 
-  // [out, in]: one tile; several tiles with a ragged last one; NF4 blocks across rows and a ragged last tile.
-  const shapes = [[7, 5], [300, 1000], [130, 4100]];
-  const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
+  // [out, in]: one tile; NF4 blocks across rows; then weights past quant-matmul.c's 8 MiB scratch, in
+  // several tiles with ragged last ones. Over twice as tall as wide (NF4 blocks across rows of 600 and
+  // 1001 columns): x·Wᵀ by row tiles, dy·W by row tiles added up. Square-ish (1401 columns): x·Wᵀ by
+  // row tiles, dy·W by column tiles whose row slices start inside an NF4 block, on odd nibbles too.
+  // Over twice as wide (4101 columns): x·Wᵀ by column tiles added up, dy·W by column tiles. Each with
+  // 6 input rows too, where every product takes whole-row tiles.
+  const shapes = [[7, 5], [300, 1000], [130, 4100], [4100, 600], [2500, 1001], [1500, 1401], [600, 4101]];
+  const modes: [Quantization, SourceDtype][] = [["none", "F32"], ["none", "BF16"], ["none", "F16"], ["int8", "F32"], ["nf4", "F32"], ["nf4", "BF16"]];
   for (const [out, inFeatures] of shapes) {
-    for (const [mode, dtype] of modes) {
-      it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}`, () => {
+    // 64 input rows or more (quant-matmul.c's SMALL_M) before a product may take column tiles: 70 too
+    // where some product then does (past the scratch, not over twice as tall as wide).
+    const rowCounts = out * inFeatures > 1 << 21 && out <= 2 * inFeatures ? [6, 70] : [6];
+    for (const [[mode, dtype], m] of modes.flatMap((mode) => rowCounts.map((rows) => [mode, rows] as const))) {
+      it(`x·Wᵀ, dy·W and LoRA gradients match tfjs on the dequantized weight: [${out}, ${inFeatures}] ${mode} from ${dtype}, ${m} rows`, () => {
         const { bytes } = stored(normals(out * inFeatures), [out, inFeatures], dtype);
         const frozen = createFrozenLinear(bytes, dtype, [out, inFeatures], mode, mode === "nf4");
         const weight = tf.tensor2d(frozen.dequantize(), [out, inFeatures]);
-        const x = random([6, inFeatures]);
+        const x = random([m, inFeatures]);
         const bias = random([out]);
         const a = random([3, inFeatures], 0.1);
         const b = random([out, 3], 0.1);
-        const weighting = random([6, out]);
+        const weighting = random([m, out]);
         const withLora = (w: { frozen: typeof frozen } | { weight: tf.Tensor2D }) => (xs: tf.Tensor, as: tf.Tensor, bs: tf.Tensor) =>
           linear(xs as tf.Tensor2D, w, bias, { input: xs as tf.Tensor2D, a: as as tf.Tensor2D, b: bs as tf.Tensor2D, scale: 2 });
         assertSame(valueAndGradients(withLora({ frozen }), [x, a, b], weighting), valueAndGradients(withLora({ weight }), [x, a, b], weighting), 1e-4);

@@ -1,6 +1,6 @@
 // Frozen linear weights stored by the addon outside the wasm heap (quant.c), in the checkpoint's own
 // dtype or quantized, and the two kernels that use them: y = x·Wᵀ and dx = dy·W, each dequantizing
-// a tile of output rows at a time into a BLAS call. The wasm heap then holds activations, LoRA and
+// a tile at a time into a BLAS call (quant-matmul.c). The wasm heap then holds activations, LoRA and
 // the optimizer state only.
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";

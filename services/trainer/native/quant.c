@@ -1,9 +1,8 @@
 // Frozen linear weights held by the addon, outside the wasm heap, in the checkpoint's own dtype
 // (F32, BF16, F16) or quantized (per-output-channel absmax int8; QLoRA's NF4 in blocks of 64 with
-// optional double quantization of the block scales). Products x·Wᵀ and dy·W dequantize a tile of
-// output rows at a time into a small float scratch and hand it to sgemm, so no full-precision copy
-// of a quantized weight ever exists.
-#include <cblas.h>
+// optional double quantization of the block scales): created from a checkpoint tensor's bytes in
+// one pass, so no full-precision copy of a quantized weight ever exists. Their products live in
+// quant-matmul.c.
 #include <math.h>
 #include <node_api.h>
 #include <stdbool.h>
@@ -12,32 +11,18 @@
 #include <string.h>
 
 #include "napi-args.h"
+#include "quant.h"
 
-enum { STORE_F32, STORE_BF16, STORE_F16, STORE_INT8, STORE_NF4 };
 enum { SOURCE_F32, SOURCE_BF16, SOURCE_F16 };
 
-#define NF4_BLOCK 64
-#define SCALE_BLOCK 256
-
 // The 16 NormalFloat levels of QLoRA (Dettmers et al. 2023, appendix E; bitsandbytes' NF4 table).
-static const float NF4[16] = {
+const float NF4[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
     -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
     0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
     0.7229568362236023f, 1.0f};
 
-typedef struct {
-  int mode;
-  int64_t rows, cols;  // [out, in], as Hugging Face stores a linear weight
-  void* values;        // F32/BF16/F16 as stored; int8 codes; NF4 codes, two per byte (low nibble first)
-  float* scales;       // int8: one per row; NF4: one absmax per block (absent with double quantization)
-  int8_t* scale_codes; // NF4 double quantization: block absmax − offset, 8-bit, per 256 blocks...
-  float* scale_steps;  // ...times this step
-  float scale_offset;  // the mean block absmax, subtracted before quantizing the scales
-  size_t bytes;
-} frozen_t;
-
-static float half_to_float(uint16_t h) {
+float half_to_float(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
   if (exponent == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)mantissa, -24);
   uint32_t bits = exponent == 0x1f ? sign | 0x7f800000u | (mantissa << 13) : sign | ((exponent + 112) << 23) | (mantissa << 13);
@@ -71,45 +56,6 @@ static uint8_t nf4_code(float normalised) {
   uint8_t code = 0;
   for (int i = 1; i < 16; i++) if (normalised > 0.5f * (NF4[i - 1] + NF4[i])) code = (uint8_t)i;
   return code;
-}
-
-static float block_scale(const frozen_t* f, size_t block) {
-  if (f->scales) return f->scales[block];
-  return (float)f->scale_codes[block] * f->scale_steps[block / SCALE_BLOCK] + f->scale_offset;
-}
-
-/** Rows [row, row + count) of the weight as floats into out (count × cols). */
-static void dequantize_rows(const frozen_t* f, int64_t row, int64_t count, float* out) {
-  const size_t cols = (size_t)f->cols, start = (size_t)row * cols, n = (size_t)count * cols;
-  switch (f->mode) {
-    case STORE_F32:
-      memcpy(out, (const float*)f->values + start, 4 * n);
-      break;
-    case STORE_BF16:
-    case STORE_F16:
-      source_floats((const uint8_t*)f->values, f->mode == STORE_BF16 ? SOURCE_BF16 : SOURCE_F16, start, n, out);
-      break;
-    case STORE_INT8:
-      for (int64_t r = 0; r < count; r++) {
-        const int8_t* codes = (const int8_t*)f->values + start + (size_t)r * cols;
-        const float scale = f->scales[row + r];
-        for (size_t c = 0; c < cols; c++) out[(size_t)r * cols + c] = (float)codes[c] * scale;
-      }
-      break;
-    default: {
-      const uint8_t* packed = (const uint8_t*)f->values;
-      for (size_t i = 0; i < n;) {
-        const size_t flat = start + i, block = flat / NF4_BLOCK;
-        const size_t end = (block + 1) * NF4_BLOCK - start < n ? (block + 1) * NF4_BLOCK - start : n;
-        const float scale = block_scale(f, block);
-        for (; i < end; i++) {
-          const size_t at = start + i;
-          const uint8_t code = (packed[at >> 1] >> ((at & 1) * 4)) & 0xf;
-          out[i] = NF4[code] * scale;
-        }
-      }
-    }
-  }
 }
 
 /** Frees the stored weight, leaving a released handle (values NULL). */
@@ -211,7 +157,7 @@ static int quantize(frozen_t* f, const uint8_t* source, int dtype, bool double_q
   return f->mode == STORE_NF4 && double_quant ? double_quantize(f, (n + NF4_BLOCK - 1) / NF4_BLOCK) : 1;
 }
 
-static int frozen_of(napi_env env, napi_value value, frozen_t** out) {
+int frozen_of(napi_env env, napi_value value, frozen_t** out) {
   void* data;
   if (napi_get_value_external(env, value, &data) != napi_ok || !data || !((frozen_t*)data)->values) return 0;
   *out = (frozen_t*)data;
@@ -295,63 +241,6 @@ napi_value frozen_dequantize(napi_env env, napi_callback_info info) {
       length != (size_t)(f->rows * f->cols)) {
     return fail(env, "blas addon: frozenDequantize(handle, out) with out of rows × cols floats");
   }
-  dequantize_rows(f, 0, f->rows, out);
-  return NULL;
-}
-
-/** Output rows per tile: about 1 MiB of float scratch. */
-static int64_t tile_rows(const frozen_t* f) {
-  int64_t t = (1 << 18) / (f->cols ? f->cols : 1);
-  if (t < 16) t = 16;
-  return t < f->rows ? t : f->rows;
-}
-
-// frozenMatmul(handle, input, out, m, transposed):
-//   transposed false: out [m, rows] = input [m, cols] · Wᵀ (the forward);
-//   transposed true:  out [m, cols] = input [m, rows] · W  (the input gradient).
-napi_value frozen_matmul(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  frozen_t* f;
-  float *x, *out;
-  size_t x_len, out_len;
-  int64_t m;
-  bool backward;
-  if (!args_of(env, info, 5, argv) || !frozen_of(env, argv[0], &f) || !arg_f32(env, argv[1], false, &x, &x_len) ||
-      !arg_f32(env, argv[2], false, &out, &out_len) || !arg_size(env, argv[3], &m) || !arg_bool(env, argv[4], &backward)) {
-    return fail(env, "blas addon: frozenMatmul(handle, input, out, m, transposed)");
-  }
-  const int64_t rows = f->rows, cols = f->cols;
-  const int64_t in_width = backward ? rows : cols, out_width = backward ? cols : rows;
-  if (x_len != (size_t)(m * in_width) || out_len != (size_t)(m * out_width)) {
-    return fail(env, "blas addon: frozenMatmul: input or output size does not match the weight");
-  }
-  if (m == 0 || out_len == 0) return NULL;
-  if (rows == 0 || cols == 0) {
-    memset(out, 0, 4 * out_len);
-    return NULL;
-  }
-  if (f->mode == STORE_F32) {
-    const float* w = (const float*)f->values;
-    if (backward) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)rows, 1.0f, x, (int)rows, w, (int)cols, 0.0f, out, (int)cols);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)cols, 1.0f, x, (int)cols, w, (int)cols, 0.0f, out, (int)rows);
-    return NULL;
-  }
-  const int64_t tile = tile_rows(f);
-  float* scratch = malloc(4 * (size_t)(tile * cols));
-  if (!scratch) return fail(env, "blas addon: frozenMatmul: out of memory for a tile");
-  for (int64_t r = 0; r < rows; r += tile) {
-    const int64_t count = r + tile < rows ? tile : rows - r;
-    dequantize_rows(f, r, count, scratch);
-    if (backward) {
-      // out += input[:, r:r+count] · W[r:r+count, :]
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)count, 1.0f, x + r, (int)rows, scratch, (int)cols,
-                  r == 0 ? 0.0f : 1.0f, out, (int)cols);
-    } else {
-      // out[:, r:r+count] = input · W[r:r+count, :]ᵀ
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)count, (int)cols, 1.0f, x, (int)cols, scratch, (int)cols, 0.0f,
-                  out + r, (int)rows);
-    }
-  }
-  free(scratch);
+  frozen_dequantize_range(f, 0, (size_t)(f->rows * f->cols), out);
   return NULL;
 }
