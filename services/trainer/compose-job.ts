@@ -42,7 +42,8 @@ export async function runComposition(options: ComposeJobOptions, hooks: Pick<Tra
       if (stop !== "none") return { outcome: stop === "cancel" ? "cancelled" : "checkpointed", step: 0, metrics: {}, baseline: {} };
       const settings = resolveJobSettings({ lora: source.lora, hyperparameters: source.hyper }, causal ?? parseEncoderConfig(raw).architecture);
       const taskOptions: TrainOptions = { ...source, modelDir: options.modelDir, outDir: options.outDir, modelCacheSize: options.modelCacheSize };
-      const task: TrainingTask<{ ids: number[] }> = causal ? await causalTask(taskOptions, settings) : await classificationTask(taskOptions, settings);
+      // Evaluation only: no backward, so no layer to recompute.
+      const task: TrainingTask<{ ids: number[] }> = causal ? await causalTask(taskOptions, settings, false) : await classificationTask(taskOptions, settings);
       try {
         if (!task.validationCount) continue;
         for (const [name, value] of Object.entries(task.evaluate(adapterForwardOptions(tensors, composed.settings)))) metrics[sourceMetric(index, name)] = value;

@@ -32,11 +32,9 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
     r: lora.r, targetModules: lora.targetModules, batchSize: hyper.batchSize, maxSeqLength: hyper.maxSeqLength, storage: "none", gradientCheckpointing: hyper.gradientCheckpointing,
     nativeKernels: frozenStorageAvailable(),
   });
-  // "auto" is decided here, once, from the plan; the run (and its records) see "on" or "off".
-  const decided = { ...settings, hyperparameters: { ...hyper, gradientCheckpointing: plan.gradientCheckpointing ? "on" : "off" } } as const;
   return withWasmHeapErrors("training this model (weights, LoRA state and one micro-batch's activations)", plan.weightsBytes + plan.trainableBytes + plan.activationBytes, async () =>
     causal
-      ? runTraining(await causalTask(options, decided), options, decided, hooks, backend.name)
-      : runTraining(await classificationTask(options, decided), options, decided, hooks, backend.name),
+      ? runTraining(await causalTask(options, settings, plan.gradientCheckpointing), options, settings, hooks, backend.name)
+      : runTraining(await classificationTask(options, settings), options, settings, hooks, backend.name),
   );
 }

@@ -20,11 +20,12 @@ export function encodeCausalRecords(records: (CompletionRecord | ChatRecord)[], 
   return records.map((record) => encodeChat(record as ChatRecord, pretrained.tokenizer, formatter, settings));
 }
 
-export async function causalTask(options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
+/** `checkpointLayers`: recompute decoder layers in the backward (the memory plan's decision on hyperparameters.gradientCheckpointing). */
+export async function causalTask(options: TrainOptions, jobSettings: JobSettings, checkpointLayers: boolean): Promise<TrainingTask<CausalExample>> {
   const { quantization = "none", doubleQuant = false } = jobSettings.lora;
   const pretrained = await loadCausalPretrained(options.modelDir, { quantization, doubleQuant });
   try {
-    return await causalTaskOn(pretrained, options, jobSettings);
+    return await causalTaskOn(pretrained, options, jobSettings, checkpointLayers);
   } catch (error) {
     // Bad options or data are found after the weights are on the device; a sandbox lives on for the next job.
     pretrained.model.dispose();
@@ -32,7 +33,7 @@ export async function causalTask(options: TrainOptions, jobSettings: JobSettings
   }
 }
 
-async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions, jobSettings: JobSettings): Promise<TrainingTask<CausalExample>> {
+async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions, jobSettings: JobSettings, checkpointLayers: boolean): Promise<TrainingTask<CausalExample>> {
   const hyper = jobSettings.hyperparameters;
   const { config, model, tokenizer } = pretrained;
   const requested = jobSettings.lora;
@@ -77,7 +78,7 @@ async function causalTaskOn(pretrained: CausalPretrained, options: TrainOptions,
     initialParams,
     loss: (examples, forward) => {
       const { batch, rows, targets } = causalBatch(examples, padId);
-      const options = { ...forward, checkpointLayers: hyper.gradientCheckpointing === "on" };
+      const options = { ...forward, checkpointLayers };
       return crossEntropy(model.logits(selectRows(model.hidden(batch, options), rows, batch.length)), targets);
     },
     evaluate: (forward) => evaluateCausal(model, validationExamples, forward, padId, evaluationBatch),
