@@ -128,8 +128,15 @@ export abstract class CausalLM {
       throw new CausalWeightsError(`sequence of ${start + batch.length} tokens exceeds the ${this.config.maxPositions} positions of this model`);
     }
     let h = this.embed(batch, start, options);
+    // Outside a gradient tape (evaluation, generation) nothing needs a layer's intermediates once its
+    // output exists: each layer runs in its own tidy, so the peak holds one layer's activations.
+    const recording = tf.engine().state.gradientDepth > 0;
     for (let layer = 0; layer < this.config.numLayers; layer++) {
-      h = options.checkpointLayers && !cache ? this.checkpointedBlock(h, layer, batch, options) : this.block(h, layer, batch, start, options, cache);
+      if (!recording) {
+        const previous = h;
+        h = tf.tidy(() => this.block(previous, layer, batch, start, options, cache));
+        previous.dispose();
+      } else h = options.checkpointLayers && !cache ? this.checkpointedBlock(h, layer, batch, options) : this.block(h, layer, batch, start, options, cache);
     }
     if (cache) cache.length += batch.length;
     return this.finalNorm(h, options);
