@@ -135,6 +135,18 @@ static inline float erf_approx(float x) {
   return copysignf(1.0f - poly * expf(-a * a), x);
 }
 
+VECTOR_CLONES static void gelu_values(const float* x, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678f));
+}
+
+VECTOR_CLONES static void gelu_grads(const float* x, const float* dy, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) {
+    const float cdf = 0.5f * (1.0f + erf_approx(x[i] * 0.70710678f));
+    const float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
+    out[i] = dy[i] * (cdf + x[i] * pdf);
+  }
+}
+
 static int same_length_views(napi_env env, napi_callback_info info, size_t count, float** views, size_t* length) {
   size_t argc = 3;
   napi_value argv[3];
@@ -155,9 +167,7 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "blas addon: geluForward(x, out) takes two Float32Arrays of one length");
     return NULL;
   }
-  const float* x = v[0];
-  float* out = v[1];
-  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * 0.70710678f));
+  gelu_values(v[0], n, v[1]);
   return NULL;
 }
 
@@ -169,13 +179,7 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "blas addon: geluBackward(x, dy, out) takes three Float32Arrays of one length");
     return NULL;
   }
-  const float *x = v[0], *dy = v[1];
-  float* out = v[2];
-  for (size_t i = 0; i < n; i++) {
-    const float cdf = 0.5f * (1.0f + erf_approx(x[i] * 0.70710678f));
-    const float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
-    out[i] = dy[i] * (cdf + x[i] * pdf);
-  }
+  gelu_grads(v[0], v[1], n, v[2]);
   return NULL;
 }
 
