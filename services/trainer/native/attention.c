@@ -176,8 +176,11 @@ static void* take_pairs(void* arg) {
 // Runs every pair on up to OpenBLAS's thread count of threads (this one included), all joined before
 // it returns; 0 when no thread could get its scratch memory.
 static int run_pairs(const Job* job, void (*run)(const Job*, int64_t, float*), size_t scratch) {
+  // OpenBLAS's own count, read once before any call lowers it (a compare-exchange: sandbox threads may
+  // load the addon and call in at once).
   static atomic_int budget;
-  if (atomic_load(&budget) == 0) atomic_store(&budget, openblas_get_num_threads());
+  int unset = 0;
+  atomic_compare_exchange_strong(&budget, &unset, openblas_get_num_threads());
   const int64_t pairs = job->in.batch * job->in.heads;
   int64_t threads = atomic_load(&budget);
   if (threads > pairs) threads = pairs;
