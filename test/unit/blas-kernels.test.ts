@@ -73,7 +73,7 @@ const sizes: [number, number, number][] = [
   [3, 5, 7],
   [17, 9, 33],
   [64, 48, 130],
-  [1, 40, 9],
+  [1, 40, 9], // one row: the addon's matrix-vector path
   [40, 1, 9],
   [13, 11, 1],
 ];

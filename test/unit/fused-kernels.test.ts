@@ -1,8 +1,8 @@
 // The addon's fused training kernels (attention by strides, layer norm, softmax cross-entropy, tanh
 // GELU) against the same maths in plain tfjs ops with tfjs's own gradients, on the wasm backend: values
 // and every gradient, for each shape class the models produce (separate q/k/v with a padding mask,
-// one fused qkv with the causal mask, attention dropout, a single token, odd sizes, frozen and trained
-// layer-norm affines, labels outside the classes).
+// one fused qkv with the causal mask over one or several of the addon's row blocks, attention dropout,
+// a single token, odd sizes, frozen and trained layer-norm affines, labels outside the classes).
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
@@ -57,6 +57,8 @@ describe("fused training kernels of the addon against plain tfjs", { skip }, () 
     { name: "separate q/k/v, padding mask and attention dropout", batch: 2, heads: 3, length: 6, headSize: 4, causal: false, padded: [1, 0], dropout: true },
     { name: "fused qkv, causal mask (GPT-2)", batch: 2, heads: 3, length: 9, headSize: 6, causal: true, padded: undefined, dropout: false },
     { name: "fused qkv, causal mask and attention dropout", batch: 2, heads: 2, length: 5, headSize: 3, causal: true, padded: undefined, dropout: true },
+    // 150 rows: three causal row blocks of the addon (64, 64, 22), the last one partial.
+    { name: "fused qkv, causal mask over several row blocks, attention dropout", batch: 2, heads: 2, length: 150, headSize: 8, causal: true, padded: undefined, dropout: true },
     { name: "a single token, one head", batch: 1, heads: 1, length: 1, headSize: 7, causal: true, padded: undefined, dropout: false },
   ];
   for (const c of attentionCases) {

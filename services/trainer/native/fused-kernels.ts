@@ -17,7 +17,7 @@ export interface FusedKernelAddon {
   ): void;
   attentionBackward(
     q: F32, k: F32, v: F32, offsets: Int32Array, rowStride: number, batch: number, heads: number, length: number, headSize: number,
-    scale: number, probs: F32, keep: Maybe, dContext: F32, dq: F32, dk: F32, dv: F32, outOffsets: Int32Array, outStride: number,
+    scale: number, probs: F32, keep: Maybe, dContext: F32, dq: F32, dk: F32, dv: F32, outOffsets: Int32Array, outStride: number, causal: boolean,
   ): void;
   layerNormForward(x: F32, gamma: F32, beta: F32, epsilon: number, y: F32, mean: F32, rstd: F32): void;
   layerNormBackward(dy: F32, x: F32, gamma: F32, mean: F32, rstd: F32, dx: F32, dgamma: Maybe, dbeta: Maybe): void;
@@ -95,7 +95,7 @@ export function registerFusedKernels(addon: FusedKernelAddon): () => void {
     addon.attentionBackward(
       view(wasm, q)!, view(wasm, k)!, view(wasm, v)!, Int32Array.from(a.offsets), a.rowStride, a.batch, a.heads, a.length, a.headSize,
       a.scale, view(wasm, probs)!, view(wasm, keep), view(wasm, dContext)!, view(wasm, dq)!, view(wasm, dk)!, view(wasm, dv)!,
-      Int32Array.from(fused ? a.offsets : [0, 0, 0]), fused ? a.rowStride : hd,
+      Int32Array.from(fused ? a.offsets : [0, 0, 0]), fused ? a.rowStride : hd, a.causal,
     );
     return outputs;
   });

@@ -57,6 +57,17 @@ static inline napi_value fail(napi_env env, const char* message) {
   return NULL;
 }
 
+// The elementwise and row loops (exp, tanh, erf, sums) are compiled three times, for AVX-512, AVX2/FMA
+// and the x86-64 baseline, and the loader picks the best the CPU runs (function multiversioning):
+// -ffast-math turns expf and tanhf into glibc's vector forms, 16 or 8 lanes wide instead of SSE's 4,
+// while the addon still loads on any x86-64 machine it was built for. The choice needs glibc's ifunc;
+// other compilers, C libraries and CPUs get one plain build.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
 // Kernels defined in attention.c, norms.c and quant.c, registered by blas.c.
 napi_value attention_forward(napi_env env, napi_callback_info info);
 napi_value attention_backward(napi_env env, napi_callback_info info);

@@ -1,12 +1,29 @@
 // Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
 // softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
-// (or two) over each row, on the wasm heap, on one thread: the addon is built without OpenMP (see
-// services/trainer/README.md).
+// (or two) over each row, on the wasm heap, on one thread (the addon is built without OpenMP, see
+// services/trainer/README.md), in vector clones (VECTOR_CLONES in napi-args.h).
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "napi-args.h"
+
+VECTOR_CLONES static void layer_norm_rows(const float* x, const float* gamma, const float* beta, float eps, size_t rows, size_t d, float* y, float* mean,
+                                          float* rstd) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float sum = 0.0f;
+    for (size_t j = 0; j < d; j++) sum += xr[j];
+    const float m = sum / (float)d;
+    float squares = 0.0f;
+    for (size_t j = 0; j < d; j++) squares += (xr[j] - m) * (xr[j] - m);
+    const float inverse = 1.0f / sqrtf(squares / (float)d + eps);
+    for (size_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * inverse * gamma[j] + beta[j];
+    mean[r] = m;
+    rstd[r] = inverse;
+  }
+}
 
 // layerNormForward(x, gamma, beta, epsilon, y, mean, rstd): rows of gamma's length; mean and 1/σ per row.
 napi_value layer_norm_forward(napi_env env, napi_callback_info info) {
@@ -20,19 +37,7 @@ napi_value layer_norm_forward(napi_env env, napi_callback_info info) {
       x_len % d != 0 || y_len != x_len || mean_len != x_len / d || rstd_len != mean_len) {
     return fail(env, "blas addon: layerNormForward(x, gamma, beta, epsilon, y, mean, rstd) with x whole rows of gamma's length");
   }
-  for (size_t r = 0; r < mean_len; r++) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    float sum = 0.0f;
-    for (size_t j = 0; j < d; j++) sum += xr[j];
-    const float m = sum / (float)d;
-    float squares = 0.0f;
-    for (size_t j = 0; j < d; j++) squares += (xr[j] - m) * (xr[j] - m);
-    const float inverse = 1.0f / sqrtf(squares / (float)d + (float)eps);
-    for (size_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * inverse * gamma[j] + beta[j];
-    mean[r] = m;
-    rstd[r] = inverse;
-  }
+  layer_norm_rows(x, gamma, beta, (float)eps, mean_len, d, y, mean, rstd);
   return NULL;
 }
 
@@ -71,14 +76,46 @@ napi_value layer_norm_backward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// Row r's log-sum-exp, with its maximum.
-static float log_sum_exp(const float* row, size_t n, float* max_out) {
+// The largest value of a row.
+static inline float row_max(const float* row, size_t n) {
   float max = row[0];
   for (size_t j = 1; j < n; j++) max = row[j] > max ? row[j] : max;
-  float sum = 0.0f;
-  for (size_t j = 0; j < n; j++) sum += expf(row[j] - max);
-  *max_out = max;
-  return max + logf(sum);
+  return max;
+}
+
+// nll[r] = logsumexp(logits[r]) − logits[r][labels[r]]; 0 for a label outside the n classes.
+VECTOR_CLONES static void cross_entropy_rows(const float* logits, const int32_t* labels, size_t rows, size_t n, float* nll) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* row = logits + r * n;
+    const float max = row_max(row, n);
+    float sum = 0.0f;
+    for (size_t j = 0; j < n; j++) sum += expf(row[j] - max);
+    const int32_t label = labels[r];
+    nll[r] = label >= 0 && (size_t)label < n ? max + logf(sum) - row[label] : 0.0f;
+  }
+}
+
+// dLogits[r] = dNll[r]·(softmax(logits[r]) − onehot(labels[r])); 0 for a label outside. One exp per
+// logit: the exponentials are written first and scaled by dNll/sum once the sum is known.
+VECTOR_CLONES static void cross_entropy_grad_rows(const float* logits, const int32_t* labels, const float* d_nll, size_t rows, size_t n, float* grad) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* row = logits + r * n;
+    float* g = grad + r * n;
+    const int32_t label = labels[r];
+    if (label < 0 || (size_t)label >= n) {
+      memset(g, 0, n * sizeof(float));
+      continue;
+    }
+    const float max = row_max(row, n);
+    float sum = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+      g[j] = expf(row[j] - max);
+      sum += g[j];
+    }
+    const float scale = d_nll[r] / sum;
+    for (size_t j = 0; j < n; j++) g[j] *= scale;
+    g[label] -= d_nll[r];
+  }
 }
 
 // softmaxCrossEntropy(logits, labels, nll): nll[r] = logsumexp(logits[r]) − logits[r][labels[r]]; 0 for a label outside the classes.
@@ -96,21 +133,8 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info, bool back
                               : "blas addon: softmaxCrossEntropy(logits [rows, classes], labels Int32Array [rows], nll [rows])");
   }
   const size_t n = logits_len / rows;
-  for (size_t r = 0; r < rows; r++) {
-    const float* row = logits + r * n;
-    const int32_t label = labels[r];
-    const bool valid = label >= 0 && (size_t)label < n;
-    float max;
-    const float lse = log_sum_exp(row, n, &max);
-    if (!backward) {
-      out[r] = valid ? lse - row[label] : 0.0f;
-      continue;
-    }
-    float* grad = out + r * n;
-    const float scale = valid ? d_nll[r] : 0.0f;
-    for (size_t j = 0; j < n; j++) grad[j] = scale * expf(row[j] - lse);
-    if (valid) grad[label] -= scale;
-  }
+  if (backward) cross_entropy_grad_rows(logits, labels, d_nll, rows, n, out);
+  else cross_entropy_rows(logits, labels, rows, n, out);
   return NULL;
 }
 
@@ -137,14 +161,24 @@ static int same_length(napi_env env, napi_callback_info info, size_t count, floa
 #define SQRT_2_OVER_PI 0.7978845608f
 #define GELU_CUBIC 0.044715f
 
+VECTOR_CLONES static void gelu_tanh_values(const float* x, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i])));
+}
+
+VECTOR_CLONES static void gelu_tanh_grads(const float* x, const float* dy, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) {
+    const float th = tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i]));
+    const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x[i] * x[i]);
+    out[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * x[i] * (1.0f - th * th) * du);
+  }
+}
+
 // geluTanhForward(x, out): out = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (GPT-2's gelu_new).
 napi_value gelu_tanh_forward(napi_env env, napi_callback_info info) {
   float* v[2];
   size_t n = 0;
   if (!same_length(env, info, 2, v, &n)) return fail(env, "blas addon: geluTanhForward(x, out) takes two Float32Arrays of one length");
-  const float* x = v[0];
-  float* out = v[1];
-  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i])));
+  gelu_tanh_values(v[0], n, v[1]);
   return NULL;
 }
 
@@ -153,12 +187,6 @@ napi_value gelu_tanh_backward(napi_env env, napi_callback_info info) {
   float* v[3];
   size_t n = 0;
   if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
-  const float *x = v[0], *dy = v[1];
-  float* out = v[2];
-  for (size_t i = 0; i < n; i++) {
-    const float th = tanhf(SQRT_2_OVER_PI * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i]));
-    const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x[i] * x[i]);
-    out[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * x[i] * (1.0f - th * th) * du);
-  }
+  gelu_tanh_grads(v[0], v[1], n, v[2]);
   return NULL;
 }
