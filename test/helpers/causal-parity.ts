@@ -17,6 +17,16 @@ import { decodeLogits, REFERENCE_ADAPTERS, type CausalGolden } from "../referenc
 
 export const TOLERANCE = 1e-4;
 
+/** An adapter's LoRA matrices as tensors by PEFT key, for adapterForwardOptions. */
+export function adapterTensors(adapter: Awaited<ReturnType<typeof loadAdapter>>): Map<string, tf.Tensor> {
+  const tensors = new Map<string, tf.Tensor>();
+  for (const [module, { a, b }] of adapter.lora) {
+    tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape));
+    tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape));
+  }
+  return tensors;
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);
   let max = 0;
@@ -43,11 +53,7 @@ export async function compareWith(fixtures: string, reference: CausalGolden, che
     }
     const { model } = await loadCausalPretrained(dir);
     const adapter = await loadAdapter(adapterDir);
-    const tensors = new Map<string, tf.Tensor>();
-    for (const [module, { a, b }] of adapter.lora) {
-      tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape));
-      tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape));
-    }
+    const tensors = adapterTensors(adapter);
     const withAdapter = adapterForwardOptions(tensors, adapter.settings);
     let base = 0;
     let adapted = 0;

@@ -11,13 +11,14 @@ import { before, describe, test } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend, train, type HyperparameterOptions } from "../../services/trainer/index.ts";
 import { loadCausalPretrained, type WeightStorage } from "../../services/trainer/tasks/causal-lm/load.ts";
-import { adapterForwardOptions, loraKey } from "../../services/trainer/lora.ts";
+import { adapterForwardOptions } from "../../services/trainer/lora.ts";
 import { loadAdapter } from "../../services/trainer/peft.ts";
 import { readSafetensors, writeSafetensors } from "../../services/trainer/safetensors.ts";
 import { readCausalConfig } from "../../services/trainer/tasks/causal-lm/config.ts";
 import { resolveJobSettings, TrainingConfigError } from "../../services/trainer/settings.ts";
 import { FrozenStorageError } from "../../services/trainer/native/frozen-linear.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
+import { adapterTensors } from "../helpers/causal-parity.ts";
 import { fixtureTexts, trainedLlama } from "../helpers/trained-llama.ts";
 import { addonSkip } from "../helpers/kernel-checks.ts";
 import { decodeLogits, runCausalReference } from "../reference/causal-cases.ts";
@@ -152,11 +153,7 @@ describe("quantized frozen weights on the tiny Llama", { skip: addonSkip() }, ()
     const reference = await runCausalReference(models, 0, path.join(scratch, "adapters"));
     const { model } = await loadCausalPretrained(path.join(fixtures, "llama-tiny"));
     const adapter = await loadAdapter(path.join(scratch, "adapters", "llama-tiny"));
-    const tensors = new Map<string, tf.Tensor>();
-    for (const [module, { a, b }] of adapter.lora) {
-      tensors.set(loraKey(module, "A"), tf.tensor(a.data, a.shape));
-      tensors.set(loraKey(module, "B"), tf.tensor(b.data, b.shape));
-    }
+    const tensors = adapterTensors(adapter);
     const options = adapterForwardOptions(tensors, adapter.settings);
     let worst = 0;
     for (const sequence of reference.models["llama-tiny"].sequences) {
