@@ -87,12 +87,19 @@ export function sampleToken(logits: Float32Array, temperature: number, rng: Rng,
 }
 
 function nextLogits(model: CausalLM, ids: number[], options: ForwardOptions, cache: KVCache | undefined): Float32Array {
-  return tf.tidy(() => {
+  // The tidy returns the tensor, not its values: tidy walks whatever it returns key by key, which
+  // for a vocabulary-sized array cost more than the whole forward pass.
+  const logits = tf.tidy(() => {
     const fresh = cache ? ids.slice(cache.length) : ids;
     const hidden = model.hidden({ ids: Int32Array.from(fresh), batchSize: 1, length: fresh.length }, options, cache);
     const last = hidden.slice([fresh.length - 1, 0], [1, hidden.shape[1]]);
-    return model.logits(last).dataSync() as Float32Array;
+    return model.logits(last);
   });
+  try {
+    return logits.dataSync() as Float32Array;
+  } finally {
+    logits.dispose();
+  }
 }
 
 export interface Detokenizer {
