@@ -1,7 +1,7 @@
 // GPT-2, Llama, Qwen2 and Mistral forward passes, bare and with PEFT LoRA adapters, and the gradients of
 // a next-token loss in the LoRA matrices, against an independent PyTorch implementation
 // (test/reference/causal_reference.py, written from transformers' and PEFT's code): committed goldens
-// always, a live run when torch is importable; and the KV cache.
+// always, a live run when torch is importable; the KV cache; and loading that frees the float copies as it goes.
 import assert from "node:assert/strict";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,7 +11,10 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
 import { parseCausalConfig } from "../../services/trainer/tasks/causal-lm/config.ts";
 import { disposeCache, emptyCache, selectRows } from "../../services/trainer/tasks/causal-lm/model.ts";
-import { inverseFrequencies } from "../../services/trainer/tasks/causal-lm/llama.ts";
+import { inverseFrequencies, LlamaLM } from "../../services/trainer/tasks/causal-lm/llama.ts";
+import { Gpt2LM } from "../../services/trainer/tasks/causal-lm/gpt2.ts";
+import { readCausalConfig } from "../../services/trainer/tasks/causal-lm/config.ts";
+import { readCheckpoint } from "../../services/trainer/hf/weights.ts";
 import { loadCausalPretrained } from "../../services/trainer/tasks/causal-lm/load.ts";
 import { mergeAdapter } from "../../services/trainer/merge.ts";
 import { causalFixtures } from "../helpers/causal-fixtures.ts";
@@ -39,6 +42,19 @@ before(async () => {
 
 test(`logits, bare and with a PEFT adapter on every linear, and LoRA gradients agree with the committed PyTorch reference within ${TOLERANCE}`, async (t) => {
   for (const line of await compareWith(fixtures, golden, true)) t.diagnostic(line);
+});
+
+test("building a decoder consumes the checkpoint's float copies as they reach the device, so loading peaks below twice the weights", async () => {
+  for (const name of ["gpt2-bare", "llama-tiny", "qwen2-tiny", "mistral-tiny"]) {
+    const dir = path.join(fixtures, name);
+    const config = await readCausalConfig(dir);
+    const stored = await readCheckpoint(dir);
+    assert.ok(stored.size > 0);
+    const model = config.family === "gpt2" ? Gpt2LM.fromCheckpoint(config, stored) : LlamaLM.fromCheckpoint(config, stored);
+    // Only an untied output head is read after the loop, to build its kernel.
+    assert.deepEqual([...stored.keys()].filter((key) => key !== "lm_head.weight"), [], name);
+    model.dispose();
+  }
 });
 
 test("an adapter merged into a full model folder gives the reference's adapter logits", async () => {

@@ -42,6 +42,8 @@ export class Gpt2LM extends CausalLM {
       const canonical = canonicalGpt2Name(name);
       if (canonical === "lm_head.weight") lmHead = array;
       else if (canonical?.startsWith(`${PREFIX}.`)) weights.set(canonical, tf.tensor(array.data, array.shape, "float32"));
+      // Consumed: once on the device, the float copy can be collected while the rest loads.
+      if (canonical !== "lm_head.weight") stored.delete(name);
     }
     const embedding = weights.get(`${PREFIX}.wte.weight`);
     if (!embedding) throw new CausalWeightsError("the checkpoint holds no GPT-2 weights (transformer.wte.weight)");
