@@ -80,7 +80,7 @@ export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps
   }) as tf.Tensor2D;
 }
 
-/** x · rsqrt(mean(x²) + eps) · weight over the last axis, as LlamaRMSNorm (in float32); keeps x and 1/rms per row. */
+/** x · rsqrt(mean(x²) + eps) · weight over the last axis, as LlamaRMSNorm (in float32); keeps x (x̂ without the addon) and 1/rms per row. */
 export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor, epsilon: number): tf.Tensor2D {
   const trainedWeight = isTrained(weight);
   const native = hasFusedKernel(FUSED_KERNELS.rmsNorm) && x.size > 0;
