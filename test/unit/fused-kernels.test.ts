@@ -1,13 +1,15 @@
-// The addon's fused training kernels (attention by strides, layer norm, softmax cross-entropy, tanh
-// GELU) against the same maths in plain tfjs ops with tfjs's own gradients, on the wasm backend: values
-// and every gradient, for each shape class the models produce (separate q/k/v with a padding mask,
-// one fused qkv with the causal mask over one or several of the addon's row blocks, attention dropout,
-// a single token, odd sizes, frozen and trained layer-norm affines, labels outside the classes).
+// The addon's fused training kernels (attention by strides, layer norm, RMSNorm, softmax cross-entropy,
+// tanh GELU, SwiGLU's silu(gate)·up) against the same maths in plain tfjs ops with tfjs's own gradients,
+// on the wasm backend: values and every gradient, for each shape class the models produce (separate
+// q/k/v with a padding mask, one fused qkv with the causal mask over one or several of the addon's row
+// blocks, attention dropout, a single token, odd sizes past the vector lanes, frozen and trained norm
+// weights, labels outside the classes). The hand-written fallbacks of RMSNorm and the gating (no addon)
+// are checked the same way on tfjs's cpu backend, where the kernels are not registered.
 import assert from "node:assert/strict";
-import { before, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../services/trainer/backend.ts";
-import { activation, attentionOverRows, layerNorm, linear, rowAttentionAvailable, softmaxCrossEntropyRows } from "../../services/trainer/layers/fused.ts";
+import { activation, attentionOverRows, layerNorm, linear, rmsNorm, rowAttentionAvailable, siluGate, softmaxCrossEntropyRows } from "../../services/trainer/layers/fused.ts";
 import { loadBlasAddon } from "../../services/trainer/native/blas.ts";
 import { FUSED_KERNELS, hasFusedKernel } from "../../services/trainer/native/fused-kernels.ts";
 import { Rng } from "../../services/trainer/rng.ts";
@@ -40,6 +42,32 @@ function keyMask(batch: number, length: number, padded: number[]): tf.Tensor {
     for (let j = length - count; j < length; j++) values[row * length + j] = -3.4028234663852886e38;
   });
   return tf.tensor(values, [batch, 1, 1, length]);
+}
+
+const plainRmsNorm = (x: tf.Tensor, w: tf.Tensor) => x.mul(x.square().mean(-1, true).add(1e-6).rsqrt()).mul(w);
+const plainSiluGate = (gate: tf.Tensor, up: tf.Tensor) => gate.mul(tf.sigmoid(gate)).mul(up);
+// One row; widths below and past the 8 and 16 vector lanes with a tail; several rows at a model's width.
+const normShapes = [[1, 7], [5, 12], [3, 37], [33, 768]];
+const gateShapes = [[1, 5], [4, 19], [9, 352]];
+
+/** RMSNorm's value and x gradient with a frozen weight, then its value and weight gradient with a trained one. */
+function checkRmsNorm(rows: number, d: number): void {
+  const x = random([rows, d], 3).add(0.5);
+  const weighting = random([rows, d]);
+  const weight = random([d]).add(1);
+  assertSame(valueAndGradients((t) => rmsNorm(t as tf.Tensor2D, weight, 1e-6), [x], weighting), valueAndGradients((t) => plainRmsNorm(t, weight), [x], weighting));
+  const w = tf.variable(weight);
+  const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(rmsNorm(x as tf.Tensor2D, w, 1e-6), weighting)) as tf.Scalar, [w]);
+  assertClose(value, tf.sum(tf.mul(plainRmsNorm(x, weight), weighting)));
+  assertClose(grads[w.name], tf.grad((ww: tf.Tensor) => tf.sum(tf.mul(plainRmsNorm(x, ww), weighting)))(weight));
+  w.dispose();
+}
+
+/** silu(gate)·up and both gradients, with gates wide enough (±12) to saturate the sigmoid. */
+function checkSiluGate(rows: number, width: number): void {
+  const inputs = [random([rows, width], 4), random([rows, width])];
+  const weighting = random([rows, width]);
+  assertSame(valueAndGradients((g, u) => siluGate(g as tf.Tensor2D, u as tf.Tensor2D), inputs, weighting), valueAndGradients(plainSiluGate, inputs, weighting));
 }
 
 describe("fused training kernels of the addon against plain tfjs", { skip }, () => {
@@ -110,6 +138,20 @@ describe("fused training kernels of the addon against plain tfjs", { skip }, () 
     });
   }
 
+  for (const [rows, d] of normShapes) {
+    it(`RMSNorm, ${rows} × ${d}: frozen, then trained weight`, () => {
+      assert.ok(hasFusedKernel(FUSED_KERNELS.rmsNorm));
+      checkRmsNorm(rows, d);
+    });
+  }
+
+  for (const [rows, width] of gateShapes) {
+    it(`SwiGLU gating silu(gate)·up, ${rows} × ${width}`, () => {
+      assert.ok(hasFusedKernel(FUSED_KERNELS.siluGate));
+      checkSiluGate(rows, width);
+    });
+  }
+
   for (const [rows, classes] of [[6, 2], [4, 3], [9, 50257]]) {
     it(`softmax cross-entropy per row, ${rows} × ${classes}, with a label outside the classes`, () => {
       const logits = random([rows, classes], 4);
@@ -155,5 +197,33 @@ describe("fused training kernels of the addon against plain tfjs", { skip }, () 
       /operand sizes/,
     );
     assert.throws(() => fused.layerNormForward!(new Float32Array(5), new Float32Array(2), new Float32Array(2), 1e-5, new Float32Array(5), new Float32Array(2), new Float32Array(2)), /layerNormForward/);
+    assert.throws(() => fused.rmsNormForward!(new Float32Array(6), new Float32Array(3), 1e-6, new Float32Array(6), new Float32Array(3)), /rmsNormForward/);
+    assert.throws(() => fused.rmsNormBackward!(new Float32Array(6), new Float32Array(6), new Float32Array(3), new Float32Array(2), new Float32Array(6), new Float32Array(2)), /rmsNormBackward/);
+    assert.throws(() => fused.siluGateForward!(new Float32Array(4), new Float32Array(3), new Float32Array(4)), /siluGateForward/);
+    const four = () => new Float32Array(4);
+    assert.throws(() => fused.siluGateBackward!(four(), four(), four(), four(), new Float32Array(5)), /siluGateBackward/);
+  });
+});
+
+describe("RMSNorm and SwiGLU gating without the addon (plain tfjs fallbacks) against tfjs's own gradients", () => {
+  let previous: string;
+  before(async () => {
+    previous = tf.getBackend();
+    await tf.setBackend("cpu");
+  });
+  after(async () => {
+    await tf.setBackend(previous);
+  });
+
+  for (const [rows, d] of normShapes.slice(0, 3)) {
+    it(`RMSNorm, ${rows} × ${d}: frozen, then trained weight`, () => {
+      assert.ok(!hasFusedKernel(FUSED_KERNELS.rmsNorm));
+      checkRmsNorm(rows, d);
+    });
+  }
+
+  it("SwiGLU gating silu(gate)·up, 4 × 19", () => {
+    assert.ok(!hasFusedKernel(FUSED_KERNELS.siluGate));
+    checkSiluGate(4, 19);
   });
 });

@@ -1,4 +1,5 @@
-// Building blocks of every model (encoders and decoders) with hand-written gradients, and the
+// Building blocks of every model (encoders and decoders) with hand-written gradients (linear with
+// LoRA, attention, layer norm, RMSNorm, SwiGLU's silu(gate)·up, cross-entropy rows), and the
 // activations configs name. tfjs keeps every intermediate tensor of a step alive until the gradients
 // are done (forward temporaries and every accumulated gradient), so a composite op written with plain
 // ops holds several full-size copies of its activations. Each block here keeps only what its backward
@@ -74,6 +75,36 @@ export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps
         const g = dy.mul(scale);
         const dx = rstd.mul(g.sub(g.mean(-1, true)).sub(xHat.mul(g.mul(xHat).mean(-1, true))));
         return trainedAffine ? [dx, dy.mul(xHat).sum(0), dy.sum(0)] : dx;
+      },
+    };
+  }) as tf.Tensor2D;
+}
+
+/** x · rsqrt(mean(x²) + eps) · weight over the last axis, as LlamaRMSNorm (in float32); keeps x (x̂ without the addon) and 1/rms per row. */
+export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor, epsilon: number): tf.Tensor2D {
+  const trainedWeight = isTrained(weight);
+  const native = hasFusedKernel(FUSED_KERNELS.rmsNorm) && x.size > 0;
+  return custom("rms norm", trainedWeight ? [x, weight] : [x], (save) => {
+    if (native) {
+      const [y, rstd] = tf.engine().runKernel(FUSED_KERNELS.rmsNorm, { x, weight }, { epsilon }) as tf.Tensor[];
+      save([x, weight, rstd]);
+      return {
+        value: y,
+        gradFunc: (dy, [input, scale, r]) => {
+          const grads = tf.engine().runKernel(FUSED_KERNELS.rmsNormGrad, { dy, x: input, weight: scale, rstd: r }, { weightGrad: trainedWeight }) as tf.Tensor[];
+          return trainedWeight ? grads : grads[0];
+        },
+      };
+    }
+    const inverseRms = x.square().mean(-1, true).add(epsilon).rsqrt();
+    const normalised = x.mul(inverseRms);
+    save([normalised, inverseRms, weight]);
+    return {
+      value: normalised.mul(weight),
+      gradFunc: (dy, [xHat, r, scale]) => {
+        const g = dy.mul(scale);
+        const dx = r.mul(g.sub(xHat.mul(g.mul(xHat).mean(-1, true))));
+        return trainedWeight ? [dx, dy.mul(xHat).sum(0)] : dx;
       },
     };
   }) as tf.Tensor2D;
@@ -278,6 +309,22 @@ function geluTanh(x: tf.Tensor): tf.Tensor {
       gradFunc: (dy, [input]) => tf.engine().runKernel(FUSED_KERNELS.geluTanhGrad, { x: input, dy }) as tf.Tensor,
     };
   });
+}
+
+/** silu(gate)·up, the SwiGLU MLP's gating, in one pass each way on the addon; keeps only gate and up. */
+export function siluGate(gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
+  const native = hasFusedKernel(FUSED_KERNELS.siluGate) && gate.size > 0;
+  return custom("silu gate", [gate, up], (save) => {
+    save([gate, up]);
+    return {
+      value: native ? (tf.engine().runKernel(FUSED_KERNELS.siluGate, { gate, up }) as tf.Tensor) : gate.mul(tf.sigmoid(gate)).mul(up),
+      gradFunc: (dy, [g, u]) => {
+        if (native) return tf.engine().runKernel(FUSED_KERNELS.siluGateGrad, { gate: g, up: u, dy }) as tf.Tensor[];
+        const sigmoid = tf.sigmoid(g);
+        return [dy.mul(u).mul(sigmoid).mul(g.mul(sigmoid.neg().add(1)).add(1)), dy.mul(g.mul(sigmoid))];
+      },
+    };
+  }) as tf.Tensor2D;
 }
 
 /** The activation a config names, Hugging Face's names. */

@@ -1,6 +1,6 @@
 // The addon's fused training kernels (attention.c, norms.c) as tfjs wasm kernels: attention with its
-// heads read and written by strides, layer norm, softmax cross-entropy and tanh GELU, each with its
-// backward. Each replaces a chain of whole-tensor wasm passes (and their saved intermediates) by one
+// heads read and written by strides, layer norm, RMSNorm, softmax cross-entropy, tanh GELU and SwiGLU's
+// silu(gate)·up, each with its backward. Each replaces a chain of whole-tensor wasm passes (and their saved intermediates) by one
 // call on the wasm heap. The model code (layers/fused.ts, losses.ts) uses them when the active
 // backend has them registered and falls back to plain tfjs ops otherwise.
 import * as tf from "@tensorflow/tfjs";
@@ -21,10 +21,14 @@ export interface FusedKernelAddon {
   ): void;
   layerNormForward(x: F32, gamma: F32, beta: F32, epsilon: number, y: F32, mean: F32, rstd: F32): void;
   layerNormBackward(dy: F32, x: F32, gamma: F32, mean: F32, rstd: F32, dx: F32, dgamma: Maybe, dbeta: Maybe): void;
+  rmsNormForward(x: F32, weight: F32, epsilon: number, y: F32, rstd: F32): void;
+  rmsNormBackward(dy: F32, x: F32, weight: F32, rstd: F32, dx: F32, dweight: Maybe): void;
   softmaxCrossEntropy(logits: F32, labels: Int32Array, nll: F32): void;
   softmaxCrossEntropyBackward(logits: F32, labels: Int32Array, dNll: F32, dLogits: F32): void;
   geluTanhForward(x: F32, out: F32): void;
   geluTanhBackward(x: F32, dy: F32, out: F32): void;
+  siluGateForward(gate: F32, up: F32, out: F32): void;
+  siluGateBackward(gate: F32, up: F32, dy: F32, dGate: F32, dUp: F32): void;
 }
 
 export const FUSED_KERNELS = {
@@ -32,10 +36,14 @@ export const FUSED_KERNELS = {
   attentionGrad: "TrainerAttentionGrad",
   layerNorm: "TrainerLayerNorm",
   layerNormGrad: "TrainerLayerNormGrad",
+  rmsNorm: "TrainerRmsNorm",
+  rmsNormGrad: "TrainerRmsNormGrad",
   crossEntropy: "TrainerSoftmaxCrossEntropy",
   crossEntropyGrad: "TrainerSoftmaxCrossEntropyGrad",
   geluTanh: "TrainerGeluTanh",
   geluTanhGrad: "TrainerGeluTanhGrad",
+  siluGate: "TrainerSiluGate",
+  siluGateGrad: "TrainerSiluGateGrad",
 } as const;
 
 /** Whether the active backend runs `kernel` (one of FUSED_KERNELS) natively. */
@@ -117,6 +125,18 @@ export function registerFusedKernels(addon: FusedKernelAddon): () => void {
     return outputs;
   });
 
+  kernel(FUSED_KERNELS.rmsNorm, ({ x, weight }, wasm, attrs) => {
+    const outputs = [wasm.makeOutput(x!.shape, "float32"), wasm.makeOutput([x!.shape[0]], "float32")];
+    addon.rmsNormForward(view(wasm, x)!, view(wasm, weight)!, attrs.epsilon as number, view(wasm, outputs[0])!, view(wasm, outputs[1])!);
+    return outputs;
+  });
+
+  kernel(FUSED_KERNELS.rmsNormGrad, ({ dy, x, weight, rstd }, wasm, attrs) => {
+    const outputs = [wasm.makeOutput(x!.shape, "float32"), ...(attrs.weightGrad ? [wasm.makeOutput(weight!.shape, "float32")] : [])];
+    addon.rmsNormBackward(view(wasm, dy)!, view(wasm, x)!, view(wasm, weight)!, view(wasm, rstd)!, view(wasm, outputs[0])!, view(wasm, outputs[1]));
+    return outputs;
+  });
+
   kernel(FUSED_KERNELS.crossEntropy, ({ logits, labels }, wasm) => {
     const nll = wasm.makeOutput([logits!.shape[0]], "float32");
     addon.softmaxCrossEntropy(view(wasm, logits)!, ints(wasm, labels!), view(wasm, nll)!);
@@ -139,6 +159,18 @@ export function registerFusedKernels(addon: FusedKernelAddon): () => void {
     const out = wasm.makeOutput(x!.shape, "float32");
     addon.geluTanhBackward(view(wasm, x)!, view(wasm, dy)!, view(wasm, out)!);
     return out;
+  });
+
+  kernel(FUSED_KERNELS.siluGate, ({ gate, up }, wasm) => {
+    const out = wasm.makeOutput(gate!.shape, "float32");
+    addon.siluGateForward(view(wasm, gate)!, view(wasm, up)!, view(wasm, out)!);
+    return out;
+  });
+
+  kernel(FUSED_KERNELS.siluGateGrad, ({ gate, up, dy }, wasm) => {
+    const outputs = [wasm.makeOutput(gate!.shape, "float32"), wasm.makeOutput(up!.shape, "float32")];
+    addon.siluGateBackward(view(wasm, gate)!, view(wasm, up)!, view(wasm, dy)!, view(wasm, outputs[0])!, view(wasm, outputs[1])!);
+    return outputs;
   });
 
   return () => {

@@ -1,7 +1,8 @@
-// Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and its backward,
-// softmax cross-entropy per row (and its gradient), and GPT-2's tanh GELU with its gradient. One pass
-// (or two) over each row, on the wasm heap, on one thread (the addon is built without OpenMP, see
-// services/trainer/README.md), in vector clones (VECTOR_CLONES in napi-args.h).
+// Row-wise kernels that tfjs runs as chains of whole-tensor passes: layer norm and RMSNorm with their
+// backwards, softmax cross-entropy per row (and its gradient), GPT-2's tanh GELU and Llama's SwiGLU
+// gating silu(gate)·up, each with its gradient. One pass (or two) over each row, on the wasm heap, on
+// one thread (the addon is built without OpenMP, see services/trainer/README.md), in vector clones
+// (VECTOR_CLONES in napi-args.h).
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -73,6 +74,66 @@ napi_value layer_norm_backward(napi_env env, napi_callback_info info) {
       if (dbeta) dbeta[j] += dyr[j];
     }
   }
+  return NULL;
+}
+
+VECTOR_CLONES static void rms_norm_rows(const float* x, const float* weight, float eps, size_t rows, size_t d, float* y, float* rstd) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float squares = 0.0f;
+    for (size_t j = 0; j < d; j++) squares += xr[j] * xr[j];
+    const float inverse = 1.0f / sqrtf(squares / (float)d + eps);
+    for (size_t j = 0; j < d; j++) yr[j] = xr[j] * inverse * weight[j];
+    rstd[r] = inverse;
+  }
+}
+
+// dx = s·(g − x̂·mean(g·x̂)) with g = dy·weight, x̂ = x·s and s = 1/rms of the row; dweight = Σ_rows dy·x̂.
+VECTOR_CLONES static void rms_norm_grad_rows(const float* dy, const float* x, const float* weight, const float* rstd, size_t rows, size_t d, float* dx,
+                                             float* dweight) {
+  if (dweight) memset(dweight, 0, d * sizeof(float));
+  for (size_t r = 0; r < rows; r++) {
+    const float *dyr = dy + r * d, *xr = x + r * d;
+    float* dxr = dx + r * d;
+    const float s = rstd[r];
+    float gx_sum = 0.0f;
+    for (size_t j = 0; j < d; j++) gx_sum += dyr[j] * weight[j] * xr[j];
+    const float gx_mean = gx_sum * s / (float)d;
+    for (size_t j = 0; j < d; j++) dxr[j] = s * (dyr[j] * weight[j] - xr[j] * s * gx_mean);
+    if (dweight) {
+      for (size_t j = 0; j < d; j++) dweight[j] += dyr[j] * xr[j] * s;
+    }
+  }
+}
+
+// rmsNormForward(x, weight, epsilon, y, rstd): y = x·rsqrt(mean(x²) + epsilon)·weight over rows of weight's length (LlamaRMSNorm); 1/rms per row.
+napi_value rms_norm_forward(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  float *x, *weight, *y, *rstd;
+  size_t x_len, d, y_len, rstd_len;
+  double eps;
+  if (!args_of(env, info, 5, argv) || !arg_f32(env, argv[0], false, &x, &x_len) || !arg_f32(env, argv[1], false, &weight, &d) ||
+      !arg_number(env, argv[2], &eps) || !arg_f32(env, argv[3], false, &y, &y_len) || !arg_f32(env, argv[4], false, &rstd, &rstd_len) || d == 0 ||
+      x_len % d != 0 || y_len != x_len || rstd_len != x_len / d) {
+    return fail(env, "blas addon: rmsNormForward(x, weight, epsilon, y, rstd) with x whole rows of weight's length");
+  }
+  rms_norm_rows(x, weight, (float)eps, rstd_len, d, y, rstd);
+  return NULL;
+}
+
+// rmsNormBackward(dy, x, weight, rstd, dx, dweight|null): dweight is overwritten with its sum over rows.
+napi_value rms_norm_backward(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  float *dy, *x, *weight, *rstd, *dx, *dweight;
+  size_t dy_len, x_len, d, rstd_len, dx_len, dweight_len;
+  if (!args_of(env, info, 6, argv) || !arg_f32(env, argv[0], false, &dy, &dy_len) || !arg_f32(env, argv[1], false, &x, &x_len) ||
+      !arg_f32(env, argv[2], false, &weight, &d) || !arg_f32(env, argv[3], false, &rstd, &rstd_len) || !arg_f32(env, argv[4], false, &dx, &dx_len) ||
+      !arg_f32(env, argv[5], true, &dweight, &dweight_len) || d == 0 || x_len % d != 0 || dy_len != x_len || dx_len != x_len ||
+      rstd_len != x_len / d || (dweight && dweight_len != d)) {
+    return fail(env, "blas addon: rmsNormBackward(dy, x, weight, rstd, dx, dweight|null) with matching sizes");
+  }
+  rms_norm_grad_rows(dy, x, weight, rstd, rstd_len, d, dx, dweight);
   return NULL;
 }
 
@@ -148,7 +209,7 @@ napi_value softmax_cross_entropy_backward(napi_env env, napi_callback_info info)
 
 // Views of `count` Float32Arrays of one length; the length in *n.
 static int same_length(napi_env env, napi_callback_info info, size_t count, float** views, size_t* n) {
-  napi_value argv[3];
+  napi_value argv[5];
   if (!args_of(env, info, count, argv)) return 0;
   for (size_t i = 0; i < count; i++) {
     size_t length;
@@ -188,5 +249,41 @@ napi_value gelu_tanh_backward(napi_env env, napi_callback_info info) {
   size_t n = 0;
   if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
   gelu_tanh_grads(v[0], v[1], n, v[2]);
+  return NULL;
+}
+
+// σ(g) from exp(−|g|), which never overflows (−ffast-math assumes no infinities).
+static inline float sigmoid(float g) {
+  const float e = expf(-fabsf(g));
+  return (g >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
+
+VECTOR_CLONES static void silu_gate_values(const float* gate, const float* up, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+VECTOR_CLONES static void silu_gate_grads(const float* gate, const float* up, const float* dy, size_t n, float* d_gate, float* d_up) {
+  for (size_t i = 0; i < n; i++) {
+    const float g = gate[i], s = sigmoid(g);
+    d_gate[i] = dy[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    d_up[i] = dy[i] * g * s;
+  }
+}
+
+// siluGateForward(gate, up, out): out = silu(gate)·up = gate·σ(gate)·up (the SwiGLU MLP's gating).
+napi_value silu_gate_forward(napi_env env, napi_callback_info info) {
+  float* v[3];
+  size_t n = 0;
+  if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: siluGateForward(gate, up, out) takes three Float32Arrays of one length");
+  silu_gate_values(v[0], v[1], n, v[2]);
+  return NULL;
+}
+
+// siluGateBackward(gate, up, dy, dGate, dUp): dGate = dy·up·σ(g)·(1 + g·(1 − σ(g))), dUp = dy·silu(g).
+napi_value silu_gate_backward(napi_env env, napi_callback_info info) {
+  float* v[5];
+  size_t n = 0;
+  if (!same_length(env, info, 5, v, &n)) return fail(env, "blas addon: siluGateBackward(gate, up, dy, dGate, dUp) takes five Float32Arrays of one length");
+  silu_gate_grads(v[0], v[1], v[2], n, v[3], v[4]);
   return NULL;
 }

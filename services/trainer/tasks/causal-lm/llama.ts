@@ -8,7 +8,7 @@ import { transposed, type StoredTensor } from "../../hf/weights.ts";
 import type { FrozenLinear } from "../../native/frozen-linear.ts";
 import { CausalLM, CausalWeightsError, repeatGroups, type KVCache, type TokenBatch } from "./model.ts";
 import type { LinearModule } from "../../lora.ts";
-import { activation, attentionOverRows, rowAttentionAvailable } from "../../layers/fused.ts";
+import { activation, attentionOverRows, rmsNorm, rowAttentionAvailable, siluGate } from "../../layers/fused.ts";
 import type { ForwardOptions } from "../../layers/lora-forward.ts";
 
 const PREFIX = "model";
@@ -105,8 +105,7 @@ export class LlamaLM extends CausalLM {
 
   /** x · rsqrt(mean(x²) + eps) · weight, as LlamaRMSNorm. */
   private rmsNorm(x: tf.Tensor2D, module: string, options: ForwardOptions): tf.Tensor2D {
-    const scale = x.square().mean(-1, true).add(this.config.normEps).rsqrt();
-    return x.mul(scale).mul(this.param(`${module}.weight`, options)) as tf.Tensor2D;
+    return rmsNorm(x, this.param(`${module}.weight`, options), this.config.normEps);
   }
 
   /** cos and sin tables [length, headDim] for positions start..start+length-1 (halves repeated, as HF concatenates freqs twice). */
@@ -178,7 +177,10 @@ export class LlamaLM extends CausalLM {
     }
     const afterAttention = h.add(this.linear(context, `${p}.self_attn.o_proj`, options, outputBias)) as tf.Tensor2D;
     const m = this.rmsNorm(afterAttention, `${p}.post_attention_layernorm`, options);
-    const gated = activation(this.config.activation, this.linear(m, `${p}.mlp.gate_proj`, options, mlpBias)).mul(this.linear(m, `${p}.mlp.up_proj`, options, mlpBias)) as tf.Tensor2D;
+    const gate = this.linear(m, `${p}.mlp.gate_proj`, options, mlpBias);
+    const up = this.linear(m, `${p}.mlp.up_proj`, options, mlpBias);
+    const swiGlu = this.config.activation === "silu" || this.config.activation === "swish";
+    const gated = swiGlu ? siluGate(gate, up) : (activation(this.config.activation, gate).mul(up) as tf.Tensor2D);
     return afterAttention.add(this.linear(gated, `${p}.mlp.down_proj`, options, mlpBias)) as tf.Tensor2D;
   }
 
