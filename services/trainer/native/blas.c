@@ -18,28 +18,6 @@
     }                                                                   \
   } while (0)
 
-static int float_view(napi_env env, napi_value value, float** data, size_t* length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void* raw;
-  if (napi_get_typedarray_info(env, value, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_float32_array) return 0;
-  *data = (float*)raw;
-  return 1;
-}
-
-static int int_view(napi_env env, napi_value value, int32_t** data, size_t* length) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void* raw;
-  if (napi_get_typedarray_info(env, value, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_int32_array) return 0;
-  *data = (int32_t*)raw;
-  return 1;
-}
-
 // matmul(a, b, out, aBatchIndex, bBatchIndex, m, n, k, transposeA, transposeB)
 // out[i] = op(a[aBatchIndex[i]]) x op(b[bBatchIndex[i]]) for each output batch i, where a holds
 // m x k matrices (k x m when transposed) and b holds k x n (n x k when transposed).
@@ -56,12 +34,12 @@ static napi_value matmul(napi_env env, napi_callback_info info) {
   float *a, *b, *out;
   int32_t *a_index, *b_index;
   size_t a_len, b_len, out_len, batch, b_batch;
-  if (!float_view(env, argv[0], &a, &a_len) || !float_view(env, argv[1], &b, &b_len) ||
-      !float_view(env, argv[2], &out, &out_len)) {
+  if (!arg_f32(env, argv[0], false, &a, &a_len) || !arg_f32(env, argv[1], false, &b, &b_len) ||
+      !arg_f32(env, argv[2], false, &out, &out_len)) {
     napi_throw_type_error(env, NULL, "blas addon: a, b and out must be Float32Arrays");
     return NULL;
   }
-  if (!int_view(env, argv[3], &a_index, &batch) || !int_view(env, argv[4], &b_index, &b_batch) ||
+  if (!arg_i32(env, argv[3], &a_index, &batch) || !arg_i32(env, argv[4], &b_index, &b_batch) ||
       b_batch != batch) {
     napi_throw_type_error(env, NULL, "blas addon: batch indices must be Int32Arrays of equal length");
     return NULL;
@@ -116,7 +94,7 @@ static napi_value bias_activation(napi_env env, napi_callback_info info) {
   float *out, *bias;
   size_t out_len, n;
   bool relu;
-  if (argc != 3 || !float_view(env, argv[0], &out, &out_len) || !float_view(env, argv[1], &bias, &n) ||
+  if (argc != 3 || !arg_f32(env, argv[0], false, &out, &out_len) || !arg_f32(env, argv[1], false, &bias, &n) ||
       napi_get_value_bool(env, argv[2], &relu) != napi_ok || n == 0 || out_len % n != 0) {
     napi_throw_type_error(env, NULL, "blas addon: biasActivation(out, bias, relu) with out a whole number of bias rows");
     return NULL;
@@ -156,23 +134,11 @@ VECTOR_CLONES static void gelu_grads(const float* x, const float* dy, size_t n, 
   }
 }
 
-static int same_length_views(napi_env env, napi_callback_info info, size_t count, float** views, size_t* length) {
-  size_t argc = 3;
-  napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != count) return 0;
-  for (size_t i = 0; i < count; i++) {
-    size_t n;
-    if (!float_view(env, argv[i], &views[i], &n) || (i > 0 && n != *length)) return 0;
-    *length = n;
-  }
-  return 1;
-}
-
 // geluForward(x, out): out = x·Φ(x) = x/2·(1 + erf(x/√2)).
 static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   float* v[2];
   size_t n = 0;
-  if (!same_length_views(env, info, 2, v, &n)) {
+  if (!same_length_f32(env, info, 2, v, &n)) {
     napi_throw_type_error(env, NULL, "blas addon: geluForward(x, out) takes two Float32Arrays of one length");
     return NULL;
   }
@@ -184,7 +150,7 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
 static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   float* v[3];
   size_t n = 0;
-  if (!same_length_views(env, info, 3, v, &n)) {
+  if (!same_length_f32(env, info, 3, v, &n)) {
     napi_throw_type_error(env, NULL, "blas addon: geluBackward(x, dy, out) takes three Float32Arrays of one length");
     return NULL;
   }

@@ -1,8 +1,8 @@
 // The addon's fused training kernels (attention.c, norms.c) as tfjs wasm kernels: attention with its
 // heads read and written by strides, layer norm, RMSNorm, softmax cross-entropy, tanh GELU and SwiGLU's
-// silu(gate)·up, each with its backward. Each replaces a chain of whole-tensor wasm passes (and their saved intermediates) by one
-// call on the wasm heap. The model code (layers/fused.ts, losses.ts) uses them when the active
-// backend has them registered and falls back to plain tfjs ops otherwise.
+// silu(gate)·up, each with its backward. Each replaces a chain of whole-tensor wasm passes (and their
+// saved intermediates) by one call on the wasm heap. The model code (layers/fused.ts, losses.ts) uses
+// them when the active backend has them registered and falls back to plain tfjs ops otherwise.
 import * as tf from "@tensorflow/tfjs";
 import type { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 

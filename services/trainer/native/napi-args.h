@@ -52,6 +52,18 @@ static inline int args_of(napi_env env, napi_callback_info info, size_t count, n
   return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == count;
 }
 
+// `count` Float32Arrays of one length, as views; the length in *n. At most 5.
+static inline int same_length_f32(napi_env env, napi_callback_info info, size_t count, float** views, size_t* n) {
+  napi_value argv[5];
+  if (count > 5 || !args_of(env, info, count, argv)) return 0;
+  for (size_t i = 0; i < count; i++) {
+    size_t length;
+    if (!arg_f32(env, argv[i], false, &views[i], &length) || (i > 0 && length != *n)) return 0;
+    *n = length;
+  }
+  return 1;
+}
+
 static inline napi_value fail(napi_env env, const char* message) {
   napi_throw_type_error(env, NULL, message);
   return NULL;

@@ -207,18 +207,6 @@ napi_value softmax_cross_entropy_backward(napi_env env, napi_callback_info info)
   return cross_entropy(env, info, true);
 }
 
-// Views of `count` Float32Arrays of one length; the length in *n.
-static int same_length(napi_env env, napi_callback_info info, size_t count, float** views, size_t* n) {
-  napi_value argv[5];
-  if (!args_of(env, info, count, argv)) return 0;
-  for (size_t i = 0; i < count; i++) {
-    size_t length;
-    if (!arg_f32(env, argv[i], false, &views[i], &length) || (i > 0 && length != *n)) return 0;
-    *n = length;
-  }
-  return 1;
-}
-
 #define SQRT_2_OVER_PI 0.7978845608f
 #define GELU_CUBIC 0.044715f
 
@@ -238,7 +226,7 @@ VECTOR_CLONES static void gelu_tanh_grads(const float* x, const float* dy, size_
 napi_value gelu_tanh_forward(napi_env env, napi_callback_info info) {
   float* v[2];
   size_t n = 0;
-  if (!same_length(env, info, 2, v, &n)) return fail(env, "blas addon: geluTanhForward(x, out) takes two Float32Arrays of one length");
+  if (!same_length_f32(env, info, 2, v, &n)) return fail(env, "blas addon: geluTanhForward(x, out) takes two Float32Arrays of one length");
   gelu_tanh_values(v[0], n, v[1]);
   return NULL;
 }
@@ -247,7 +235,7 @@ napi_value gelu_tanh_forward(napi_env env, napi_callback_info info) {
 napi_value gelu_tanh_backward(napi_env env, napi_callback_info info) {
   float* v[3];
   size_t n = 0;
-  if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
+  if (!same_length_f32(env, info, 3, v, &n)) return fail(env, "blas addon: geluTanhBackward(x, dy, out) takes three Float32Arrays of one length");
   gelu_tanh_grads(v[0], v[1], n, v[2]);
   return NULL;
 }
@@ -274,7 +262,7 @@ VECTOR_CLONES static void silu_gate_grads(const float* gate, const float* up, co
 napi_value silu_gate_forward(napi_env env, napi_callback_info info) {
   float* v[3];
   size_t n = 0;
-  if (!same_length(env, info, 3, v, &n)) return fail(env, "blas addon: siluGateForward(gate, up, out) takes three Float32Arrays of one length");
+  if (!same_length_f32(env, info, 3, v, &n)) return fail(env, "blas addon: siluGateForward(gate, up, out) takes three Float32Arrays of one length");
   silu_gate_values(v[0], v[1], n, v[2]);
   return NULL;
 }
@@ -283,7 +271,7 @@ napi_value silu_gate_forward(napi_env env, napi_callback_info info) {
 napi_value silu_gate_backward(napi_env env, napi_callback_info info) {
   float* v[5];
   size_t n = 0;
-  if (!same_length(env, info, 5, v, &n)) return fail(env, "blas addon: siluGateBackward(gate, up, dy, dGate, dUp) takes five Float32Arrays of one length");
+  if (!same_length_f32(env, info, 5, v, &n)) return fail(env, "blas addon: siluGateBackward(gate, up, dy, dGate, dUp) takes five Float32Arrays of one length");
   silu_gate_grads(v[0], v[1], v[2], n, v[3], v[4]);
   return NULL;
 }
