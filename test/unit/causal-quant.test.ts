@@ -106,20 +106,26 @@ async function agreementWith(modelDir: string, storage: WeightStorage, reference
   const vocab = (await readCausalConfig(modelDir)).vocabSize;
   const quantized = await textLogits(modelDir, storage);
   const { distinct, answered } = questions(await textIds(modelDir));
-  const tally = { agree: 0, answered: 0, allAgree: 0, distinct: 0 };
+  const same = { answered: 0, distinct: 0 };
+  const asked = { answered: 0, distinct: 0 };
   let sumDelta = 0;
   let count = 0;
   quantized.forEach((logits, i) => {
     const [got, want] = [argmaxRows(logits, vocab), argmaxRows(reference[i], vocab)];
     got.forEach((id, r) => {
-      const same = id === want[r] ? 1 : 0;
-      if (distinct[i][r]) Object.assign(tally, { allAgree: tally.allAgree + same, distinct: tally.distinct + 1 });
-      if (answered[i][r]) Object.assign(tally, { agree: tally.agree + same, answered: tally.answered + 1 });
+      for (const [kind, positions] of [["answered", answered], ["distinct", distinct]] as const) {
+        if (!positions[i][r]) continue;
+        asked[kind] += 1;
+        same[kind] += id === want[r] ? 1 : 0;
+      }
     });
     for (let j = 0; j < logits.length; j++) sumDelta += Math.abs(logits[j] - reference[i][j]);
     count += logits.length;
   });
-  return { agreement: tally.agree / tally.answered, answered: tally.answered, allAgreement: tally.allAgree / tally.distinct, distinct: tally.distinct, meanDelta: sumDelta / count };
+  return {
+    agreement: same.answered / asked.answered, answered: asked.answered,
+    allAgreement: same.distinct / asked.distinct, distinct: asked.distinct, meanDelta: sumDelta / count,
+  };
 }
 
 const describeAgreement = (a: Agreement) =>
